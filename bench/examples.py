@@ -1,19 +1,23 @@
 """Throughput of the examples stage against a bare forward pass of the same truncated network.
 
-    .venv/bin/python bench/examples.py [--images DIR] [--count 256] [--batch-size 32] [--workers N]
-                                       [--device cpu|cuda] [--weights PATH|random]
+    .venv/bin/python bench/examples.py [--images DIR,DIR] [--count N] [--batch-size 32] [--workers N]
+                                       [--bare-count 512] [--device cpu|cuda] [--weights PATH|random]
 
 For one layer (inception_4a) and for all nine inception blocks, side by side in one run:
 
 - bare forward: the network truncated after the deepest chosen layer (the stage's own extractor),
-  torch.inference_mode, channels_last, over batches that were decoded beforehand (no decoding);
+  torch.inference_mode, channels_last, over batches that were decoded beforehand (no decoding),
+  timed on the first --bare-count images before and again after the stage (the faster run counts);
 - pass: the stage's streaming pass (decoding with loader workers, forward, all accumulators), timed
   from the call to the last batch's checkpoint, and from the first batch's end to the last's
   (steady state, without start-up: worker start, the first decode, probing shapes);
 - stage: the whole `compute_examples` call, which adds patches, thumbnails and writing.
 
-Prints images per second and the ratio to the bare forward (target: the stage at >= 80 %), and the
-bytes of a stored patch. Images: the first --count photos of ../shared/data/imagenet-sample.
+Prints images per second and the ratio to the bare forward (target: the stage at >= 80 %), the
+seconds after the pass (patches, thumbnails, summaries: a cost per unit, not per image), and from
+those the dataset size at which the stage reaches 80 % of the bare forward. Images: the first
+--count (default: all) of the given folders, by default ../shared's imagenet-sample (1000 photos)
+then imagenet-val-1300 (1300), with their labels.
 """
 from __future__ import annotations
 
@@ -30,23 +34,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from microscope.examples import ExampleSettings, compute_examples  # noqa: E402
 from microscope.images import ImageDataset, View, default_workers  # noqa: E402
 from microscope.network import load_network  # noqa: E402
+from microscope.packs import read_patch_index  # noqa: E402
+from microscope.store import Store  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BLOCKS = ["inception_3a", "inception_3b", "inception_4a", "inception_4b", "inception_4c",
           "inception_4d", "inception_4e", "inception_5a", "inception_5b"]
 
 
-def subset(folder: Path, count: int, scratch: Path) -> Path:
-    """A labels CSV naming the first `count` photos (sorted order = class index in imagenet-sample)."""
-    files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))[:count]
-    csv = scratch / "subset.csv"
-    csv.write_text("".join(f"{name},{i}\n" for i, name in enumerate(files)))
-    return csv
+def joined(folders: list[Path], count: int, scratch: Path) -> ImageDataset:
+    """The folders side by side (symbolic links under scratch), labelled, cut to `count` images.
+
+    Labels: a folder's labels.csv, else sorted order = class index (imagenet-sample's naming)."""
+    root = scratch / "images"
+    root.mkdir()
+    lines = []
+    for number, folder in enumerate(folders):
+        (root / str(number)).symlink_to(folder.resolve(), target_is_directory=True)
+        listed = folder / "labels.csv"
+        if listed.exists():
+            rows = [line.split(",") for line in listed.read_text().split()[1:]]
+        else:
+            names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+            rows = [(name, str(i)) for i, name in enumerate(names)]
+        lines += [f"{number}/{name},{label}\n" for name, label in rows]
+    csv = scratch / "labels.csv"
+    csv.write_text("".join(lines[:count] if count else lines))
+    return ImageDataset(root, labels=csv, view=View(224, 224))
 
 
-def bare_forward(network, dataset, names: list[str], batch_size: int) -> float:
+def bare_forward(network, decoded: torch.Tensor, names: list[str], batch_size: int) -> float:
     """Images per second of the truncated network alone over already decoded batches."""
-    decoded = torch.stack([dataset.load(i)[0] for i in range(len(dataset))])
     extractor = network.extractor(names)
     device = network.device
     with torch.inference_mode():
@@ -77,12 +95,13 @@ def stage(network, dataset, layers: list[str], batch_size: int, workers: int, sc
     compute_examples(network, dataset, layers, top_k=48, store=store, batch_size=batch_size, workers=workers,
                      progress=False, on_batch=on_batch)
     end = time.perf_counter()
-    patches = [p for p in store.rglob("patches/*/*") if p.is_file()]
+    refs = [ref for layer in layers for unit in read_patch_index(Store(store).patches_dir(network.spec.name, layer)).values()
+            for ref in unit.values()]
     # Steady state: batches 2.. (the first one also pays for starting workers and the first decode).
     steady = (len(dataset) - batch_size) / (marks[-1] - marks[0]) if len(marks) > 1 else float("nan")
     return {"pass": len(dataset) / (marks[-1] - start), "steady": steady, "stage": len(dataset) / (end - start),
-            "after": end - marks[-1], "patches": len(patches),
-            "patch_bytes": sum(p.stat().st_size for p in patches) / max(1, len(patches))}
+            "pass_s": marks[-1] - start, "after": end - marks[-1], "patches": len(refs),
+            "patch_bytes": sum(ref.length for ref in refs) / max(1, len(refs))}
 
 
 def twins(network, layers: list[str]) -> list[str]:
@@ -92,8 +111,10 @@ def twins(network, layers: list[str]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=Path, default=SHARED / "data" / "imagenet-sample")
-    parser.add_argument("--count", type=int, default=256)
+    parser.add_argument("--images", default=f"{SHARED / 'data' / 'imagenet-sample'},{SHARED / 'data' / 'imagenet-val-1300'}",
+                        help="comma-separated folders")
+    parser.add_argument("--count", type=int, default=0, help="use the first N images (0: all)")
+    parser.add_argument("--bare-count", type=int, default=512, help="images of the bare forward timing")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--device", default="cpu")
@@ -104,22 +125,30 @@ def main() -> None:
     network = load_network("inceptionv1-caffe", weights=args.weights, device=args.device, progress=False)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        dataset = ImageDataset(args.images, labels=subset(args.images, args.count, scratch), view=View(224, 224))
+        dataset = joined([Path(folder) for folder in args.images.split(",")], args.count, scratch)
+        decoded = torch.stack([dataset.load(i)[0] for i in range(min(len(dataset), args.bare_count))])
         print(f"{len(dataset)} images, batch {args.batch_size}, {args.workers} loader workers, "
               f"{torch.get_num_threads()} torch threads, device {network.device}, "
               f"defaults {ExampleSettings().patch_format} q{ExampleSettings().patch_quality}\n")
         print("| layers | bare forward img/s | pass img/s | pass / bare | pass after batch 1 | / bare "
-              "| stage img/s | stage / bare | after pass s | patches | bytes/patch |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+              "| stage img/s | stage / bare | pass s | after pass s | patches | bytes/patch | 80 % from |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         rows = {"1": ("inception_4a", ["inception_4a"]), "9": ("9 inception blocks", BLOCKS)}
         for key in args.configs.split(","):
             title, layers = rows[key]
-            bare = bare_forward(network, dataset, twins(network, layers), args.batch_size)
+            bare = bare_forward(network, decoded, twins(network, layers), args.batch_size)
             result = stage(network, dataset, layers, args.batch_size, args.workers, scratch)
-            bare = max(bare, bare_forward(network, dataset, twins(network, layers), args.batch_size))
+            bare = max(bare, bare_forward(network, decoded, twins(network, layers), args.batch_size))
             print(f"| {title} | {bare:.1f} | {result['pass']:.1f} | {result['pass'] / bare:.0%} "
-                  f"| {result['steady']:.1f} | {result['steady'] / bare:.0%} | {result['stage']:.1f} | {result['stage'] / bare:.0%} | {result['after']:.1f} "
-                  f"| {result['patches']} | {result['patch_bytes']:.0f} |", flush=True)
+                  f"| {result['steady']:.1f} | {result['steady'] / bare:.0%} | {result['stage']:.1f} "
+                  f"| {result['stage'] / bare:.0%} | {result['pass_s']:.0f} | {result['after']:.1f} "
+                  f"| {result['patches']} | {result['patch_bytes']:.0f} | {break_even(result, bare)} |", flush=True)
+
+
+def break_even(result: dict, bare: float, target: float = 0.8) -> str:
+    """Images from which the stage runs at `target` x bare: the pass costs per image, the rest per unit."""
+    slack = 1 / (target * bare) - 1 / result["pass"]  # seconds per image left for the fixed cost
+    return f"{result['after'] / slack:,.0f} images" if slack > 0 else "never (pass too slow)"
 
 
 if __name__ == "__main__":

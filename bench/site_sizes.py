@@ -11,6 +11,7 @@ bytes of each kind of file, and what a full InceptionV1 site (about 7,000 units)
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import tempfile
 import time
@@ -22,6 +23,7 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from microscope.packs import BOTTOM, TOP, write_pack  # noqa: E402
 from microscope.site import build_site  # noqa: E402
 from microscope.site.assets import BUDGET, UNIT_BUDGET  # noqa: E402
 from microscope.store import Store, atomic_save_image, atomic_save_npz, atomic_write_json  # noqa: E402
@@ -99,12 +101,16 @@ def make_store(root: Path, units: int, noise: float) -> None:
             "objectives": record, "model": model, "weights_id": "bench", "layer": "mixed4a", "unit": unit,
             "seed": 0, "steps": 512, "size": 224, "recipe_version": "lucid/1", "dataset_max": 7.0,
             "activation_ratio": 12.0})
-        patches = store.patches_dir(model, "mixed4a", unit)
-        for name in [f"top-{r}" for r in range(k)] + [f"bottom-{r}" for r in range(b)]:
-            photo = Image.open(photos[rng.integers(len(photos))]).convert("RGB")
-            y, x = rng.integers(0, photo.height - 139), rng.integers(0, photo.width - 139)
-            patch = photo.crop((x, y, x + 139, y + 139)).resize((80, 80), Image.Resampling.LANCZOS)
-            atomic_save_image(patches / f"{name}.webp", patch, quality=75)  # as the examples stage stores them
+        entries = []
+        for kind, count in ((TOP, k), (BOTTOM, 12)):  # the stage cuts patches for 12 bottom examples
+            for rank in range(count):
+                photo = Image.open(photos[rng.integers(len(photos))]).convert("RGB")
+                y, x = rng.integers(0, photo.height - 139), rng.integers(0, photo.width - 139)
+                patch = photo.crop((x, y, x + 139, y + 139)).resize((80, 80), Image.Resampling.LANCZOS)
+                buffer = io.BytesIO()
+                patch.save(buffer, format="JPEG", quality=90)  # as the examples stage stores them
+                entries.append((unit, kind, rank, buffer.getvalue()))
+        write_pack(examples / "patches", unit, entries)  # one pack per unit: the site reads them alike
     atomic_write_json(examples / "config.json", {
         "dataset": {"fingerprint": fingerprint, "root": str(SHARED / "data"), "files": len(photos)},
         "n_images": len(photos), "top_k": k, "view": {"resize": 224, "crop": 224},

@@ -8,7 +8,7 @@ whose config differs from what it is asked for recomputes):
     <root>/<model>/datasets/<fingerprint>/thumbs/     small full-image thumbnails (<index>.jpg)
     <root>/<model>/<layer>/examples/config.json       what produced the dataset examples
     <root>/<model>/<layer>/examples/summary.npz       per-channel top/bottom examples, histograms, stats
-    <root>/<model>/<layer>/examples/patches/<unit>/   receptive-field crops (top-<rank>.jpg, bottom-<rank>.jpg)
+    <root>/<model>/<layer>/examples/patches/          receptive-field crops, packed (<chunk>.bin + .idx.npz)
     <root>/<model>/<layer>/examples/pending.json      only while a run computes the layer (its run id)
     <root>/<model>/examples-runs/<run id>.pt          checkpoint of an unfinished examples pass
     <root>/<model>/<layer>/featurevis/config.json     recipe, steps, size, seed, weights id
@@ -42,9 +42,11 @@ Dataset examples (microscope/examples; C channels, k = top_k, B bins, Q bands, S
   (C,) = images x height x width; mean (C,) float64 of the layer; nonzero_fraction (C,) of positions
   where the layer is > 0. With labels: top_classes, top_class_counts (C, 5) the classes most
   frequent among the top k (-1 / 0 padded).
-- patches/<unit>/top-<rank>.<format>, bottom-<rank>.<format> (band<b>-<rank> if band patches are
-  asked for), rank 0 = best, format jpg by default (webp, png possible; config.json says): the
-  receptive-field square of the view at (y, x), padded with mid grey (128, 128, 128) where it
+- patches/<chunk>.bin and <chunk>.idx.npz: packs of encoded patches, one pack per CHUNK (64)
+  dataset images (format in microscope/packs.py; read them with packs.read_patch_index): a patch
+  for every top example, for the first 12 bottom ones (config.json "patches.bottom"; the site
+  shows 12) and for band samples if band patches are asked for; rank 0 = best, format jpg by
+  default (webp, png possible; config.json says). Each patch is the receptive-field square of the view at (y, x), padded with mid grey (128, 128, 128) where it
   leaves the image, shrunk to at most `size` px (80); global layers: the whole view.
 
 Every write is atomic (temp file in the same directory, then rename), so a killed run never leaves a
@@ -66,15 +68,18 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes, sync: bool = True) -> None:
+    """Temp file in the same folder, then rename. `sync=False` skips the fsync, for many files
+    written in a row that the caller flushes with one os.sync() before it marks them complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; published files must be readable
         os.replace(tmp, path)
     except BaseException:
@@ -97,10 +102,10 @@ def read_json(path: str | Path, default: Any = None) -> Any:
         return default
 
 
-def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+def atomic_save_npz(path: str | Path, sync: bool = True, **arrays: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), sync=sync)
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -144,8 +149,9 @@ class Store:
     def unit_featurevis_dir(self, model: str, layer: str, unit: int) -> Path:
         return self.featurevis_dir(model, layer) / str(unit)
 
-    def patches_dir(self, model: str, layer: str, unit: int) -> Path:
-        return self.examples_dir(model, layer) / "patches" / str(unit)
+    def patches_dir(self, model: str, layer: str) -> Path:
+        """The layer's patch packs (see microscope/packs.py)."""
+        return self.examples_dir(model, layer) / "patches"
 
 
 def default_store_root() -> Path:

@@ -5,11 +5,13 @@ so a test can check the pixels the site shows against the source they came from.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from microscope.packs import write_pack
 from microscope.store import Store, atomic_save_image, atomic_save_npz, atomic_write_json
 
 FINGERPRINT = "d5e1f00d"
@@ -134,14 +136,19 @@ def write_examples(store: Store, model: str, layer: str, channels: int, grid: in
     arrays["top_classes"] = np.tile(np.array([2, 0, -1]), (channels, 1)).astype(np.int64)
     arrays["top_class_counts"] = np.tile(np.array([3, 2, 0]), (channels, 1)).astype(np.int64)
     atomic_save_npz(folder / "summary.npz", **arrays)
+    packs = {}  # chunk -> entries, as microscope/examples/patches.py packs them 
     for unit in range(channels):
-        patches = store.patches_dir(model, layer, unit)
         for kind_index, (kind, k) in enumerate((("top", TOP_K), ("bottom", BOTTOM_K))):
             for rank in range(k):
-                if arrays[f"{kind}_index"][unit, rank] < 0:
+                image = arrays[f"{kind}_index"][unit, rank]
+                if image < 0:
                     continue
-                atomic_save_image(patches / f"{kind}-{rank}.webp",
-                                  Image.new("RGB", (24, 24), patch_colour(unit, kind_index, rank)), lossless=True)
+                buffer = io.BytesIO()
+                Image.new("RGB", (24, 24), patch_colour(unit, kind_index, rank)).save(buffer, format="WEBP", lossless=True)
+                # 4 images a pack (the stage packs CHUNK), so that units read from several packs
+                packs.setdefault(int(image) // 4, []).append((unit, kind_index, rank, buffer.getvalue()))
+    for chunk, entries in packs.items():
+        write_pack(folder / "patches", chunk, entries)
     atomic_write_json(folder / "config.json", {
         "model": model, "weights_id": "random-seed0", "layer": layer, "top_k": TOP_K, "n_images": N_IMAGES,
         "dataset": {"fingerprint": FINGERPRINT, "root": "/data/photos", "files": N_IMAGES},

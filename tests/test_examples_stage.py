@@ -14,10 +14,11 @@ from PIL import Image
 from microscope.catalogue import LayerInfo, catalogue
 from microscope.errors import UsageError
 from microscope.examples import ExampleSettings, compute_examples
-from microscope.examples.patches import PAD_COLOUR, cut_patches
+from microscope.examples.patches import PAD_COLOUR, LayerPatches, cut_patches, write_patches
 from microscope.images import ImageDataset, View
 from microscope.network import load_network
-from microscope.store import Store, load_npz, read_json
+from microscope.packs import read_patch_index
+from microscope.store import Store, read_json
 
 MODEL = "inceptionv1-caffe"
 LAYERS = ["conv1", "inception_3a"]  # a conv and a block (its pre-ReLU twin is a concatenation)
@@ -140,20 +141,23 @@ def test_examples_equal_brute_force(network, dataset, computed, layer):
 def test_patches_are_the_receptive_field_of_the_view_padded_at_borders(network, dataset, computed):
     store = computed[0]
     infos = {info.name: info for info in catalogue(network)}
+    packed = {layer: read_patch_index(store.patches_dir(MODEL, layer)) for layer in LAYERS}
     checked = padded = 0
     for layer in LAYERS:
         summary = computed[1][layer]
         for unit in range(0, summary["top_index"].shape[0], 37):
-            examples = [(f"top-{rank}", summary["top_index"][unit, rank], summary["top_y"][unit, rank],
+            refs = packed[layer][unit]
+            assert len(refs) == 2 * TOP + (summary["band_index"][unit] >= 0).sum()
+            examples = [(("top", rank), summary["top_index"][unit, rank], summary["top_y"][unit, rank],
                          summary["top_x"][unit, rank]) for rank in range(TOP)]
-            examples += [(f"bottom-{rank}", summary["bottom_index"][unit, rank], summary["bottom_y"][unit, rank],
+            examples += [(("bottom", rank), summary["bottom_index"][unit, rank], summary["bottom_y"][unit, rank],
                           summary["bottom_x"][unit, rank]) for rank in range(TOP)]
-            examples += [(f"band{band}-{rank}", summary["band_index"][unit, band, rank],
+            examples += [((f"band{band}", rank), summary["band_index"][unit, band, rank],
                           summary["band_y"][unit, band, rank], summary["band_x"][unit, band, rank])
                          for band in range(4) for rank in range(3) if summary["band_index"][unit, band, rank] >= 0]
-            for name, index, y, x in examples:
+            for key, index, y, x in examples:
                 y, x = int(y), int(x)
-                patch = np.asarray(Image.open(store.patches_dir(MODEL, layer, unit) / f"{name}.png"))
+                patch = np.asarray(Image.open(refs[key].open_bytes()))
                 view = dataset.load(int(index))[0].permute(1, 2, 0).numpy()
                 side = infos[layer].rf_size
                 top = int(infos[layer].rf_offset + y * infos[layer].stride - (side - 1) / 2)
@@ -190,6 +194,31 @@ def test_cut_patches_pad_at_borders_and_shrink_smoothly():
         expected = np.asarray(Image.fromarray(crop).resize((16, 16), Image.Resampling.BICUBIC), dtype=float)
         assert patch.shape == (16, 16, 3)
         assert np.abs(patch[2:-2, 2:-2] - expected[2:-2, 2:-2]).max() <= 6  # within half an output pixel
+
+
+def test_patches_packed_by_forked_processes_equal_those_of_one_process(network, dataset, computed, tmp_path):
+    """The same packs, byte for byte, whichever process cut them; only the bottom patches asked for."""
+    infos = {info.name: info for info in catalogue(network)}
+    written = {}
+    for processes in (1, 2):
+        layers = [LayerPatches.from_summary(infos[layer], tmp_path / str(processes) / layer, computed[1][layer],
+                                            bands=False, bottom=2) for layer in LAYERS]
+        thumbs = {i: tmp_path / str(processes) / "thumbs" / f"{i}.jpg" for i in range(0, 20, 3)}
+        failed = write_patches(dataset, layers, size=32, quality=90, suffix="jpg", thumbs=thumbs,
+                               processes=processes, progress=False)
+        assert failed == 0
+        root = tmp_path / str(processes)
+        written[processes] = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert written[1] == written[2]
+    assert sum(path.parts[0] == "thumbs" for path in written[1]) == 7
+    assert not [path for path in written[1] if path.name.endswith(".tmp")]
+    for layer in LAYERS:
+        refs = read_patch_index(tmp_path / "1" / layer)
+        assert sorted(refs) == list(range(computed[1][layer]["top_index"].shape[0]))
+        for unit, patches in refs.items():
+            assert set(patches) == {("top", r) for r in range(TOP)} | {("bottom", 0), ("bottom", 1)}
+            side = min(infos[layer].rf_size, 32)  # conv1's 7 px field stays 7 px; wider ones shrink to 32
+            assert Image.open(patches[("bottom", 1)].open_bytes()).size == (side, side)
 
 
 def test_global_layers_show_the_whole_view():
@@ -236,9 +265,9 @@ def test_interrupted_run_resumes_to_the_same_result(network, dataset, computed, 
     for layer in LAYERS:
         for name, array in computed[1][layer].items():
             assert np.array_equal(resumed[layer][name], array, equal_nan=array.dtype.kind == "f"), (layer, name)
-    ours = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("patches/*/*"))
-    theirs = sorted(p.relative_to(computed[0].root) for p in computed[0].root.rglob("patches/*/*"))
-    assert ours == theirs
+    ours = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("patches/*")}
+    theirs = {p.relative_to(computed[0].root): p.read_bytes() for p in computed[0].root.rglob("patches/*")}
+    assert ours == theirs and len(ours) >= 4
 
 
 def test_current_layers_are_not_recomputed_and_changed_ones_are(network, dataset, computed):

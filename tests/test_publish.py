@@ -1,6 +1,5 @@
 """publish: the site lands on gh-pages through a worktree; the user's branch and files stay as they were."""
 import subprocess
-from pathlib import Path
 
 import pytest
 

@@ -27,6 +27,7 @@ class ExampleSettings:
     band_bins: int = 32  # strata of the band sampler (see bands.py)
     band_samples: int = 8  # random images per quantile band
     bands: tuple = DEFAULT_BANDS
+    bottom_patches: int = 12  # bottom examples that get a patch (the site shows 12; all are kept in summary.npz)
     band_patches: bool = False  # band samples link to thumbnails; patches for them cost ~35 % more bytes
     patch_size: int = 80  # largest side of a stored patch, in pixels
     patch_format: str = "jpg"  # "jpg", "webp" (smaller, ~10x slower to encode), "png" (lossless)
@@ -41,6 +42,8 @@ class ExampleSettings:
         for name in ("histogram_bins", "band_bins", "band_samples", "patch_size", "thumb_size", "class_summary"):
             if getattr(self, name) < 1:
                 raise UsageError(f"examples setting {name} must be at least 1, got {getattr(self, name)}")
+        if self.bottom_patches < 0:
+            raise UsageError(f"examples setting bottom_patches must be 0 or more, got {self.bottom_patches}")
         for name, start, stop in self.bands:
             if not 0 <= start < stop <= 1:
                 raise UsageError(f"quantile band {name!r} must satisfy 0 <= from < to <= 1, got {start}, {stop}")

@@ -128,7 +128,7 @@ def _compute(network, dataset, layers, keys, store: Store, *, top_k, settings, b
         directory = store.examples_dir(model, layer)
         atomic_save_npz(directory / "summary.npz", **summary)
         patches.append(LayerPatches.from_summary(infos[layer], directory / "patches", summary,
-                                                 settings.band_patches))
+                                                 settings.band_patches, settings.bottom_patches))
         for name in ("top_index", "bottom_index", "band_index"):
             for index in np.unique(summary[name][summary[name] >= 0]):
                 thumbs[int(index)] = thumb_dir / f"{index}.jpg"
@@ -138,7 +138,7 @@ def _compute(network, dataset, layers, keys, store: Store, *, top_k, settings, b
     if unreadable:
         raise UsageError(f"{unreadable} example images could no longer be read while cutting patches; "
                          "did the folder change during the run? Run the stage again")
-    os.sync()  # patches are written without fsync (see patches.save_image); flush them all at once
+    os.sync()  # patches are written without fsync (see patches.write_bytes); flush them all at once
     for layer in layers:
         info = infos[layer]
         atomic_write_json(store.examples_dir(model, layer) / "config.json", {
@@ -152,7 +152,8 @@ def _compute(network, dataset, layers, keys, store: Store, *, top_k, settings, b
                      "stride": info.stride, "rf_size": info.rf_size, "rf_offset": info.rf_offset},
             "patches": {"format": settings.patch_format, "size": settings.patch_size,
                         "quality": settings.patch_quality, "pad_colour": list(PAD_COLOUR),
-                        "kinds": ["top", "bottom"] + (["band"] if settings.band_patches else [])},
+                        "kinds": ["top", "bottom"] + (["band"] if settings.band_patches else []),
+                        "bottom": settings.bottom_patches},
             "thumbs": str(thumb_dir.relative_to(store.root)),
             "batch_size": batch_size,
         })

@@ -24,6 +24,7 @@ from typing import Callable
 
 from PIL import Image, ImageOps
 
+from microscope.packs import PatchRef
 from microscope.site.output import SiteWriter
 
 
@@ -72,8 +73,8 @@ def _encode(image: Image.Image, fmt: str, quality: int, method: int = SIZES.webp
     return buffer.getvalue()
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
+def _open_rgb(source: Path | PatchRef) -> Image.Image:
+    with Image.open(source.open_bytes() if isinstance(source, PatchRef) else source) as image:
         image.load()
         if image.mode != "RGB":
             background = Image.new("RGB", image.size, (255, 255, 255))
@@ -142,11 +143,16 @@ class AssetCache:
         self.new: dict[str, list] = {}
 
     @staticmethod
-    def fingerprint(sources: list[Path | None], settings: dict) -> str:
+    def fingerprint(sources: list[Path | PatchRef | None], settings: dict) -> str:
         parts = []
         for source in sources:
             if source is None:
                 parts.append(None)
+                continue
+            if isinstance(source, PatchRef):  # a piece of a pack: the pack's identity and where in it
+                stat = source.path.stat()
+                parts.append(["/".join(source.path.parts[-5:]), stat.st_size, stat.st_mtime_ns,
+                              source.offset, source.length])
                 continue
             stat = source.stat()
             parts.append(["/".join(source.parts[-4:]), stat.st_size, stat.st_mtime_ns])

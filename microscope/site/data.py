@@ -5,7 +5,7 @@ Follows what the stages write (see microscope/examples/run.py and microscope/fea
 - examples: `config.json` (written last: present = complete), `summary.npz` with per-channel
   `top_*`/`bottom_*` (values NaN and index -1 where empty), `band_*` samples, `hist_counts` and
   `hist_edges` (C, bins + 1) of the pre-ReLU twin, `mean`, `nonzero_fraction`, `top_classes`;
-  patches `patches/<unit>/{top,bottom}-<rank>.<ext>` (and `band<b>-<rank>` if asked for);
+  patch packs in `patches/` (see microscope/packs.py), read once per layer, when first asked for;
   `datasets/<fingerprint>/images.json` and `thumbs/<index>.jpg`, a small copy of the model's view.
 - featurevis: `<unit>/provenance.json` (written after the images) whose `objectives` map a kind
   (channel, neuron, negative, diversity) to its `files` and per-file numbers.
@@ -24,6 +24,7 @@ import numpy as np
 
 from microscope.errors import UsageError
 from microscope.site.examples_data import finite_number, unit_examples
+from microscope.packs import PatchRef, read_patch_index
 from microscope.site.names import child_dir
 from microscope.store import Store, load_npz, read_json
 
@@ -51,6 +52,17 @@ class Examples:
     summary: dict[str, np.ndarray]
     patches: Path
     dataset: Dataset | None
+    _patch_refs: dict | None = field(default=None, repr=False)
+
+    def patch_refs(self, unit: int) -> dict[tuple[str, int], PatchRef]:
+        """(kind, rank) -> where the unit's patch is, e.g. ("top", 0), ("bottom", 3), ("band1", 0)."""
+        if self._patch_refs is None:
+            try:
+                self._patch_refs = read_patch_index(self.patches)
+            except (OSError, ValueError, KeyError) as error:
+                log.warning("cannot read the patch packs in %s (%s); patches skipped", self.patches, error)
+                self._patch_refs = {}
+        return self._patch_refs.get(unit, {})
 
     @property
     def channels(self) -> int:

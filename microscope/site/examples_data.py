@@ -9,13 +9,10 @@ the dataset photos shipped with the site show.
 from __future__ import annotations
 
 import math
-import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from microscope.site.names import child_dir
 
 if TYPE_CHECKING:
     from microscope.site.data import Layer
@@ -26,9 +23,6 @@ def finite_number(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
-
-
-_PATCH_NAME = re.compile(r"(top|bottom|band-?\d+)-(\d+)\.(webp|jpg|jpeg|png)")
 
 
 def class_names(model: dict, layer: Layer) -> list[str]:
@@ -44,16 +38,6 @@ def _row(summary: dict, key: str, unit: int) -> np.ndarray | None:
     if array is None or array.ndim == 0 or array.shape[0] <= unit:
         return None
     return array[unit]
-
-
-def _patch_files(folder: Path | None) -> dict[tuple[str, int], Path]:
-    found = {}
-    if folder is not None and folder.is_dir():
-        for path in folder.iterdir():
-            match = _PATCH_NAME.fullmatch(path.name)
-            if match:
-                found[(match.group(1).replace("-", ""), int(match.group(2)))] = path
-    return found
 
 
 def geometry(info: dict, config: dict) -> tuple[float, float, float] | None:
@@ -100,7 +84,7 @@ def unit_examples(layer: Layer, unit: int, model: dict) -> dict:
     """top, bottom, bands, histogram, stats and classes of one unit."""
     data = {}
     examples, summary = layer.examples, layer.examples.summary
-    patches = _patch_files(child_dir(examples.patches, str(unit)))
+    patches = examples.patch_refs(unit)
     files = examples.dataset.files if examples.dataset else []
     view = examples.config.get("view") if isinstance(examples.config.get("view"), dict) else {}
     input_size = int(view.get("crop") or model.get("input_size") or 224)
