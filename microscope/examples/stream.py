@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -81,13 +82,14 @@ def extracted(network, layers: list[str]) -> list[str]:
 
 @contextmanager
 def one_thread():
-    """Run CPU ops on one thread for a while: the accumulators' updates.
+    """Run CPU ops on one OpenMP thread per Python thread for a while: the accumulators' updates.
 
     They make a few memory-bound passes over each activation and merge small arrays (sorts and
     scatters over at most a few hundred thousand keys): work that gains little from OpenMP's
     threads and loses much to its fork and join when the cores are shared with other processes,
     as the loader's workers share them. Measured on 2 busy cores, nine inception blocks, batches of
-    32: 0.58 s per batch on one thread, 2.2 s on two (the forward pass itself: 4.8 s).
+    32: 0.58 s per batch on one thread, 2.2 s on two (the forward pass itself: 4.8 s). Instead,
+    the layers are updated side by side by Python threads (see `LayerUpdates`).
     """
     threads = torch.get_num_threads()
     if threads == 1:
@@ -98,6 +100,42 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+class LayerUpdates:
+    """Updates every layer's accumulator with a batch's activations, layers side by side.
+
+    On the CPU, one Python thread per core takes whole layers (biggest first), each on one OpenMP
+    thread: torch releases the GIL inside its ops, so the updates of nine inception blocks run ~1.5x
+    faster on 2 cores than one after the other (0.53 s -> 0.35 s per batch of 32, measured beside a
+    busy neighbour). Layers are independent, so the result is the same as in a loop.
+    """
+
+    def __init__(self, state: dict, twins: dict, shapes: dict, device: torch.device):
+        self.state, self.twins = state, twins
+        self.order = sorted(state, key=lambda layer: -math.prod(shapes[layer]))  # biggest first
+        workers = min(len(state), torch.get_num_threads()) if device.type == "cpu" else 1
+        # Threads are made inside one_thread(), so each starts (and stays) with one OpenMP thread.
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="examples-update") if workers > 1 else None
+
+    def __call__(self, outputs: dict, indices: torch.Tensor) -> None:
+        with one_thread():
+            if self.pool is None:
+                for layer in self.order:
+                    self._update(layer, outputs, indices)
+                return
+            futures = [self.pool.submit(self._update, layer, outputs, indices) for layer in self.order]
+            for future in futures:
+                future.result()  # re-raises a worker's error here
+
+    def _update(self, layer: str, outputs: dict, indices: torch.Tensor) -> None:
+        twin = self.twins[layer]
+        with torch.inference_mode():  # thread-local: the pool's threads need it too
+            self.state[layer].update(outputs[layer], outputs[twin] if twin else None, indices)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 def stream_pass(network, dataset, layers: list[str], *, top_k: int,
@@ -130,24 +168,24 @@ def stream_pass(network, dataset, layers: list[str], *, top_k: int,
             state[layer].load_state_dict(saved["layers"][layer])
         log.info("resuming the examples pass after batch %d from %s", done, checkpoint)
     total = math.ceil(len(dataset) / batch_size)
+    update = LayerUpdates(state, twins, shapes, device)
     bar = tqdm(total=total, initial=done, desc="examples", unit="batch", disable=not progress)
-    with torch.inference_mode():
-        for done, (indices, images, bad) in enumerate(batches(dataset, done, batch_size, workers), done + 1):
-            skipped.extend(bad)
-            if len(indices):
-                rgb = images.to(device, non_blocking=True).float().div_(255)
-                outputs = extractor(rgb.contiguous(memory_format=torch.channels_last))
-                indices = indices.to(device)
-                with one_thread():
-                    for layer in layers:
-                        twin = twins[layer]
-                        state[layer].update(outputs[layer], outputs[twin] if twin else None, indices)
-            if done % checkpoint_every == 0 or done == total:
-                _save(checkpoint, run, done, skipped, state)
-            bar.update(1)
-            if on_batch is not None:
-                on_batch(done)
-    bar.close()
+    try:
+        with torch.inference_mode():
+            for done, (indices, images, bad) in enumerate(batches(dataset, done, batch_size, workers), done + 1):
+                skipped.extend(bad)
+                if len(indices):
+                    rgb = images.to(device, non_blocking=True).float().div_(255)
+                    outputs = extractor(rgb.contiguous(memory_format=torch.channels_last))
+                    update(outputs, indices.to(device))
+                if done % checkpoint_every == 0 or done == total:
+                    _save(checkpoint, run, done, skipped, state)
+                bar.update(1)
+                if on_batch is not None:
+                    on_batch(done)
+    finally:
+        bar.close()
+        update.close()
     return state, skipped, {layer: tuple(int(n) for n in shapes[layer]) for layer in layers}
 
 
