@@ -1,9 +1,10 @@
 """The issue's quality bar for feature visualization, on the real weights.
 
-    python bench/featurevis_quality.py [--layers inception_3b,inception_4c] [--channels 32]
+    python bench/featurevis_quality.py [--layers inception_3b,inception_4c] [--channels 32] [--offsets 0]
                                        [--steps 512] [--size 224] [--store artifacts/fv-quality]
 
-For an evenly spaced sample of `--channels` channels of each layer, render the channel objective
+For an evenly spaced sample of `--channels` channels of each layer (or the union of such samples
+shifted by each of `--offsets`, so that a sample can grow run by run), render the channel objective
 (pre-ReLU, Lucid's recipe) with `render_units`, reload the *saved* PNG, and compare the channel's mean
 activation on it with the best channel mean over the 1000 photos of ../shared/data/imagenet-sample
 (evaluation view: shorter side 256, centre crop 224). The bar: the render wins for >= 90 % of channels.
@@ -79,8 +80,9 @@ def main():
     parser.add_argument("--channels", type=int, default=32, help="evenly spaced channels per layer")
     parser.add_argument("--steps", type=int, default=512)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--offset", type=float, default=0.0,
-                        help="shift the sample by this fraction of its spacing (0.5: a disjoint second sample)")
+    parser.add_argument("--offsets", default="0",
+                        help="comma-separated shifts of the sample, as fractions of its spacing; the sample is the "
+                             "union (e.g. 0,0.5: a second, disjoint sample of the same size)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--store", default="artifacts/fv-quality")  # artifacts/ is git-ignored
     parser.add_argument("--photos", default=str(SHARED / "data" / "imagenet-sample"))
@@ -96,8 +98,9 @@ def main():
     for layer in layers:
         channels = layer_channels(network, layer, args.size)
         spacing = (channels - 1) / max(args.channels - 1, 1)
-        positions = np.linspace(0, channels - 1, args.channels) + args.offset * spacing
-        samples[layer] = sorted({min(int(round(u)), channels - 1) for u in positions})
+        samples[layer] = sorted({min(int(round(u)), channels - 1)
+                                 for offset in args.offsets.split(",")
+                                 for u in np.linspace(0, channels - 1, args.channels) + float(offset) * spacing})
     if args.reference:
         began = time.perf_counter()
         units = list(range(args.reference))

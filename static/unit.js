@@ -7,6 +7,11 @@
   var caption = document.getElementById("popup-cap");
   var canHover = window.matchMedia && window.matchMedia("(hover: hover)").matches;
   var pinned = false;
+  // The tile under the pointer when the user dismissed the popup: a pinned popup covers the tiles,
+  // so hiding it makes the browser report the pointer entering that tile again - which must not
+  // reopen what the user just closed. It may reopen once the pointer has left the tile.
+  var quiet = null, pointerX = -1, pointerY = -1;
+  document.addEventListener("mousemove", function (e) { pointerX = e.clientX; pointerY = e.clientY; });
 
   function fill(link) {
     var tileImg = link.querySelector("img"), none = link.querySelector(".none");
@@ -44,10 +49,19 @@
 
   function close() { popup.hidden = true; pinned = false; popup.classList.remove("pinned"); }
 
+  function dismiss() {
+    close();
+    var under = pointerX >= 0 ? document.elementFromPoint(pointerX, pointerY) : null;
+    quiet = under ? under.closest(".tiles > *") : null;
+  }
+
   document.querySelectorAll(".tiles > *").forEach(function (link) {
     if (canHover) {
-      link.addEventListener("mouseenter", function () { if (!pinned) open(link, false); });
-      link.addEventListener("mouseleave", function () { if (!pinned) close(); });
+      link.addEventListener("mouseenter", function () { if (!pinned && link !== quiet) open(link, false); });
+      link.addEventListener("mouseleave", function () {
+        if (link === quiet) quiet = null;
+        if (!pinned) close();
+      });
     }
     link.addEventListener("click", function (e) {
       e.preventDefault();  // without JS the link opens the photo itself
@@ -57,8 +71,8 @@
   document.addEventListener("click", function (e) {
     if (pinned && !e.target.closest(".tiles > *") && !e.target.closest(".popup")) close();
   });
-  popup.addEventListener("click", close);
-  document.addEventListener("keydown", function (e) { if (e.key === "Escape") close(); });
+  popup.addEventListener("click", dismiss);
+  document.addEventListener("keydown", function (e) { if (e.key === "Escape") dismiss(); });
 
   // Permalink: copy the address of this unit (the site may live under any path or host).
   var permalink = document.querySelector(".permalink");

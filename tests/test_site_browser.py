@@ -149,6 +149,9 @@ def test_hover_shows_the_full_photo_with_the_receptive_field(browser, server):
     assert "top 2:" in page.locator("#popup-cap").inner_text()
     page.keyboard.press("Escape")
     popup.wait_for(state="hidden")
+    # The pinned popup covered the tile under the pointer; hiding it must not reopen it on hover.
+    page.wait_for_timeout(300)
+    assert popup.is_hidden()
     assert watched.errors == []
     watched.close()
 

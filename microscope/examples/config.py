@@ -16,7 +16,7 @@ from microscope.examples.patches import PAD_COLOUR
 from microscope.store import Store, read_json
 
 # Bump when the meaning or computation of any stored array changes: old results are then recomputed.
-VERSION = 1
+VERSION = 2  # 2: patches packed (microscope/packs.py), shrunk before padding
 
 
 @dataclass(frozen=True)
