@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microscope.examples import ExampleSettings, compute_examples  # noqa: E402
+from microscope.examples.stream import extracted  # noqa: E402
 from microscope.images import ImageDataset, View, default_workers  # noqa: E402
 from microscope.network import load_network  # noqa: E402
 from microscope.packs import read_patch_index  # noqa: E402
@@ -115,16 +116,13 @@ def stage(network, dataset, layers: list[str], bare: BareForward, every: int, sc
     compute_examples(network, dataset, layers, top_k=48, store=store, batch_size=batch_size, workers=workers,
                      progress=False, on_batch=on_batch)
     end = time.perf_counter() - aside[0]
+    if not bare.images:  # a pass shorter than `every` batches: time one bare batch right after it
+        bare.run()
     refs = [ref for layer in layers for unit in read_patch_index(Store(store).patches_dir(network.spec.name, layer)).values()
             for ref in unit.values()]
     return {"pass": len(dataset) / (marks[-1] - start), "stage": len(dataset) / (end - start),
             "pass_s": marks[-1] - start, "after": end - marks[-1], "patches": len(refs),
             "patch_bytes": sum(ref.length for ref in refs) / max(1, len(refs))}
-
-
-def twins(network, layers: list[str]) -> list[str]:
-    names = layers + [network.layer(layer).pre_relu for layer in layers if network.layer(layer).pre_relu]
-    return list(dict.fromkeys(names))
 
 
 def main() -> None:
@@ -155,10 +153,10 @@ def main() -> None:
         rows = {"1": ("inception_4a", ["inception_4a"]), "9": ("9 inception blocks", BLOCKS)}
         for key in args.configs.split(","):
             title, layers = rows[key]
-            alone = BareForward(network, decoded, twins(network, layers), args.batch_size)
+            alone = BareForward(network, decoded, extracted(network, layers), args.batch_size)
             for _ in range(len(alone.batches)):
                 alone.run()
-            bare = BareForward(network, decoded, twins(network, layers), args.batch_size)
+            bare = BareForward(network, decoded, extracted(network, layers), args.batch_size)
             result = stage(network, dataset, layers, bare, args.bare_every, scratch, args.batch_size, args.workers)
             rate = bare.throughput
             print(f"| {title} | {alone.throughput:.1f} | {rate:.1f} ({bare.images} images) | {result['pass']:.1f} "

@@ -38,6 +38,12 @@ def pack_stem(chunk: int) -> str:
     return f"{chunk:06d}"
 
 
+def _chunk_of(name: str, suffix: str) -> int | None:
+    """The chunk of a pack file name `<stem><suffix>`, None for any other name."""
+    stem = name.removesuffix(suffix)
+    return int(stem) if stem != name and stem.isdigit() else None
+
+
 @dataclass(frozen=True)
 class PatchRef:
     """Where one patch's bytes are: `length` bytes at `offset` of the pack `path`."""
@@ -73,9 +79,10 @@ def complete_chunks(directory: Path) -> set[int]:
     if not directory.is_dir():
         return set()
     names = os.listdir(directory)
-    done = {int(name.split(".")[0]) for name in names if name.endswith(".idx.npz") and name[:6].isdigit()}
+    done = {_chunk_of(name, ".idx.npz") for name in names} - {None}
     for name in names:
-        if name.endswith(".tmp") or (name.endswith(".bin") and name[:6].isdigit() and int(name[:6]) not in done):
+        chunk = _chunk_of(name, ".bin")
+        if name.endswith(".tmp") or (chunk is not None and chunk not in done):
             os.unlink(directory / name)
     return done
 
@@ -86,10 +93,10 @@ def read_patch_index(directory: Path | None) -> dict[int, dict[tuple[str, int], 
     if directory is None or not directory.is_dir():
         return found
     for name in sorted(os.listdir(directory)):
-        if not (name.endswith(".idx.npz") and name[:6].isdigit()):
+        if _chunk_of(name, ".idx.npz") is None:
             continue
         index = load_npz(directory / name)
-        pack = directory / name.replace(".idx.npz", ".bin")
+        pack = directory / f"{name.removesuffix('.idx.npz')}.bin"
         rows = zip(*(index[key].tolist() for key in ("unit", "kind", "rank", "offset", "length")))
         for unit, kind, rank, offset, length in rows:
             found.setdefault(unit, {})[(kind_name(kind), rank)] = PatchRef(pack, offset, length)

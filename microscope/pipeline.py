@@ -141,10 +141,10 @@ def build(options: BuildOptions) -> BuildReport:
             report.failed.append(f"{layer}: {type(error).__name__}: {error}")
             log.error("feature visualization of %s failed: %s", layer, error)
             continue
-        report.rendered += sum(len(units) for units in summary.rendered.values())
-        report.reused += sum(len(units) for units in summary.skipped.values())
-        log.info("featurevis %s: %s rendered, %s reused", layer,
-                 sum(len(u) for u in summary.rendered.values()), sum(len(u) for u in summary.skipped.values()))
+        rendered = sum(len(units) for units in summary.rendered.values())
+        reused = sum(len(units) for units in summary.skipped.values())
+        report.rendered, report.reused = report.rendered + rendered, report.reused + reused
+        log.info("featurevis %s: %s rendered, %s reused", layer, rendered, reused)
     report.seconds["featurevis"] = time.perf_counter() - began
 
     began = time.perf_counter()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
-import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from tqdm import tqdm
 
 from microscope.catalogue import LayerInfo
 from microscope.packs import BAND0, BOTTOM, CHUNK, TOP, complete_chunks, write_pack
+from microscope.store import atomic_write_bytes
 
 PAD_COLOUR = (128, 128, 128)
 PROCESSES_FROM = 5000  # patches; below this, starting processes costs more than it saves
@@ -135,22 +135,6 @@ def encode_all(images: list[np.ndarray], suffix: str, quality: int) -> list[byte
     return encoded
 
 
-def write_bytes(path: str, data: bytes) -> None:
-    """Atomic (temp file, then rename) but not fsync'ed: the stage calls os.sync() once before it
-    writes config.json."""
-    temporary = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
-    try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            os.write(descriptor, data)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 @dataclass
 class _Job:
     """Everything the cutting needs, shared with worker processes by fork (never pickled)."""
@@ -190,16 +174,14 @@ class _Job:
                 if max(picture.size) > self.thumb_size:
                     picture = picture.resize((self.thumb_size, round(self.thumb_size * picture.size[1] / picture.size[0])),
                                              Image.Resampling.BICUBIC)
-                write_bytes(str(self.thumbs[index]), encode_all([np.asarray(picture)], "jpg", self.thumb_quality)[0])
+                # Not fsync'ed: the stage calls os.sync() once before it writes config.json.
+                atomic_write_bytes(self.thumbs[index], encode_all([np.asarray(picture)], "jpg", self.thumb_quality)[0],
+                                   sync=False)
         if not failed:  # an incomplete pack is never written: the next run cuts the chunk again
             for (patches, _), out in zip(parts, entries):
                 if out:
                     write_pack(patches.directory, chunk, out)
         return failed
-
-    def chunks(self, chunks: list[int]) -> int:
-        return sum(self.chunk(chunk) for chunk in chunks)
-
 
 _worker_job: _Job | None = None  # set once in each worker process, by fork
 
@@ -210,8 +192,8 @@ def _start_worker(job: _Job) -> None:
     torch.set_num_threads(1)  # the parent's OpenMP pool does not survive fork; never spin one up
 
 
-def _worker_chunks(chunks: list[int]) -> int:
-    return _worker_job.chunks(chunks)
+def _worker_chunk(chunk: int) -> int:
+    return _worker_job.chunk(chunk)
 
 
 def usable_cpus() -> int:
@@ -243,8 +225,10 @@ def write_patches(dataset, layers: list[LayerPatches], *, size: int, quality: in
         chunk_of = patches.index[rows] // CHUNK
         starts = np.flatnonzero(np.diff(chunk_of, prepend=-1))
         for part in np.split(rows, starts[1:]):
-            chunk = int(patches.index[part[0]] // CHUNK) if part.size else None
-            if chunk is not None and chunk not in done:
+            if not part.size:  # a layer without patches
+                continue
+            chunk = int(patches.index[part[0]] // CHUNK)
+            if chunk not in done:
                 work.setdefault(chunk, []).append((patches, part))
                 count += part.size
 
@@ -252,18 +236,17 @@ def write_patches(dataset, layers: list[LayerPatches], *, size: int, quality: in
     chunks = sorted(work)
     if processes is None:
         processes = usable_cpus() if count >= PROCESSES_FROM else 1
+    if processes > 1 and "fork" in multiprocessing.get_all_start_methods():
+        pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_start_worker, initargs=(job,))
+        cut = _worker_chunk
+    else:
+        pool, cut = ThreadPoolExecutor(max_workers=max(1, processes)), job.chunk
     bar = tqdm(total=count, desc="patches", unit="patch", disable=not progress)
     failed = 0
-    if processes > 1 and "fork" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(job,)) as pool:
-            for chunk, bad in zip(chunks, pool.map(_worker_chunks, [[chunk] for chunk in chunks])):
-                failed += bad
-                bar.update(sum(rows.size for _, rows in work[chunk]))
-    else:
-        with ThreadPoolExecutor(max_workers=max(1, processes)) as pool:
-            for chunk, bad in zip(chunks, pool.map(job.chunk, chunks)):
-                failed += bad
-                bar.update(sum(rows.size for _, rows in work[chunk]))
+    with pool:
+        for chunk, bad in zip(chunks, pool.map(cut, chunks)):
+            failed += bad
+            bar.update(sum(rows.size for _, rows in work[chunk]))
     bar.close()
     return failed
