@@ -5,12 +5,15 @@
 
 For one layer (inception_4a) and for all nine inception blocks, side by side in one run:
 
-- bare forward: the network truncated after the deepest chosen layer (the stage's own graph),
-  torch.inference_mode, channels_last, over batches decoded beforehand (no decoding). It is timed
-  INSIDE the stage's run: after every --bare-every batches of the pass, one bare batch (cycling
-  through the first images) - so both see the same machine at the same moments, which matters on
-  shared cloud CPUs whose speed drifts by 30 % within minutes. Its time is taken out of the
-  stage's. For reference, the bare forward alone just before the stage is printed too;
+- bare forward: the network truncated after the deepest chosen layer, returning the chosen layers,
+  torch.inference_mode, channels_last, over batches decoded beforehand (no decoding); and the
+  same with the layers' pre-ReLU twins as extra outputs, which is the stage's own graph (for an
+  inception block the twin is one more concatenation, ~5 % of the forward). Both are timed INSIDE
+  the stage's run: after every --bare-every batches of the pass, one bare batch, the two kinds by
+  turns (cycling through the first images) - so all see the same machine at the same moments,
+  which matters on shared cloud CPUs whose speed drifts by 30 % within minutes. Their time is
+  taken out of the stage's. Ratios are printed against both: "x / y" = against the network alone
+  / against it with the twins;
 - pass: the stage's streaming pass (decoding with loader workers, forward, all accumulators), from
   the call to the last batch's checkpoint;
 - stage: the whole `compute_examples` call, which adds patches, thumbnails and writing.
@@ -99,7 +102,7 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def stage(network, dataset, layers: list[str], bare: BareForward, every: int, scratch: Path,
+def stage(network, dataset, layers: list[str], bares: list[BareForward], every: int, scratch: Path,
           batch_size: int, workers: int) -> dict:
     store = Path(tempfile.mkdtemp(dir=scratch))
     marks, aside = [], [0.0]  # aside: seconds spent in bare batches, taken out of the stage's time
@@ -110,14 +113,15 @@ def stage(network, dataset, layers: list[str], bare: BareForward, every: int, sc
         marks.append(time.perf_counter() - aside[0])
         if done % every == 0:
             began = time.perf_counter()
-            bare.run()
+            bares[(done // every) % len(bares)].run()
             aside[0] += time.perf_counter() - began
 
     compute_examples(network, dataset, layers, top_k=48, store=store, batch_size=batch_size, workers=workers,
                      progress=False, on_batch=on_batch)
     end = time.perf_counter() - aside[0]
-    if not bare.images:  # a pass shorter than `every` batches: time one bare batch right after it
-        bare.run()
+    for bare in bares:
+        if not bare.images:  # a pass too short for every kind: time one batch of it right after
+            bare.run()
     refs = [ref for layer in layers for unit in read_patch_index(Store(store).patches_dir(network.spec.name, layer)).values()
             for ref in unit.values()]
     return {"pass": len(dataset) / (marks[-1] - start), "stage": len(dataset) / (end - start),
@@ -147,22 +151,25 @@ def main() -> None:
         print(f"{len(dataset)} images, batch {args.batch_size}, {args.workers} loader workers, "
               f"{torch.get_num_threads()} torch threads, device {network.device}, "
               f"defaults {ExampleSettings().patch_format} q{ExampleSettings().patch_quality}\n")
-        print("| layers | bare alone before, img/s | bare during the stage, img/s | pass img/s | pass / bare "
-              "| stage img/s | stage / bare | pass s | after pass s | patches | bytes/patch | 80 % from |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| layers | bare img/s: network / + twins (images) | pass img/s | pass / bare | stage img/s "
+              "| stage / bare | pass s | after pass s | patches | bytes/patch | 80 % from |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         rows = {"1": ("inception_4a", ["inception_4a"]), "9": ("9 inception blocks", BLOCKS)}
         for key in args.configs.split(","):
             title, layers = rows[key]
-            alone = BareForward(network, decoded, extracted(network, layers), args.batch_size)
-            for _ in range(len(alone.batches)):
-                alone.run()
-            bare = BareForward(network, decoded, extracted(network, layers), args.batch_size)
-            result = stage(network, dataset, layers, bare, args.bare_every, scratch, args.batch_size, args.workers)
-            rate = bare.throughput
-            print(f"| {title} | {alone.throughput:.1f} | {rate:.1f} ({bare.images} images) | {result['pass']:.1f} "
-                  f"| {result['pass'] / rate:.0%} | {result['stage']:.1f} | {result['stage'] / rate:.0%} "
-                  f"| {result['pass_s']:.0f} | {result['after']:.1f} | {result['patches']} "
-                  f"| {result['patch_bytes']:.0f} | {break_even(result, rate)} |", flush=True)
+            bares = [BareForward(network, decoded, names, args.batch_size)
+                     for names in (layers, extracted(network, layers))]
+            result = stage(network, dataset, layers, bares, args.bare_every, scratch, args.batch_size, args.workers)
+            alone, twins = (bare.throughput for bare in bares)
+
+            def ratios(rate: float) -> str:
+                return f"{rate / alone:.0%} / {rate / twins:.0%}"
+
+            print(f"| {title} | {alone:.1f} / {twins:.1f} ({bares[0].images}, {bares[1].images}) "
+                  f"| {result['pass']:.1f} | {ratios(result['pass'])} | {result['stage']:.1f} "
+                  f"| **{ratios(result['stage'])}** | {result['pass_s']:.0f} | {result['after']:.1f} "
+                  f"| {result['patches']} | {result['patch_bytes']:.0f} "
+                  f"| {break_even(result, alone)} / {break_even(result, twins)} |", flush=True)
 
 
 def break_even(result: dict, bare: float, target: float = 0.8) -> str:

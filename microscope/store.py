@@ -11,6 +11,7 @@ whose config differs from what it is asked for recomputes):
     <root>/<model>/<layer>/examples/patches/          receptive-field crops, packed (<chunk>.bin + .idx.npz)
     <root>/<model>/<layer>/examples/pending.json      only while a run computes the layer (its run id)
     <root>/<model>/examples-runs/<run id>.pt          checkpoint of an unfinished examples pass
+    <root>/<model>/examples-runs/<run id>.views       the pass's decoded views, while it runs (viewcache.py)
     <root>/<model>/<layer>/featurevis/config.json     recipe, steps, size, seed, weights id
     <root>/<model>/<layer>/featurevis/<unit>/         <objective>.png renders + provenance.json (written last)
 
@@ -55,6 +56,7 @@ half-written file that a later run would trust.
 from __future__ import annotations
 
 import io
+import zipfile
 import json
 import os
 import tempfile
@@ -103,8 +105,13 @@ def read_json(path: str | Path, default: Any = None) -> Any:
 
 
 def atomic_save_npz(path: str | Path, sync: bool = True, **arrays: np.ndarray) -> None:
+    """Like np.savez_compressed, at zlib level 1: 4x faster than its level 6 and ~10 % larger
+    (the examples stage saves ~1 MB of histograms and indices per layer)."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
     atomic_write_bytes(path, buffer.getvalue(), sync=sync)
 
 

@@ -15,6 +15,7 @@ from microscope.catalogue import LayerInfo, catalogue
 from microscope.errors import UsageError
 from microscope.examples import ExampleSettings, compute_examples
 from microscope.examples.patches import PAD_COLOUR, LayerPatches, cut_patches, write_patches
+from microscope.examples.viewcache import ViewCache
 from microscope.images import ImageDataset, View
 from microscope.network import load_network
 from microscope.packs import read_patch_index
@@ -197,21 +198,28 @@ def test_cut_patches_pad_at_borders_and_shrink_smoothly():
 
 
 def test_patches_packed_by_forked_processes_equal_those_of_one_process(network, dataset, computed, tmp_path):
-    """The same packs, byte for byte, whichever process cut them; only the bottom patches asked for."""
+    """The same packs, byte for byte, whichever process cut them and whether the views came from the
+    pass's cache or were decoded again; only the bottom patches asked for."""
     infos = {info.name: info for info in catalogue(network)}
+    cache = ViewCache.create(tmp_path / "pass.views", len(dataset), dataset.view.crop)
+    readable = [i for i in range(0, len(dataset), 2) if dataset.load(i)[0] is not None]  # the fixture has broken files
+    cache.put(torch.tensor(readable), torch.stack([dataset.load(i)[0] for i in readable]))
+    black = ViewCache.create(tmp_path / "black.views", len(dataset), dataset.view.crop)  # proves views are read
+    black.put(torch.arange(len(dataset)), torch.zeros(len(dataset), 3, dataset.view.crop, dataset.view.crop,
+                                                     dtype=torch.uint8))
     written = {}
-    for processes in (1, 2):
-        layers = [LayerPatches.from_summary(infos[layer], tmp_path / str(processes) / layer, computed[1][layer],
+    for name, processes, views in (("1", 1, None), ("2", 2, None), ("cached", 2, cache), ("black", 1, black)):
+        layers = [LayerPatches.from_summary(infos[layer], tmp_path / name / layer, computed[1][layer],
                                             bands=False, bottom=2) for layer in LAYERS]
-        thumbs = {i: tmp_path / str(processes) / "thumbs" / f"{i}.jpg" for i in range(0, 20, 3)}
+        thumbs = {i: tmp_path / name / "thumbs" / f"{i}.jpg" for i in range(0, 20, 3)}
         failed = write_patches(dataset, layers, size=32, quality=90, suffix="jpg", thumbs=thumbs,
-                               processes=processes, progress=False)
+                               processes=processes, views=views, progress=False)
         assert failed == 0
-        root = tmp_path / str(processes)
-        written[processes] = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    assert written[1] == written[2]
-    assert sum(path.parts[0] == "thumbs" for path in written[1]) == 7
-    assert not [path for path in written[1] if path.name.endswith(".tmp")]
+        root = tmp_path / name
+        written[name] = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert written["1"] == written["2"] == written["cached"] != written["black"]
+    assert sum(path.parts[0] == "thumbs" for path in written["1"]) == 7
+    assert not [path for path in written["1"] if path.name.endswith(".tmp")]
     for layer in LAYERS:
         refs = read_patch_index(tmp_path / "1" / layer)
         assert sorted(refs) == list(range(computed[1][layer]["top_index"].shape[0]))

@@ -150,6 +150,31 @@ def test_tiny_images_are_upscaled_to_the_crop(tmp_path, resize):
     assert (image.permute(1, 2, 0) == torch.tensor([10, 200, 30], dtype=torch.uint8)).all()
 
 
+def pillow_view(image: Image.Image, resize: int, crop: int) -> np.ndarray:
+    """The view as Pillow makes it (BILINEAR, antialiased), for comparison."""
+    width, height = image.size
+    scale = resize / min(width, height)
+    size = (resize, max(resize, round(height * scale))) if width <= height else (max(resize, round(width * scale)), resize)
+    image = image.resize(size, Image.Resampling.BILINEAR)
+    left, top = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
+    return pixels(image.crop((left, top, left + crop, top + crop)))
+
+
+@pytest.mark.parametrize("size", [(500, 375), (333, 500), (120, 90)])
+def test_view_resizes_within_one_grey_level_of_pillow(size):
+    # A photo-like image: smooth gradients plus fine noise, so antialiasing matters.
+    rng = np.random.default_rng(4)
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    smooth = np.stack([128 + 100 * np.sin(x / 17), 128 + 100 * np.cos(y / 23), (x + y) % 256], -1)
+    photo = Image.fromarray(np.clip(smooth + rng.normal(0, 30, smooth.shape), 0, 255).astype(np.uint8))
+    ours = View(resize=224, crop=200).tensor(photo).permute(1, 2, 0).numpy().astype(int)
+    theirs = pillow_view(photo, 224, 200).astype(int)
+    assert ours.shape == theirs.shape == (200, 200, 3)
+    assert np.abs(ours - theirs).max() <= 1
+    assert np.abs(ours - theirs).mean() < 0.05
+    assert np.array_equal(pixels(View(resize=224, crop=200)(photo)), ours)  # the PIL and tensor views agree
+
+
 def test_view_rejects_nonsense_sizes():
     with pytest.raises(UsageError, match="at least the crop"):
         View(resize=100, crop=224)

@@ -139,9 +139,8 @@ class BandSampler:
         edges = self.histogram.edges().cpu().numpy()
         key = self.key.cpu()
         value, position = (t.numpy() for t in _unpack_payload(self.payload.cpu()))
-        index = (key & _LOW31).numpy()
         key = key.numpy()
-        channels, _, per_bin = key.shape
+        channels, bins, per_bin = key.shape
         shape = (channels, len(bands))
         out = {
             "index": np.full(shape + (per_bin,), -1, np.int64),
@@ -151,26 +150,30 @@ class BandSampler:
             "value_range": np.full(shape + (2,), np.nan),
             "fraction_range": np.full(shape + (2,), np.nan),
         }
-        for c in range(channels):
-            total = counts[c].sum()
-            above = total - np.cumsum(counts[c])  # images in higher bins
-            middle = (above + counts[c] / 2) / max(total, 1)
-            for b, (_, start, stop) in enumerate(bands):
-                member = np.flatnonzero((counts[c] > 0) & (middle > start) & (middle <= stop))
-                if not member.size:
-                    continue
-                keys = key[c, member].ravel()
-                take = np.argsort(keys, kind="stable")[:per_bin]
-                take = take[keys[take] != EMPTY]
-                take = take[np.argsort(-value[c, member].ravel()[take], kind="stable")]
-                n = take.size
-                out["index"][c, b, :n] = index[c, member].ravel()[take]
-                out["value"][c, b, :n] = value[c, member].ravel()[take]
-                out["position"][c, b, :n] = position[c, member].ravel()[take]
-                low, high = member[0], member[-1]
-                out["count"][c, b] = counts[c, member].sum()
-                out["value_range"][c, b] = edges[c, low], edges[c, high + 1]
-                out["fraction_range"][c, b] = above[high] / total, (above[low] + counts[c, low]) / total
+        rows = np.arange(channels)
+        total = counts.sum(1)
+        above = total[:, None] - np.cumsum(counts, 1)  # images in higher bins
+        middle = (above + counts / 2) / np.maximum(total, 1)[:, None]
+        for b, (_, start, stop) in enumerate(bands):
+            member = (counts > 0) & (middle > start) & (middle <= stop)  # (channels, bins)
+            # The per_bin smallest keys of the band's bins (keys are unique; EMPTY sorts last),
+            # then those highest score first.
+            keys = np.where(member[:, :, None], key, EMPTY).reshape(channels, -1)
+            take = np.argsort(keys, axis=1, kind="stable")[:, :per_bin]
+            kept = np.take_along_axis(keys, take, 1) != EMPTY
+            scores = np.take_along_axis(value.reshape(channels, -1), take, 1)
+            take = np.take_along_axis(take, np.argsort(np.where(kept, -scores, np.inf), axis=1, kind="stable"), 1)
+            kept = np.sort(~kept, axis=1) == 0  # the kept ones now come first
+            picked = np.take_along_axis(keys, take, 1)
+            out["index"][:, b] = np.where(kept, picked & _LOW31, -1)
+            out["value"][:, b] = np.where(kept, np.take_along_axis(value.reshape(channels, -1), take, 1), np.nan)
+            out["position"][:, b] = np.where(kept, np.take_along_axis(position.reshape(channels, -1), take, 1), -1)
+            has = member.any(1)
+            low, high = member.argmax(1), bins - 1 - member[:, ::-1].argmax(1)
+            out["count"][:, b] = (counts * member).sum(1)
+            out["value_range"][has, b] = np.stack([edges[rows, low], edges[rows, high + 1]], 1)[has]
+            fractions = np.stack([above[rows, high], above[rows, low] + counts[rows, low]], 1) / np.maximum(total, 1)[:, None]
+            out["fraction_range"][has, b] = fractions[has]
         return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -10,15 +10,16 @@ Global layers (logits) see the whole image: their patch is the whole view.
 Patches wider than `size` pixels are shrunk to `size`; smaller ones keep their pixels (a conv1
 patch is 7 x 7) and the site scales them up without smoothing. A layer has C x (k + 12) patches
 (inception_4a: 30,720 at k = 48) from up to every image, so the cost per patch and per image and
-layer is what counts. Each image is decoded once
-for all its patches; per layer, if the field is wider than `size`, the view is shrunk once as a
-whole by size / field (bicubic, antialiased), then padded with PAD_COLOUR as far as the fields
-reach, and the patches are slices of that - a slice can sit up to half an output pixel off the
-exact field, invisible at this size, while shrinking every patch on its own costs 10x more.
-Padding first and shrinking the padded canvas (as this module once did) gives the same pixels
-away from the image's border but cost 3x more for inception_4a and 26x for inception_5b, whose
-715 px fields reach far outside the 224 px view. The default JPEG quality 90 encodes a patch in
-~0.055 ms (about 2.4 KB at 80 px); WebP quality 80 is ~45 % smaller but ~20x slower to encode
+layer is what counts. Each image's view is read once for all its patches (from the pass's view
+cache, viewcache.py, or decoded again); per layer, if the field is wider than `size`, the view is
+shrunk once as a whole by size / field (bicubic, antialiased, torch's uint8 kernel), then padded
+with PAD_COLOUR as far as the fields reach (on a canvas kept from image to image), and the
+patches are slices of that - a slice can sit up to half an output pixel off the exact field,
+invisible at this size, while shrinking every patch on its own costs 10x more. Padding first and
+shrinking the padded canvas (as this module once did) gives the same pixels away from the image's
+border but cost 3x more for inception_4a and 26x for inception_5b, whose 715 px fields reach far
+outside the 224 px view. The default JPEG quality 90 encodes an 80 px patch in ~0.025 ms (about
+2 KB), which is now most of the cost; WebP quality 80 is ~45 % smaller but ~20x slower to encode
 (method 4). Measured on ImageNet.
 (Only the first 12 bottom examples get patches by default: the site shows 12.)
 """
@@ -38,6 +39,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from microscope.catalogue import LayerInfo
+from microscope.examples.viewcache import ViewCache
+from microscope.images import resize_rgb
 from microscope.packs import BAND0, BOTTOM, CHUNK, TOP, complete_chunks, write_pack
 from microscope.store import atomic_write_bytes
 
@@ -93,26 +96,47 @@ def receptive_squares(layer: LayerInfo, y: np.ndarray, x: np.ndarray, image_size
     return tops, lefts, side
 
 
-def cut_patches(view: np.ndarray, layer: LayerInfo, y: np.ndarray, x: np.ndarray, size: int) -> list[np.ndarray]:
-    """The receptive-field squares of positions (y, x) in `view` (H, W, 3), padded, at most size px."""
+def cut_patches(view: np.ndarray, layer: LayerInfo, y: np.ndarray, x: np.ndarray, size: int,
+                canvases: dict | None = None) -> list[np.ndarray]:
+    """The receptive-field squares of positions (y, x) in `view` (H, W, 3), padded, at most size px.
+
+    With `canvases` (a dict the caller keeps), padded canvases are reused from call to call, and
+    the squares returned are views into one: valid until the next call with the same dict.
+    """
     height, width = view.shape[:2]
     tops, lefts, side = receptive_squares(layer, y, x, height)
     if side > size:  # shrink the view, then cut from it: the fields scale by size / side
         scale = size / side
-        view = np.asarray(Image.fromarray(view).resize(
-            (max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BICUBIC))
+        view = shrink(view, max(1, round(height * scale)), max(1, round(width * scale)))
         height, width = view.shape[:2]
         tops, lefts, side = np.rint(tops * scale).astype(np.int64), np.rint(lefts * scale).astype(np.int64), size
-    return _padded_squares(view, tops, lefts, side)
+    return _padded_squares(view, tops, lefts, side, {} if canvases is None else canvases)
 
 
-def _padded_squares(view: np.ndarray, tops: np.ndarray, lefts: np.ndarray, side: int) -> list[np.ndarray]:
+def shrink(view: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (height, width, 3), bicubic and antialiased (torch's uint8 kernel, within
+    1 grey level of Pillow's BICUBIC and 4x faster)."""
+    pixels = resize_rgb(torch.from_numpy(view).permute(2, 0, 1), height, width, "bicubic")
+    return pixels.permute(1, 2, 0).numpy()
+
+
+def _padded_squares(view: np.ndarray, tops: np.ndarray, lefts: np.ndarray, side: int,
+                    canvases: dict) -> list[np.ndarray]:
     """side x side squares of `view` at (tops, lefts), PAD_COLOUR where they leave it."""
     height, width = view.shape[:2]
     pad = int(max(0, -tops.min(), -lefts.min(), tops.max() + side - height, lefts.max() + side - width))
-    padded = np.empty((height + 2 * pad, width + 2 * pad, 3), np.uint8)
-    padded[:] = PAD_COLOUR
-    padded[pad:pad + height, pad:pad + width] = view
+    if pad == 0:
+        padded = view
+    else:
+        # Canvases are kept per size (pad rounded up so that one serves many images): their
+        # border is filled once and stays PAD_COLOUR, only the middle is overwritten.
+        pad = -(-pad // 16) * 16
+        key = (height, width, pad)
+        if key not in canvases:
+            canvases[key] = np.empty((height + 2 * pad, width + 2 * pad, 3), np.uint8)
+            canvases[key][:] = PAD_COLOUR
+        padded = canvases[key]
+        padded[pad:pad + height, pad:pad + width] = view
     return [padded[t + pad:t + pad + side, l + pad:l + pad + side] for t, l in zip(tops.tolist(), lefts.tolist())]
 
 
@@ -121,8 +145,9 @@ def encode_all(images: list[np.ndarray], suffix: str, quality: int) -> list[byte
     4:2:0 like Pillow's default), which skips Pillow's per-image Python: 0.055 ms instead of 0.125 ms
     per 80 px patch."""
     if suffix == "jpg":
-        return [simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=quality, colorspace="RGB",
-                                       colorsubsampling="420") for image in images]
+        # simplejpeg takes strided rows (slices of a canvas) as they are: no copy.
+        return [simplejpeg.encode_jpeg(image, quality=quality, colorspace="RGB", colorsubsampling="420")
+                for image in images]
     encoded = []
     for image in images:
         buffer = io.BytesIO()
@@ -147,6 +172,7 @@ class _Job:
     suffix: str
     thumb_size: int
     thumb_quality: int
+    views: ViewCache | None  # the pass's decoded views, where it kept them
 
     def chunk(self, chunk: int) -> int:
         """Cut, encode and pack the chunk's patches of every layer (and write its thumbnails).
@@ -156,32 +182,43 @@ class _Job:
         indices = sorted({int(i) for patches, rows in parts for i in patches.index[rows]}
                          | {i for i in self.thumbs if i // CHUNK == chunk})
         entries: list[list] = [[] for _ in parts]
+        by_image = [_runs(patches.index[rows]) for patches, rows in parts]  # image -> slice of its rows
+        canvases: dict = {}
         failed = 0
         for index in indices:
-            tensor, _ = self.dataset.load(index)
-            if tensor is None:
-                failed += 1
-                continue
-            view = tensor.permute(1, 2, 0).numpy()
-            for (patches, rows), out in zip(parts, entries):
-                rows = rows[patches.index[rows] == index]
-                if rows.size:
-                    cut = cut_patches(view, patches.layer, patches.y[rows], patches.x[rows], self.size)
-                    out += [(int(patches.unit[row]), int(patches.kind[row]), int(patches.rank[row]), data)
-                            for row, data in zip(rows.tolist(), encode_all(cut, self.suffix, self.quality))]
+            view = None if self.views is None else self.views.get(index)
+            if view is None:
+                tensor, _ = self.dataset.load(index)
+                if tensor is None:
+                    failed += 1
+                    continue
+                view = tensor.permute(1, 2, 0).contiguous().numpy()  # (H, W, 3), as shrink and the encoders read it
+            for (patches, rows), out, runs in zip(parts, entries, by_image):
+                if index in runs:
+                    rows = rows[runs[index]]
+                    cut = cut_patches(view, patches.layer, patches.y[rows], patches.x[rows], self.size, canvases)
+                    out += zip(patches.unit[rows].tolist(), patches.kind[rows].tolist(), patches.rank[rows].tolist(),
+                               encode_all(cut, self.suffix, self.quality))
             if index in self.thumbs:
-                picture = Image.fromarray(view)
-                if max(picture.size) > self.thumb_size:
-                    picture = picture.resize((self.thumb_size, round(self.thumb_size * picture.size[1] / picture.size[0])),
-                                             Image.Resampling.BICUBIC)
+                height, width = view.shape[:2]
+                thumb = view if max(height, width) <= self.thumb_size else \
+                    shrink(view, round(self.thumb_size * height / width), self.thumb_size)
                 # Not fsync'ed: the stage calls os.sync() once before it writes config.json.
-                atomic_write_bytes(self.thumbs[index], encode_all([np.asarray(picture)], "jpg", self.thumb_quality)[0],
+                atomic_write_bytes(self.thumbs[index], encode_all([thumb], "jpg", self.thumb_quality)[0],
                                    sync=False)
         if not failed:  # an incomplete pack is never written: the next run cuts the chunk again
             for (patches, _), out in zip(parts, entries):
                 if out:
                     write_pack(patches.directory, chunk, out)
         return failed
+
+
+def _runs(sorted_values: np.ndarray) -> dict[int, slice]:
+    """value -> slice of its run in a sorted array."""
+    values, starts = np.unique(sorted_values, return_index=True)
+    ends = np.append(starts[1:], sorted_values.size)
+    return {int(v): slice(int(a), int(b)) for v, a, b in zip(values, starts, ends)}
+
 
 _worker_job: _Job | None = None  # set once in each worker process, by fork
 
@@ -202,7 +239,7 @@ def usable_cpus() -> int:
 
 def write_patches(dataset, layers: list[LayerPatches], *, size: int, quality: int, suffix: str = "jpg",
                   thumbs: dict[int, Path] | None = None, thumb_size: int = 160, thumb_quality: int = 85,
-                  processes: int | None = None, progress: bool = True) -> int:
+                  processes: int | None = None, views: ViewCache | None = None, progress: bool = True) -> int:
     """Cut, encode and pack every patch (and write the thumbnails asked for), decoding each image once.
 
     Work goes by chunks of CHUNK images (one pack per layer and chunk, see microscope/packs.py);
@@ -232,7 +269,7 @@ def write_patches(dataset, layers: list[LayerPatches], *, size: int, quality: in
                 work.setdefault(chunk, []).append((patches, part))
                 count += part.size
 
-    job = _Job(dataset, work, thumbs, size, quality, suffix, thumb_size, thumb_quality)
+    job = _Job(dataset, work, thumbs, size, quality, suffix, thumb_size, thumb_quality, views)
     chunks = sorted(work)
     if processes is None:
         processes = usable_cpus() if count >= PROCESSES_FROM else 1

@@ -2,7 +2,8 @@
 
 Order of writes, so that a killed run never leaves a result a later run would trust:
 1. `datasets/<fingerprint>/images.json` (what index i means), once per dataset;
-2. the pass, checkpointed (stream.py); a layer's previous result stays untouched meanwhile;
+2. the pass, checkpointed (stream.py); a layer's previous result stays untouched meanwhile. The
+   pass keeps its decoded views in a temporary file for the patches (viewcache.py);
 3. per layer: the old config.json goes, `pending.json` names this run (patches of another run
    are removed), then `summary.npz`, patches and thumbnails (patches of this run are kept);
 4. per layer `config.json`, last: a layer is complete exactly when its config.json matches.
@@ -19,6 +20,7 @@ from microscope.errors import UsageError
 from microscope.examples.config import ExampleSettings, is_current, result_key, run_id, view_json
 from microscope.examples.patches import PAD_COLOUR, LayerPatches, write_patches
 from microscope.examples.stream import extracted, stream_pass
+from microscope.examples.viewcache import ViewCache
 from microscope.images import default_workers
 from microscope.store import Store, atomic_save_npz, atomic_write_json, load_npz, read_json
 
@@ -104,41 +106,17 @@ def _compute(network, dataset, layers, keys, store: Store, *, top_k, settings, b
     model = network.spec.name
     run = run_id([keys[layer] for layer in layers], batch_size)
     checkpoint = store.model_dir(model) / "examples-runs" / f"{run}.pt"
-    state, skipped, shapes = stream_pass(
-        network, dataset, layers,
-        top_k=top_k, settings=settings, batch_size=batch_size, workers=workers, checkpoint=checkpoint,
-        run=run, checkpoint_every=checkpoint_every, progress=progress, on_batch=on_batch)
-    n_images = state[layers[0]].images
-    dataset.skipped = [tuple(item) for item in skipped]  # as ImageDataset.loader reports its pass
-    if n_images == 0:
-        checkpoint.unlink(missing_ok=True)
-        first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-        raise UsageError(f"none of the {len(dataset)} images in {dataset.root} could be read{first}; "
-                         "pass a folder of readable photos with --images")
-    for layer in layers:  # only now: until the new result is ready, the old one stays usable
-        _claim(store, model, layer, run)
-    infos = _geometry(network, layers, shapes)
-    patches, thumbs = [], {}
     thumb_dir = store.dataset_dir(model, dataset.fingerprint()) / "thumbs"
-    for layer in layers:
-        summary = state[layer].summary(settings.bands)
-        if dataset.labels is not None:
-            summary["top_classes"], summary["top_class_counts"] = class_summary(
-                summary["top_index"], dataset.labels, settings.class_summary)
-        directory = store.examples_dir(model, layer)
-        atomic_save_npz(directory / "summary.npz", **summary)
-        patches.append(LayerPatches.from_summary(infos[layer], directory / "patches", summary,
-                                                 settings.band_patches, settings.bottom_patches))
-        for name in ("top_index", "bottom_index", "band_index"):
-            for index in np.unique(summary[name][summary[name] >= 0]):
-                thumbs[int(index)] = thumb_dir / f"{index}.jpg"
-    unreadable = write_patches(dataset, patches, size=settings.patch_size, quality=settings.patch_quality,
-                               suffix=settings.patch_format, thumbs=thumbs, thumb_size=settings.thumb_size,
-                               progress=progress)
-    if unreadable:
-        raise UsageError(f"{unreadable} example images could no longer be read while cutting patches; "
-                         "did the folder change during the run? Run the stage again")
-    os.sync()  # patches are written without fsync (see patches.write_bytes); flush them all at once
+    views = ViewCache.create(checkpoint.with_suffix(".views"), len(dataset), dataset.view.crop)
+    try:
+        n_images, skipped, infos = _pass_and_patches(
+            network, dataset, layers, store, checkpoint, views, thumb_dir, run=run, top_k=top_k, settings=settings,
+            batch_size=batch_size, workers=workers, checkpoint_every=checkpoint_every, progress=progress,
+            on_batch=on_batch)
+    finally:
+        if views is not None:  # never trusted by a later run (see viewcache.py)
+            views.remove()  # before the sync below, which would otherwise write its ~150 KB per image
+    os.sync()  # patches and thumbnails are written without fsync; flush them all at once
     for layer in layers:
         info = infos[layer]
         atomic_write_json(store.examples_dir(model, layer) / "config.json", {
@@ -159,6 +137,46 @@ def _compute(network, dataset, layers, keys, store: Store, *, top_k, settings, b
         })
         (store.examples_dir(model, layer) / "pending.json").unlink(missing_ok=True)
     checkpoint.unlink(missing_ok=True)
+
+
+def _pass_and_patches(network, dataset, layers, store: Store, checkpoint, views, thumb_dir, *, run, top_k,
+                      settings, batch_size, workers, checkpoint_every, progress, on_batch):
+    """The pass, then each layer's summary.npz, patches and thumbnails: all but the configs."""
+    model = network.spec.name
+    state, skipped, shapes = stream_pass(
+        network, dataset, layers,
+        top_k=top_k, settings=settings, batch_size=batch_size, workers=workers, checkpoint=checkpoint,
+        run=run, checkpoint_every=checkpoint_every, progress=progress, views=views, on_batch=on_batch)
+    n_images = state[layers[0]].images
+    dataset.skipped = [tuple(item) for item in skipped]  # as ImageDataset.loader reports its pass
+    if n_images == 0:
+        checkpoint.unlink(missing_ok=True)
+        first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise UsageError(f"none of the {len(dataset)} images in {dataset.root} could be read{first}; "
+                         "pass a folder of readable photos with --images")
+    for layer in layers:  # only now: until the new result is ready, the old one stays usable
+        _claim(store, model, layer, run)
+    infos = _geometry(network, layers, shapes)
+    patches, thumbs = [], set()  # thumbs: dataset indices of every example image
+    for layer in layers:
+        summary = state[layer].summary(settings.bands)
+        if dataset.labels is not None:
+            summary["top_classes"], summary["top_class_counts"] = class_summary(
+                summary["top_index"], dataset.labels, settings.class_summary)
+        directory = store.examples_dir(model, layer)
+        atomic_save_npz(directory / "summary.npz", **summary)
+        patches.append(LayerPatches.from_summary(infos[layer], directory / "patches", summary,
+                                                 settings.band_patches, settings.bottom_patches))
+        for name in ("top_index", "bottom_index", "band_index"):
+            thumbs.update(np.unique(summary[name][summary[name] >= 0]).tolist())
+    thumbs = {index: thumb_dir / f"{index}.jpg" for index in sorted(thumbs)}
+    unreadable = write_patches(dataset, patches, size=settings.patch_size, quality=settings.patch_quality,
+                               suffix=settings.patch_format, thumbs=thumbs, thumb_size=settings.thumb_size,
+                               views=views, progress=progress)
+    if unreadable:
+        raise UsageError(f"{unreadable} example images could no longer be read while cutting patches; "
+                         "did the folder change during the run? Run the stage again")
+    return n_images, skipped, infos
 
 
 def _geometry(network, layers: list[str], shapes: dict) -> dict[str, LayerInfo]:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from microscope.examples.accumulator import LayerAccumulator
 from microscope.examples.config import ExampleSettings
+from microscope.examples.viewcache import ViewCache
 from microscope.store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -140,13 +141,14 @@ class LayerUpdates:
 
 def stream_pass(network, dataset, layers: list[str], *, top_k: int,
                 settings: ExampleSettings, batch_size: int, workers: int, checkpoint: Path, run: str,
-                checkpoint_every: int, progress: bool,
+                checkpoint_every: int, progress: bool, views: ViewCache | None = None,
                 on_batch: Callable[[int], None] | None = None) -> tuple[dict[str, LayerAccumulator], list, dict]:
     """Run the pass (or finish a checkpointed one).
 
     Returns each layer's state, the skipped files ([path, reason]) and each layer's activation
-    shape (channels, height, width) at the view's size. `on_batch(batches_done)` is called after
-    each batch and its checkpoint (tests use it to interrupt a run).
+    shape (channels, height, width) at the view's size. Each batch's decoded views go to `views`
+    if given. `on_batch(batches_done)` is called after each batch and its checkpoint (tests use it
+    to interrupt a run).
     """
     device = network.device
     twins = {layer: network.layer(layer).pre_relu for layer in layers}
@@ -178,6 +180,8 @@ def stream_pass(network, dataset, layers: list[str], *, top_k: int,
                     rgb = images.to(device, non_blocking=True).float().div_(255)
                     outputs = extractor(rgb.contiguous(memory_format=torch.channels_last))
                     update(outputs, indices.to(device))
+                    if views is not None:
+                        views.put(indices, images)
                 if done % checkpoint_every == 0 or done == total:
                     _save(checkpoint, run, done, skipped, state)
                 bar.update(1)
