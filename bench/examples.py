@@ -112,9 +112,7 @@ def stage(network, dataset, layers: list[str], bares: list[BareForward], every: 
         _sync(network.device)
         marks.append(time.perf_counter() - aside[0])
         if done % every == 0:
-            began = time.perf_counter()
-            bares[(done // every) % len(bares)].run()
-            aside[0] += time.perf_counter() - began
+            aside[0] += bares[(done // every) % len(bares)].run()
 
     compute_examples(network, dataset, layers, top_k=48, store=store, batch_size=batch_size, workers=workers,
                      progress=False, on_batch=on_batch)

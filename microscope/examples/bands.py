@@ -163,7 +163,7 @@ class BandSampler:
             kept = np.take_along_axis(keys, take, 1) != EMPTY
             scores = np.take_along_axis(value.reshape(channels, -1), take, 1)
             take = np.take_along_axis(take, np.argsort(np.where(kept, -scores, np.inf), axis=1, kind="stable"), 1)
-            kept = np.sort(~kept, axis=1) == 0  # the kept ones now come first
+            kept = np.arange(per_bin) < kept.sum(1)[:, None]  # the kept ones now come first
             picked = np.take_along_axis(keys, take, 1)
             out["index"][:, b] = np.where(kept, picked & _LOW31, -1)
             out["value"][:, b] = np.where(kept, np.take_along_axis(value.reshape(channels, -1), take, 1), np.nan)

@@ -142,8 +142,8 @@ def _padded_squares(view: np.ndarray, tops: np.ndarray, lefts: np.ndarray, side:
 
 def encode_all(images: list[np.ndarray], suffix: str, quality: int) -> list[bytes]:
     """Each (H, W, 3) uint8 image as a file's bytes. JPEG goes through simplejpeg (libjpeg-turbo,
-    4:2:0 like Pillow's default), which skips Pillow's per-image Python: 0.055 ms instead of 0.125 ms
-    per 80 px patch."""
+    4:2:0 like Pillow's default), which skips Pillow's per-image Python: about half the time per
+    80 px patch (measured beside Pillow in one run: 0.055 ms against 0.125 ms)."""
     if suffix == "jpg":
         # simplejpeg takes strided rows (slices of a canvas) as they are: no copy.
         return [simplejpeg.encode_jpeg(image, quality=quality, colorspace="RGB", colorsubsampling="420")

@@ -25,17 +25,17 @@ MAX_BYTES = 16 * 2**30
 
 class ViewCache:
     def __init__(self, path: Path, count: int, crop: int):
+        """Use `create`, which checks that the file fits."""
         self.path, self.crop = path, crop
-        self.size = 3 * crop * crop
+        self.size = 3 * crop * crop  # bytes of one view
         self.present = np.zeros(count, dtype=bool)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
 
     @classmethod
     def create(cls, path: Path, count: int, crop: int, limit: int = MAX_BYTES) -> "ViewCache | None":
         """A cache for `count` views of crop x crop pixels, or None when it would not fit."""
-        need = 3 * crop * crop * count
         path.parent.mkdir(parents=True, exist_ok=True)
+        need = 3 * crop * crop * count
         if need > limit or need > shutil.disk_usage(path.parent).free / 4:
             return None
         return cls(path, count, crop)

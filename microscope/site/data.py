@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from microscope.errors import UsageError
-from microscope.site.examples_data import finite_number, unit_examples
 from microscope.packs import PatchRef, read_patch_index
+from microscope.site.examples_data import finite_number, unit_examples
 from microscope.site.names import child_dir
 from microscope.store import Store, load_npz, read_json
 
