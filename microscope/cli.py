@@ -1,6 +1,8 @@
-"""The command line. Each command parses options, calls one pipeline stage, and prints a summary.
+"""The command line. Every computing command builds one request and runs it through the pipeline
+(microscope/pipeline.py): `examples` and `featurevis` run one view, `build` every view and the site.
 
-Bad input anywhere raises `UsageError`; the group turns it into one line on stderr and exit code 2.
+Options are checked once, as they are read (click types); bad input anywhere - a click error, a
+UsageError, an unusable file or folder - becomes one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
@@ -9,23 +11,81 @@ import sys
 import click
 
 from microscope.errors import UsageError
+from microscope.selection import LAYERS, UNITS
 
 
 class _Group(click.Group):
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.ClickException as error:  # a bad option value, an unknown command...
+            _fail(error.format_message())
+        except click.exceptions.Abort:
+            _interrupted()
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except UsageError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(2)
+            _fail(str(error))
+        except OSError as error:  # an unreadable file, a full disk, a folder we may not write
+            where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+            _fail(f"{error.strerror or error}{where}; check that the path exists and is readable and writable")
         except KeyboardInterrupt:
-            click.echo("interrupted: finished work is saved; run the same command again to continue", err=True)
-            sys.exit(130)
+            _interrupted()
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {' '.join(str(message).split())}", err=True)
+    sys.exit(2)
+
+
+def _interrupted() -> None:
+    click.echo("interrupted: finished work is saved; run the same command again to continue", err=True)
+    sys.exit(130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def main():
     """microscope: feature visualizations and dataset examples for every unit, as a static site."""
+
+
+def _options(*decorators):
+    def apply(function):
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+    return apply
+
+
+def _view_options(*names):
+    from microscope.views import VIEWS
+
+    return _options(*[option for name in names for option in VIEWS[name].options()])
+
+
+model_option = click.option("--model", "model", default="inceptionv1", show_default=True,
+                            help="Model of the zoo (see `models`).")
+weights_option = click.option("--weights", default=None,
+                              help="Weights file, or 'random' (seeded, for tests). Default: cache, then download.")
+device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+store_option = click.option("--store", default=None,
+                            help="Artifact store folder (default: $MICROSCOPE_STORE or ./artifacts).")
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bars (the summary is still printed).")
+common_options = _options(
+    model_option, weights_option,
+    click.option("--layers", default="all", show_default=True, type=LAYERS,
+                 help="'all' (every conv layer and inception block) or comma-separated names."),
+    click.option("--units", default="all", show_default=True, type=UNITS, help="e.g. 0-63, 3,5,9-12 or all."),
+    store_option, device_option,
+    click.option("--seed", default=0, show_default=True, type=int, help="Seed of everything random."),
+    quiet_option,
+)
+images_options = _options(
+    click.option("--images", default=None, help="Folder of images (searched recursively), or 'imagenette'."),
+    click.option("--labels", default=None, help="Dataset labels: file,class_index CSV, or 'folders' (class per subfolder)."),
+)
 
 
 def _table(rows: list[list], header: list[str]) -> str:
@@ -34,13 +94,6 @@ def _table(rows: list[list], header: list[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-model_option = click.option("--model", "model", default="inceptionv1", show_default=True,
-                            help="Model of the zoo (see `models`).")
-weights_option = click.option("--weights", default=None,
-                              help="Weights file, or 'random' (seeded, for tests). Default: cache, then download.")
-device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 
 
 @main.command()
@@ -83,55 +136,75 @@ def layers(model, show_all):
 @click.option("--images", required=True, help="Folder of images (searched recursively).")
 @click.option("--labels", default=None,
               help="file,class_index CSV, or 'folders' for an ImageFolder tree (class per subfolder).")
-@click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--workers", default=None, type=int, help="Image decoding processes (default: up to 4).")
+@click.option("--image-batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", default=None, type=click.IntRange(min=0), help="Image decoding processes (default: up to 4).")
 @device_option
-def evaluate(model, weights, images, labels, batch_size, workers, device):
+@quiet_option
+def evaluate(model, weights, images, labels, image_batch_size, workers, device, quiet):
     """Top-1/top-5 accuracy (resize 256, centre crop 224): proves the port and the preprocessing."""
     from microscope.evaluate import evaluate as run_evaluation
     from microscope.images import ImageDataset, View
     from microscope.network import load_network
 
-    network = load_network(model, weights=weights, device=device)
+    network = load_network(model, weights=weights, device=device, progress=not quiet)
     view = View(resize=network.spec.preprocessing.resize, crop=network.spec.preprocessing.crop)
     dataset = ImageDataset(images, labels=labels, view=view)
-    result = run_evaluation(network, dataset, batch_size=batch_size, workers=workers)
+    result = run_evaluation(network, dataset, batch_size=image_batch_size, workers=workers, progress=not quiet)
     click.echo(f"{model}: top-1 {100 * result['top1']:.1f} %  top-5 {100 * result['top5']:.1f} %  "
                f"on {result['n']} images ({len(result['skipped'])} unreadable, skipped)")
 
 
-store_option = click.option("--store", default=None,
-                            help="Artifact store folder (default: $MICROSCOPE_STORE or ./artifacts).")
+@main.command()
+@common_options
+@click.option("--images", required=True, help="Folder of images (searched recursively), or 'imagenette'.")
+@click.option("--labels", default=None, help="Dataset labels: file,class_index CSV, or 'folders' (class per subfolder).")
+@_view_options("examples")
+def examples(**values):
+    """Top-activating dataset images and patches for every channel of the chosen layers."""
+    _compute(values, ["examples"])
 
 
-def _store(store: str | None):
-    from microscope.store import Store, default_store_root
-
-    return Store(store or default_store_root())
-
-
-def _split(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+@main.command()
+@common_options
+@_view_options("featurevis")
+def featurevis(**values):
+    """Feature visualizations (Lucid's recipe) of every chosen unit, into the artifact store."""
+    _compute(values, ["featurevis"])
 
 
-def _read_labels(path: str | None) -> dict | None:
-    """labels.yaml: layer -> unit -> "short label" or {label, note}."""
-    if path is None:
-        return None
-    import yaml
+def _compute(values: dict, views: list[str]) -> None:
+    from microscope.pipeline import compute, request_from
 
-    try:
-        data = yaml.safe_load(open(path, encoding="utf-8"))
-    except OSError as error:
-        raise UsageError(f"cannot read labels file {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise UsageError(f"labels file {path} is not valid YAML ({str(error).splitlines()[0]}); "
-                         "expected layer -> unit -> label") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise UsageError(f"labels file {path} must map layer -> unit -> label, e.g. 'mixed3b: {{379: curve}}'")
-    return data
+    request, session = request_from(values, views)
+    outcome = compute(request, session)
+    click.echo(f"{' and '.join(views)} of {request.run.model}, " + outcome.summary())
+    click.echo(f"store: {session.store.root}")
+    if outcome.failed:
+        sys.exit(1)
+
+
+@main.command()
+@common_options
+@images_options
+@_view_options("featurevis", "examples")
+@click.option("--out", default="site", show_default=True, help="Output folder of the static site.")
+@click.option("--labels-file", "labels_file", default=None, help="YAML: layer -> unit -> label (and note).")
+@click.option("--log-file", default=None, help="Append a timestamped log of the run to this file.")
+def build(out, labels_file, log_file, **values):
+    """The whole microscope: dataset examples, feature visualizations and the site, resumable."""
+    from microscope.pipeline import build as run_build, request_from
+    from microscope.views import VIEWS
+
+    _log_to(log_file)
+    unit_labels = _read_labels(labels_file)
+    request, session = request_from(values, list(VIEWS))
+    outcome = run_build(request, session, out, unit_labels)
+    if request.images is None:
+        outcome.notes.append("no --images: the site shows feature visualizations only")
+    click.echo("build: " + outcome.summary())
+    click.echo(f"preview: python build.py serve --out {out}    publish: python build.py publish --out {out}")
+    if outcome.failed:
+        sys.exit(1)
 
 
 @main.command()
@@ -140,19 +213,22 @@ def _read_labels(path: str | None) -> dict | None:
 @click.option("--model", "models", multiple=True, help="Only these models (repeatable). Default: all in the store.")
 @click.option("--layers", default=None, help="Comma-separated: rewrite only these layers' pages (incremental).")
 @click.option("--labels-file", "labels_file", default=None, help="YAML: layer -> unit -> label (and note).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 def site(out, store, models, layers, labels_file, quiet):
     """Render the static site from the artifact store."""
+    from microscope.pipeline import check_store
     from microscope.site import build_site
 
-    report = build_site(_store(store).root, out, models=list(models) or None, layers=_split(layers),
-                        labels=_read_labels(labels_file), progress=not quiet)
+    labels = _read_labels(labels_file)
+    names = [part.strip() for part in layers.split(",") if part.strip()] if layers else None
+    report = build_site(check_store(store).root, out, models=list(models) or None, layers=names, labels=labels,
+                        progress=not quiet)
     click.echo(report.summary())
 
 
 @main.command()
 @click.option("--out", default="site", show_default=True, help="The built site folder.")
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 def serve(out, port):
     """Preview the built site on http://127.0.0.1:PORT/."""
     from microscope.site import serve as serve_site
@@ -176,122 +252,27 @@ def publish(out, branch, push, remote, message):
                                                                  f" (push with: git push {remote} {branch})"))
 
 
-@main.command()
-@model_option
-@weights_option
-@click.option("--layers", required=True, help="Comma-separated layers, all computed in one pass.")
-@click.option("--images", required=True, help="Folder of images (recursive), or 'imagenette'.")
-@click.option("--labels", default=None, help="file,class_index CSV, or 'folders' (class per subfolder).")
-@click.option("--top", "top_k", default=48, show_default=True, type=int, help="Examples kept per channel.")
-@click.option("--out", "--store", "store", default=None,
-              help="Artifact store folder (default: $MICROSCOPE_STORE or ./artifacts).")
-@click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--workers", default=None, type=int, help="Image decoding processes (default: up to 4).")
-@device_option
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def examples(model, weights, layers, images, labels, top_k, store, batch_size, workers, device, quiet):
-    """Top-activating dataset images and patches for every channel of the chosen layers."""
-    from microscope.examples import compute_examples
-    from microscope.images import ImageDataset, View
-    from microscope.network import load_network
-    from microscope.pipeline import resolve_images, write_model_info
+def _read_labels(path: str | None) -> dict | None:
+    """labels.yaml: layer -> unit -> "short label" or {label, note}."""
+    if path is None:
+        return None
+    import yaml
 
-    if top_k < 1:
-        raise UsageError(f"--top must be at least 1, not {top_k}")
-    network = load_network(model, weights=weights, device=device, progress=not quiet)
-    names = _split(layers) or []
-    for name in names:
-        network.layer(name)
-    folder, found_labels = resolve_images(images)
-    dataset = ImageDataset(folder, labels=labels or found_labels, view=View(resize=224, crop=224))
-    target = _store(store)
-    write_model_info(network, target)
-    results = compute_examples(network, dataset, names, top_k=top_k, store=target, batch_size=batch_size,
-                               workers=workers, progress=not quiet)
-    skipped = len(dataset.skipped)
-    click.echo(f"examples: {len(results)} layer(s) of {model} over {len(dataset)} images"
-               f" ({skipped} unreadable, skipped) in {target.root}")
-
-
-@main.command()
-@model_option
-@weights_option
-@click.option("--layers", required=True, help="Comma-separated layers.")
-@click.option("--units", default="all", show_default=True, help="e.g. 0-63, 3,5,9-12 or all.")
-@click.option("--steps", default=512, show_default=True, type=int)
-@click.option("--size", default=224, show_default=True, type=int, help="Render size in pixels.")
-@click.option("--objectives", default="channel", show_default=True,
-              help="Comma-separated: channel, neuron, negative, diversity.")
-@click.option("--batch-size", default=None, type=int, help="Units optimised at once (default: 8 on CPU, 64 on GPU).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--format", "image_format", default="png", show_default=True, type=click.Choice(["png", "webp"]))
-@click.option("--out", "--store", "store", default=None,
-              help="Artifact store folder (default: $MICROSCOPE_STORE or ./artifacts).")
-@device_option
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def featurevis(model, weights, layers, units, steps, size, objectives, batch_size, seed, image_format, store,
-               device, quiet):
-    """Feature visualizations (Lucid's recipe) of every chosen unit, into the artifact store."""
-    from microscope.featurevis.units import parse_objectives, render_units
-    from microscope.network import load_network
-    from microscope.pipeline import write_model_info
-
-    kinds = parse_objectives(objectives)
-    if steps <= 0:
-        raise UsageError(f"--steps must be a positive number of optimisation steps, not {steps}")
-    network = load_network(model, weights=weights, device=device, progress=not quiet)
-    names = _split(layers) or []
-    if not names:
-        raise UsageError("no layers chosen; pass --layers, e.g. --layers " + network.spec.layer_names[3])
-    for name in names:
-        network.layer(name)
-    target = _store(store)
-    write_model_info(network, target)
-    for name in names:
-        summary = render_units(network, name, units, store=target, objectives=kinds, steps=steps, size=size,
-                               batch_size=batch_size, seed=seed, image_format=image_format, progress=not quiet)
-        rendered = sum(len(v) for v in summary.rendered.values())
-        reused = sum(len(v) for v in summary.skipped.values())
-        click.echo(f"featurevis {model} {name}: {rendered} render(s) made, {reused} already done")
-
-
-@main.command()
-@model_option
-@weights_option
-@click.option("--layers", default="all", show_default=True,
-              help="'all' (every conv layer and inception block) or comma-separated names.")
-@click.option("--images", default=None,
-              help="Folder of images for dataset examples, or 'imagenette' (downloaded). Without it: "
-                   "feature visualizations only.")
-@click.option("--labels", default=None, help="Dataset labels: file,class_index CSV or 'folders'.")
-@click.option("--units", default="all", show_default=True, help="e.g. 0-63, 3,5,9-12 or all.")
-@click.option("--out", default="site", show_default=True, help="Output folder of the static site.")
-@store_option
-@click.option("--steps", default=512, show_default=True, type=int, help="Feature-vis optimisation steps.")
-@click.option("--size", default=224, show_default=True, type=int, help="Feature-vis size in pixels.")
-@click.option("--objectives", default="channel,neuron,negative,diversity", show_default=True)
-@device_option
-@click.option("--batch-size", default=None, type=int, help="Units rendered at once (default: 8 on CPU, 64 on GPU).")
-@click.option("--top", "top_k", default=48, show_default=True, type=int, help="Dataset examples per unit.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--labels-file", "labels_file", default=None, help="YAML: layer -> unit -> label (and note).")
-@click.option("--quiet", is_flag=True, help="No progress bars (the summary is still printed).")
-@click.option("--log-file", default=None, help="Append a timestamped log of the run to this file.")
-def build(model, weights, layers, images, labels, units, out, store, steps, size, objectives, device, batch_size,
-          top_k, seed, labels_file, quiet, log_file):
-    """The whole microscope: dataset examples, feature visualizations and the site, resumable."""
-    from microscope.pipeline import BuildOptions, build as run_build
-
-    _log_to(log_file)
-    options = BuildOptions(model=model, weights=weights, layers=layers, images=images, labels=labels, units=units,
-                           out=out, store=str(_store(store).root), steps=steps, size=size, objectives=objectives,
-                           device=device, batch_size=batch_size, top_k=top_k, seed=seed,
-                           unit_labels=_read_labels(labels_file), progress=not quiet)
-    report = run_build(options)
-    click.echo(report.summary())
-    click.echo(f"preview: python build.py serve --out {out}    publish: python build.py publish --out {out}")
-    if report.failed:
-        sys.exit(1)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as error:
+        raise UsageError(f"cannot read labels file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"labels file {path} is not UTF-8 text; save it as UTF-8") from None
+    except yaml.YAMLError as error:
+        raise UsageError(f"labels file {path} is not valid YAML ({str(error).splitlines()[0]}); "
+                         "expected layer -> unit -> label") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise UsageError(f"labels file {path} must map layer -> unit -> label, e.g. 'mixed3b: {{379: curve}}'")
+    return data
 
 
 def _log_to(path: str | None) -> None:
@@ -307,3 +288,6 @@ def _log_to(path: str | None) -> None:
     root = logging.getLogger("microscope")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+
+
+__all__ = ["main"]

@@ -28,8 +28,8 @@ def evaluate(network: Network, dataset: ImageDataset, batch_size: int = 32, work
              progress: bool = True, label_map: Sequence[int] | None = None) -> dict:
     """Top-1 and top-5 accuracy (fractions) of `network` on `dataset`, seen through `dataset.view`.
 
-    Returns {"top1", "top5", "n": images scored, "skipped": unreadable images left out}; the skipped
-    files themselves are in `dataset.skipped`. `label_map[label]` is the logit index of a dataset label.
+    Returns {"top1", "top5", "n": images scored, "skipped": [(file, reason) of unreadable images]}.
+    `label_map[label]` is the logit index of a dataset label.
     """
     if dataset.labels is None:
         raise UsageError(f"the images in {dataset.root} have no labels; pass --labels CSV "
@@ -38,29 +38,32 @@ def evaluate(network: Network, dataset: ImageDataset, batch_size: int = 32, work
     if label_map is not None:
         targets = _mapped(targets, label_map)
     correct1 = correct5 = scored = 0
+    skipped: list[tuple[str, str]] = []
     checked = False
     bar = tqdm(total=len(dataset), desc=f"evaluate {network.spec.name}", unit="img", disable=not progress)
     with torch.inference_mode():
-        for indices, images in dataset.loader(batch_size, workers, pin_memory=network.device.type == "cuda"):
-            rgb01 = images.to(network.device, non_blocking=True).float() / 255
+        for batch in dataset.batches(batch_size, workers, pin_memory=network.device.type == "cuda"):
+            skipped += batch.skipped
+            bar.update(len(batch.indices) + len(batch.skipped))
+            if not len(batch.indices):
+                continue
+            rgb01 = batch.images.to(network.device, non_blocking=True).float() / 255
             logits = network.activations(rgb01, ["logits"])["logits"].flatten(1)
             if not checked:  # the logits' width is only known once the network has run
                 _check_targets(network, targets, logits.shape[1], label_map is not None)
                 checked = True
-            target = targets[indices].to(logits.device)
+            target = targets[batch.indices].to(logits.device)
             top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits = top5 == target[:, None]
             correct1 += int(hits[:, 0].sum())
             correct5 += int(hits.any(dim=1).sum())
-            scored += len(indices)
-            bar.update(int(indices[-1]) + 1 - bar.n)  # skipped files count as done too
+            scored += len(batch.indices)
             bar.set_postfix(top1=f"{correct1 / scored:.3f}", top5=f"{correct5 / scored:.3f}")
-    bar.update(len(dataset) - bar.n)
     bar.close()
     if scored == 0:
         raise UsageError(f"none of the {len(dataset)} images in {dataset.root} could be read; "
                          "see the warnings above for why")
-    return {"top1": correct1 / scored, "top5": correct5 / scored, "n": scored, "skipped": len(dataset.skipped)}
+    return {"top1": correct1 / scored, "top5": correct5 / scored, "n": scored, "skipped": skipped}
 
 
 def _mapped(labels: torch.Tensor, label_map: Sequence[int]) -> torch.Tensor:

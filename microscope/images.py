@@ -49,8 +49,8 @@ class View:
     Resizing is bilinear and antialiases when shrinking (the filter's support widens with the
     scale factor), as Pillow's BILINEAR and torchvision's `Resize` do, so the standard evaluation
     recipe (resize 256, crop 224) matches published numbers. It runs on torch's uint8 kernel
-    (`resize_rgb`): within 1 grey level of Pillow's, 3x faster, and decoding photos is most of
-    what the examples stage does besides the forward pass. `resize=None` keeps the photo's size.
+    (`resize_rgb`), within 1 grey level of Pillow's and faster (bench/NOTES.md): decoding photos is
+    most of what the examples stage does besides the forward pass. `resize=None` keeps the size.
     A photo smaller than the crop is always upscaled so that its shorter side equals the crop.
     """
 
@@ -63,9 +63,6 @@ class View:
         if self.resize is not None and self.resize < self.crop:
             raise UsageError(f"resize ({self.resize}) must be at least the crop ({self.crop}); "
                              "pass a larger resize or a smaller crop")
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        return Image.fromarray(self.tensor(image).permute(1, 2, 0).numpy())
 
     def tensor(self, image: Image.Image) -> torch.Tensor:
         """The view as a uint8 tensor (3, crop, crop); callers convert with `.float() / 255`."""
@@ -84,17 +81,13 @@ class View:
         top = int(round((height - self.crop) / 2.0))
         return pixels[:, top:top + self.crop, left:left + self.crop].contiguous()
 
-    @classmethod
-    def for_model(cls, spec) -> "View":
-        """The model's evaluation view (e.g. resize 256, crop 224)."""
-        return cls(resize=spec.preprocessing.resize, crop=spec.preprocessing.crop)
 
 
 def resize_rgb(pixels: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
     """(3, H, W) uint8 -> (3, height, width) uint8, "bilinear" or "bicubic", antialiased.
 
     torch's uint8 kernel (the one torchvision's tensor `Resize` uses) on a channels-last input:
-    within 1 grey level of Pillow's filters of the same name and 3-6x faster. The result is
+    within 1 grey level of Pillow's filters of the same name, and faster. The result is
     channels-last too: `.permute(1, 2, 0)` of it is a contiguous (height, width, 3) array.
     """
     batch = pixels[None].contiguous(memory_format=torch.channels_last)
@@ -166,7 +159,6 @@ class ImageDataset(torch.utils.data.Dataset):
         self.view = view
         self.classes: list[str] | None = None
         self.labels: list[int] | None = None
-        self.skipped: list[tuple[str, str]] = []  # (path, reason) of the latest `loader` pass
         self._fingerprint: str | None = None
         found = _find_images(self.root)
         if labels is None:
@@ -176,6 +168,15 @@ class ImageDataset(torch.utils.data.Dataset):
             self.classes, self.labels = _folder_labels(self.root, found)
         else:
             self.files, self.labels = _csv_labels(Path(labels), self.root, found)
+
+    @classmethod
+    def from_index(cls, index, view: View) -> "ImageDataset":
+        """The dataset a stored `DatasetIndex` describes, without scanning its folder again (another
+        process or machine of the same run reads the same files)."""
+        dataset = cls.__new__(cls)
+        dataset.root, dataset.view, dataset.files = Path(index.root), view, list(index.files)
+        dataset.labels, dataset.classes, dataset._fingerprint = index.labels, index.classes, index.fingerprint
+        return dataset
 
     def __len__(self) -> int:
         return len(self.files)
@@ -190,32 +191,29 @@ class ImageDataset(torch.utils.data.Dataset):
         except UnreadableImage as error:
             return None, error.reason
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None]:
-        return index, self.load(index)[0]
+    def batches(self, batch_size: int = 32, workers: int | None = None, first: int = 0, last: int | None = None,
+                pin_memory: bool = False) -> Iterator["Batch"]:
+        """The images [first, last) decoded in `workers` processes, in fixed chunks of indices.
 
-    def loader(self, batch_size: int = 32, workers: int | None = None,
-               pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches `(indices: LongTensor, images: uint8 (N, 3, crop, crop))` in dataset order.
-
-        Unreadable files are left out of their batch (a batch left empty is not yielded), logged as
-        one warning line each, and listed in `self.skipped` as (path, reason). Worker processes
-        cannot share that list, so each batch carries its skipped items back to this process.
+        Batch b holds the readable images of indices [first + b * batch_size, first + (b + 1) *
+        batch_size), so batch b is the same on every run whatever the number of workers, and a pass
+        can restart at any batch (`first`). Unreadable files are left out of their batch (a batch
+        may come back empty) and named in its `skipped`, with one warning line each.
         """
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
         workers = default_workers() if workers is None else workers
         if workers < 0:
             raise UsageError(f"number of loader workers must be 0 or more, got {workers}")
-        self.skipped = []
-        data = torch.utils.data.DataLoader(
-            _WithReasons(self), batch_size=batch_size, shuffle=False, num_workers=workers,
-            collate_fn=_collate, pin_memory=pin_memory)
-        for indices, images, bad in data:
+        last = len(self) if last is None else min(last, len(self))
+        chunks = [list(range(start, min(last, start + batch_size))) for start in range(first, last, batch_size)]
+        loader = torch.utils.data.DataLoader(_Decoded(self), batch_sampler=chunks, num_workers=workers,
+                                             collate_fn=_collate, pin_memory=pin_memory)
+        for indices, images, bad in loader:
+            skipped = [(self.files[index], reason) for index, reason in bad]
             for index, reason in bad:
-                self.skipped.append((str(self.path(index)), reason))
                 log.warning("skipped unreadable image %s: %s", self.path(index), reason)
-            if len(indices):
-                yield indices, images
+            yield Batch(indices, images, skipped)
 
     def fingerprint(self) -> str:
         """16 hex digits identifying the images (paths, sizes, contents), for caching results.
@@ -233,12 +231,19 @@ class ImageDataset(torch.utils.data.Dataset):
         return self._fingerprint
 
 
+@dataclass
+class Batch:
+    indices: torch.Tensor  # (n,) int64 dataset indices of the readable images
+    images: torch.Tensor  # (n, 3, crop, crop) uint8
+    skipped: list[tuple[str, str]]  # (path relative to the dataset root, reason) of unreadable files
+
+
 def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-class _WithReasons(torch.utils.data.Dataset):
-    """The dataset's items with the reason a file was unreadable, for the loader's collate."""
+class _Decoded(torch.utils.data.Dataset):
+    """Item i as (i, uint8 image or None, reason or None), decoded in the loader's workers."""
 
     def __init__(self, dataset: ImageDataset):
         self.dataset = dataset
@@ -255,10 +260,7 @@ def _collate(items):
     good = [(index, image) for index, image, _ in items if image is not None]
     bad = [(index, reason) for index, image, reason in items if image is None]
     indices = torch.tensor([index for index, _ in good], dtype=torch.long)
-    if good:
-        images = torch.stack([image for _, image in good])
-    else:
-        images = torch.empty((0, 3, 0, 0), dtype=torch.uint8)
+    images = torch.stack([image for _, image in good]) if good else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
     return indices, images, bad
 
 

@@ -1,13 +1,14 @@
 """Patch packs: a layer's receptive-field patches, many encoded images to a file.
 
 A layer has C x (k + 12) patches (inception_4a: 30,720; nine inception blocks: ~330,000). As one
-file each, creating the files cost more than cutting and encoding the patches (~0.1 ms per file
-on this project's machines against ~0.05 ms to encode an 80 px JPEG), so they are packed:
+file each, creating the files would cost more than cutting and encoding the patches, so they are
+packed:
 
     patches/<chunk>.bin       the encoded images (JPEG, WebP or PNG files' bytes), back to back
-    patches/<chunk>.idx.npz   one row per patch: unit, kind, rank, offset, length (int64)
+    patches/<chunk>.idx.npz   one row per patch: unit, kind, rank, offset, length (PatchIndex)
 
-Chunk c holds the patches cut from dataset images [c * CHUNK, (c + 1) * CHUNK), so a pack's content
+Chunk c holds the patches cut from dataset images [c * n, (c + 1) * n) (n = CHUNK unless the examples
+settings say otherwise), so a pack's content
 depends only on its images and the layer's examples, never on the order of work. kind 0 is a top
 example, 1 a bottom example, 2 + b a sample of quantile band b. The .bin is written before its index
 (each atomically): a pack is complete exactly when its index exists. A unit's patch is read with
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from microscope.store import atomic_save_npz, atomic_write_bytes, load_npz
+from microscope.store import FileStamp, PatchIndex, Store, atomic_write_bytes
 
 CHUNK = 64  # dataset images per pack
 TOP, BOTTOM, BAND0 = 0, 1, 2
@@ -64,18 +65,27 @@ class PatchRef:
         return io.BytesIO(self.read())
 
 
-def write_pack(directory: Path, chunk: int, entries: list[tuple[int, int, int, bytes]]) -> None:
-    """Write the pack of `chunk`: entries are (unit, kind, rank, encoded image), stored in this order."""
+def write_pack(directory: Path, chunk: int, entries: list[tuple[int, int, int, bytes]]) -> dict[str, FileStamp]:
+    """Write the pack of `chunk`: entries are (unit, kind, rank, encoded image), stored in this order.
+    Returns the stamps of its two files, by name."""
     offsets = np.cumsum([0] + [len(data) for *_, data in entries])
-    atomic_write_bytes(directory / f"{pack_stem(chunk)}.bin", b"".join(data for *_, data in entries), sync=False)
+    stamps = {f"{pack_stem(chunk)}.bin": atomic_write_bytes(directory / f"{pack_stem(chunk)}.bin",
+                                                           b"".join(data for *_, data in entries), sync=False)}
     columns = np.array([entry[:3] for entry in entries], dtype=np.int64).reshape(-1, 3)
-    atomic_save_npz(directory / f"{pack_stem(chunk)}.idx.npz", unit=columns[:, 0], kind=columns[:, 1],
-                    rank=columns[:, 2], offset=offsets[:-1], length=np.diff(offsets), sync=False)
+    index = PatchIndex(unit=columns[:, 0], kind=columns[:, 1], rank=columns[:, 2], offset=offsets[:-1],
+                       length=np.diff(offsets))
+    stamps[f"{pack_stem(chunk)}.idx.npz"] = Store.write(directory / f"{pack_stem(chunk)}.idx.npz", index,
+                                                         sync=False)
+    return stamps
+
+
+def pack_complete(directory: Path, chunk: int) -> bool:
+    return (directory / f"{pack_stem(chunk)}.idx.npz").is_file()
 
 
 def complete_chunks(directory: Path) -> set[int]:
     """Chunks whose pack is complete; leftovers of a killed run (temp files, a .bin without its
-    index) are removed on the way."""
+    index) are removed on the way - so never call it while packs are being written."""
     if not directory.is_dir():
         return set()
     names = os.listdir(directory)
@@ -87,17 +97,33 @@ def complete_chunks(directory: Path) -> set[int]:
     return done
 
 
-def read_patch_index(directory: Path | None) -> dict[int, dict[tuple[str, int], PatchRef]]:
-    """unit -> {(kind name, rank): PatchRef} of every complete pack in a layer's patches/ folder."""
+def pack_files(directory: Path) -> list[str]:
+    """Names of the complete packs' files in `directory`, sorted."""
+    chunks = sorted(complete_chunks(directory))
+    return [name for chunk in chunks for name in (f"{pack_stem(chunk)}.bin", f"{pack_stem(chunk)}.idx.npz")]
+
+
+def read_patch_index(store: Store, directory: Path, stamps: dict[str, FileStamp] | None = None
+                     ) -> dict[int, dict[tuple[str, int], PatchRef]] | None:
+    """unit -> {(kind name, rank): PatchRef} of every pack in a layer's patches/ folder.
+
+    `stamps` (name -> FileStamp, as the layer's result records them) are checked: None if any
+    pack is missing or damaged (said once, by the store).
+    """
     found: dict[int, dict[tuple[str, int], PatchRef]] = {}
-    if directory is None or not directory.is_dir():
-        return found
-    for name in sorted(os.listdir(directory)):
-        if _chunk_of(name, ".idx.npz") is None:
-            continue
-        index = load_npz(directory / name)
+    if not directory.is_dir():
+        return found if not stamps else None
+    names = sorted(name for name in (stamps or os.listdir(directory)) if _chunk_of(name, ".idx.npz") is not None)
+    for name in names:
         pack = directory / f"{name.removesuffix('.idx.npz')}.bin"
-        rows = zip(*(index[key].tolist() for key in ("unit", "kind", "rank", "offset", "length")))
+        index = store.read(directory / name, PatchIndex, stamps.get(name) if stamps else None)
+        if index is None:
+            return None
+        bin_stamp = stamps.get(pack.name) if stamps else None
+        problem = bin_stamp.problem(pack) if bin_stamp else (None if pack.is_file() else "missing")
+        if problem or (index.length.size and int((index.offset + index.length).max()) > pack.stat().st_size):
+            return store.damaged(pack, problem or "shorter than its index says")
+        rows = zip(*(getattr(index, key).tolist() for key in ("unit", "kind", "rank", "offset", "length")))
         for unit, kind, rank, offset, length in rows:
             found.setdefault(unit, {})[(kind_name(kind), rank)] = PatchRef(pack, offset, length)
     return found

@@ -1,9 +1,12 @@
-"""`build`: dataset examples → feature visualization → site, for the chosen layers of one model.
+"""From a request to results: check it, write the model's catalogue, plan every view, run the plan.
 
-Every stage reads and writes the artifact store and skips what it already holds for the same
-configuration (examples: model, weights, dataset fingerprint, k; feature vis: per unit, model,
-weights, recipe, seed, steps, size), so an interrupted build continues where it stopped and a
-rebuild of one layer leaves every other layer's results and pages as they were.
+    request (checked once)  ->  model.json  ->  each view's plan (jobs not done yet)
+        ->  an executor runs the jobs (LocalExecutor here)  ->  the site, for `build`
+
+Every command of the command line goes through `request_from` and `compute`; `build` adds the site.
+Each view skips what the store already holds for the same inputs, so an interrupted build
+continues where it stopped and a rebuild of one layer leaves every other layer's results and
+pages as they were.
 """
 from __future__ import annotations
 
@@ -13,144 +16,153 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from microscope.errors import UsageError
-from microscope.store import Store, atomic_write_json
+from microscope.executors import LocalExecutor, RunReport
+from microscope.selection import Units, resolve_layers
+from microscope.session import Images, Request, RunSpec, Session
+from microscope.store import Store, usable_folder
+from microscope.views import VIEWS, ViewPlan
 
 log = logging.getLogger("microscope.build")
 
-MAIN_KINDS = ("conv", "block")  # what `--layers all` means: the layers Microscope shows
+
+def default_store_root() -> Path:
+    import os
+
+    return Path(os.environ.get("MICROSCOPE_STORE", "artifacts"))
 
 
 @dataclass
-class BuildOptions:
-    model: str = "inceptionv1"
-    weights: str | None = None
-    layers: str = "all"
-    images: str | None = None  # folder, "imagenette", or None for feature visualizations only
-    labels: str | None = None  # dataset labels: CSV or "folders"
-    units: str = "all"
-    out: str = "site"
-    store: str = "artifacts"
-    steps: int = 512
-    size: int = 224
-    objectives: str = "channel,neuron,negative,diversity"
-    device: str = "auto"
-    batch_size: int | None = None  # feature-vis units per batch
-    image_batch_size: int = 32
-    top_k: int = 48
-    seed: int = 0
-    unit_labels: dict | None = None  # layer -> unit -> label, for the site
-    progress: bool = True
+class Outcome:
+    """What a run did: per view, how much was computed and reused; per stage, time; what failed."""
 
-
-@dataclass
-class BuildReport:
-    layers: list[str] = field(default_factory=list)
-    rendered: int = 0
-    reused: int = 0
-    failed: list[str] = field(default_factory=list)
+    layers: list[str]
+    plans: dict[str, ViewPlan] = field(default_factory=dict)
+    run: RunReport = field(default_factory=RunReport)
     seconds: dict[str, float] = field(default_factory=dict)
-    site_summary: str = ""
+    notes: list[str] = field(default_factory=list)
+    site: str = ""
+
+    @property
+    def failed(self) -> list[str]:
+        return self.run.failed
 
     def summary(self) -> str:
-        stages = ", ".join(f"{name} {secs:.0f} s" for name, secs in self.seconds.items())
-        lines = [f"build: {len(self.layers)} layer(s): {', '.join(self.layers)}",
-                 f"  feature visualizations: {self.rendered} rendered, {self.reused} reused, "
-                 f"{len(self.failed)} failed",
-                 f"  time per stage: {stages}"]
-        lines += [f"  failed: {failure}" for failure in self.failed]
-        if self.site_summary:
-            lines.append(self.site_summary)
+        lines = [f"{len(self.layers)} layer(s): {', '.join(self.layers)}"]
+        for name, plan in self.plans.items():
+            lines.append(f"  {VIEWS[name].title.lower()}: {plan.todo} {plan.what} computed, {plan.done} reused")
+        stages = {name: secs for name, secs in self.seconds.items() if name != "site"}
+        stages.update(self.run.seconds)
+        if "site" in self.seconds:
+            stages["site"] = self.seconds["site"]
+        if stages:
+            lines.append("  time per stage: " + ", ".join(f"{name} {secs:.0f} s" for name, secs in stages.items()))
+        lines += [f"  note: {note}" for note in self.notes]
+        lines += [f"  failed: {failure}" for failure in self.run.failed]
+        lines += [f"  not run, as a job they need failed: {job}" for job in self.run.skipped]
+        if self.site:
+            lines.append(self.site)
         return "\n".join(lines)
 
 
-def choose_layers(network, text: str) -> list[str]:
-    if text.strip() == "all":
-        return [layer.name for layer in network.spec.layers if layer.kind in MAIN_KINDS]
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise UsageError("--layers is empty; pass 'all' or names such as "
-                         + ", ".join(choose_layers(network, "all")[:3]))
-    for name in names:
-        network.layer(name)  # unknown names raise, listing the valid ones
-    return list(dict.fromkeys(names))
-
-
-def resolve_images(images: str) -> tuple[str, str | None]:
-    """--images DIR, or 'imagenette' (downloaded into the cache): (folder, labels CSV or None)."""
+def resolve_images(images: str | None, labels: str | None) -> Images | None:
+    """--images DIR, or 'imagenette' (downloaded into the cache), with its labels."""
+    if images is None:
+        return None
     if images == "imagenette":
         from microscope.imagenette import imagenette
 
-        folder, labels = imagenette()
-        return str(folder), str(labels)
+        folder, found = imagenette()
+        return Images(str(folder), labels or str(found))
     if not Path(images).is_dir():
         raise UsageError(f"image folder {images} not found; pass an existing folder or 'imagenette' to --images")
-    return images, None
+    if labels not in (None, "folders") and not Path(labels).is_file():
+        raise UsageError(f"labels file {labels} not found; pass a file,class_index CSV or 'folders'")
+    return Images(str(images), labels)
 
 
-def write_model_info(network, store: Store) -> None:
-    from microscope.catalogue import model_info
+def request_from(values: dict, views: list[str], session: Session | None = None) -> tuple[Request, Session]:
+    """The request a command's option values make, checked, and the session to run it in.
 
-    atomic_write_json(store.model_json(network.spec.name), model_info(network))
+    `values` holds the common options (model, weights, layers, units, store, device, seed, quiet,
+    images, labels) and those of the views. Everything that can be checked before loading the
+    weights is checked first; nothing is written before every check passed.
+    """
+    settings = {name: VIEWS[name].settings(values) for name in views}
+    images = resolve_images(values.get("images"), values.get("labels"))
+    store = Path(values.get("store") or default_store_root())
+    usable_folder(store, "artifact store", "--store", create=False)
+    run = RunSpec(store=str(store), model=values["model"], weights=values.get("weights"), seed=values.get("seed", 0),
+                  device=values.get("device", "auto"), progress=not values.get("quiet", False))
+    session = session or Session(run)
+    network = session.network()
+    layers = resolve_layers(network, values.get("layers"))
+    units = values.get("units") or Units(None)
+    chosen = tuple(name for name in views if "images" not in VIEWS[name].needs or images is not None)
+    return Request(run=run, layers=tuple(layers), units=units, views=chosen, images=images, settings=settings), session
 
 
-def build(options: BuildOptions) -> BuildReport:
-    from microscope.examples import compute_examples
-    from microscope.featurevis.units import layer_channels, parse_objectives, parse_units, render_units
-    from microscope.images import ImageDataset, View
-    from microscope.network import load_network
+def compute(request: Request, session: Session, executor=None) -> Outcome:
+    """Write the model's catalogue, plan every view of the request, and run the plan."""
+    from microscope.catalogue import model_record
+
+    outcome = Outcome(layers=list(request.layers))
+    began = time.perf_counter()
+    network = session.network()
+    usable_folder(session.store.root, "artifact store", "--store")
+    record = model_record(network)
+    if session.store.read_model(network.spec.name) != record:
+        session.store.write(session.store.model_file(network.spec.name), record)
+    jobs = []
+    # Views that read the images go first: one pass over the data, then the rest.
+    for name in sorted(request.views, key=lambda name: "images" not in VIEWS[name].needs):
+        plan = VIEWS[name].plan(request, session)
+        outcome.plans[name] = plan
+        jobs += plan.jobs
+    outcome.seconds["plan"] = time.perf_counter() - began
+    log.info("model %s (weights %s), layers %s: %d jobs", network.spec.name, network.weights_id[:12],
+             list(request.layers), len(jobs))
+    executor = executor or LocalExecutor()
+    outcome.run = executor.run(jobs, session, progress=request.run.progress)
+    return outcome
+
+
+def build(request: Request, session: Session, out: str, unit_labels: dict | None = None, executor=None) -> Outcome:
+    """`compute`, then the site of the request's model and layers in `out`."""
     from microscope.site import build_site
+    from microscope.site.builder import check_out_dir
 
-    report = BuildReport()
-    store = Store(options.store)
-    objectives = parse_objectives(options.objectives)  # bad input fails before any work starts
-    if options.steps <= 0:
-        raise UsageError(f"--steps must be a positive number of optimisation steps, not {options.steps}")
-    if options.top_k < 1:
-        raise UsageError(f"--top must be at least 1, not {options.top_k}")
-
+    check_out_dir(Path(out), create=False)  # before any work: a bad --out must not cost the compute
+    outcome = compute(request, session, executor)
     began = time.perf_counter()
-    network = load_network(options.model, weights=options.weights, device=options.device,
-                           seed=options.seed, progress=options.progress)
-    report.layers = choose_layers(network, options.layers)
-    for layer in report.layers:  # units out of range fail now, not after hours of dataset examples
-        parse_units(options.units, layer_channels(network, layer, options.size))
-    dataset = None
-    if options.images:
-        folder, found_labels = resolve_images(options.images)
-        dataset = ImageDataset(folder, labels=options.labels or found_labels, view=View(resize=224, crop=224))
-    write_model_info(network, store)
-    report.seconds["load"] = time.perf_counter() - began
-    log.info("model %s (weights %s), layers %s", options.model, network.weights_id[:12], report.layers)
+    site = build_site(session.store.root, out, models=[request.run.model], layers=list(request.layers),
+                      labels=unit_labels, progress=request.run.progress)
+    outcome.seconds["site"] = time.perf_counter() - began
+    outcome.site = site.summary()
+    return outcome
 
-    if dataset is not None:
-        began = time.perf_counter()
-        compute_examples(network, dataset, report.layers, top_k=options.top_k, store=store,
-                         batch_size=options.image_batch_size, progress=options.progress)
-        report.seconds["examples"] = time.perf_counter() - began
-        log.info("examples done over %d images (%d unreadable)", len(dataset), len(dataset.skipped))
 
-    began = time.perf_counter()
-    for layer in report.layers:
-        try:
-            summary = render_units(network, layer, options.units, store=store, objectives=objectives,
-                                   steps=options.steps, size=options.size, batch_size=options.batch_size,
-                                   seed=options.seed, progress=options.progress)
-        except UsageError:
-            raise
-        except (RuntimeError, ValueError, OSError) as error:  # keep going: other layers are independent
-            report.failed.append(f"{layer}: {type(error).__name__}: {error}")
-            log.error("feature visualization of %s failed: %s", layer, error)
-            continue
-        rendered = sum(len(units) for units in summary.rendered.values())
-        reused = sum(len(units) for units in summary.skipped.values())
-        report.rendered, report.reused = report.rendered + rendered, report.reused + reused
-        log.info("featurevis %s: %s rendered, %s reused", layer, rendered, reused)
-    report.seconds["featurevis"] = time.perf_counter() - began
+def run_views(network, views: list[str], *, store, layers: list[str], units: Units | None = None,
+              images: Images | None = None, settings: dict | None = None, seed: int = 0, executor=None,
+              progress: bool = False) -> Outcome:
+    """Compute `views` with an already loaded network: the library's way in (tests, benches, notebooks).
 
-    began = time.perf_counter()
-    site = build_site(store.root, options.out, models=[options.model], layers=report.layers,
-                      labels=options.unit_labels, progress=options.progress)
-    report.seconds["site"] = time.perf_counter() - began
-    report.site_summary = site.summary()
-    log.info("site written to %s", options.out)
-    return report
+    `settings`: view name -> its Settings (defaults where missing).
+    """
+    if not layers:
+        raise UsageError("no layers chosen; pass one or more of: " + ", ".join(network.spec.layer_names[:8]) + ", ...")
+    run = RunSpec(store=str(Path(store)), model=network.spec.name, weights=None, seed=seed, progress=progress)
+    session = Session(run, network=network)
+    settings = dict(settings or {})
+    for name in views:
+        settings.setdefault(name, VIEWS[name].default_settings())
+    request = Request(run=run, layers=tuple(resolve_layers(network, tuple(layers))), units=units or Units(None),
+                      views=tuple(views), images=images, settings=settings)
+    return compute(request, session, executor)
+
+
+def check_store(store: str | None) -> Store:
+    """The store a read-only command (site, verify) reads: it must exist."""
+    root = Path(store or default_store_root())
+    if not root.is_dir():
+        raise UsageError(f"no artifact store at {root}; compute something first or pass --store")
+    return Store(root)

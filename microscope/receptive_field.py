@@ -52,7 +52,7 @@ def _first(value):
     return value[0] if isinstance(value, (tuple, list)) else value
 
 
-def _union(fields: list) -> Field | str | None:
+def union(fields: list) -> Field | str | None:
     fields = [f for f in fields if f is not None]
     if not fields:
         return None
@@ -105,7 +105,7 @@ def _function_field(node: fx.Node, fields: list):
         return field.shift(pad[0])
     if node.target is operator.getitem and isinstance(node.args[0], fx.Node):
         return field
-    return _union(fields)
+    return union(fields)
 
 
 def _input_fields(node: fx.Node, fields: dict) -> list:
@@ -134,11 +134,11 @@ def graph_fields(graph_module: fx.GraphModule) -> dict[str, Field | str]:
         elif node.op == "get_attr":
             fields[node] = None
         elif node.op == "call_module":
-            fields[node] = _module_field(graph_module.get_submodule(node.target), _union(inputs))
+            fields[node] = _module_field(graph_module.get_submodule(node.target), union(inputs))
         elif node.op == "call_function":
             fields[node] = _function_field(node, inputs)
         elif node.op == "call_method":
-            fields[node] = GLOBAL if node.target in _GLOBAL_METHODS else _union(inputs)
+            fields[node] = GLOBAL if node.target in _GLOBAL_METHODS else union(inputs)
         elif node.op == "output":
             output = node.args[0]
     return {key: fields[value] for key, value in output.items()}

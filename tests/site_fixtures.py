@@ -1,23 +1,30 @@
-"""Small artifact stores for the site tests, written file by file as the pipeline stages write them.
+"""Small artifact stores for the site tests, written with the store's typed records, as the views write them.
 
 Images are real files (PNG renders, WebP patches, JPEG dataset thumbnails) in solid, known colours,
 so a test can check the pixels the site shows against the source they came from.
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from microscope.packs import write_pack
-from microscope.store import Store, atomic_save_image, atomic_save_npz, atomic_write_json
+from microscope.store import (DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp, LayerInfo,
+                              ModelRecord, PatchSettings, RenderConfig, RenderImage, RenderRecord, Store, ThumbSettings,
+                              ViewSettings, atomic_write_bytes)
+from microscope.store.files import image_bytes
 
 FINGERPRINT = "d5e1f00d"
 N_IMAGES = 10
 TOP_K, BOTTOM_K, BAND_SAMPLES = 6, 3, 2
 WEIRD_LAYER = 'a<b"c'
+OBJECTIVES = {"channel": ["channel.png"], "neuron": ["neuron.png"], "negative": ["negative.png"],
+              "diversity": ["diversity-0.png", "diversity-1.png"]}
+FILES = [name for files in OBJECTIVES.values() for name in files]
+BAND_NAMES = ["top 10%", "10-50%"]
+ACTIVATION_MAX = 3.0  # of every stored render on its unit
 
 
 def render_colour(layer_index: int, unit: int, objective_index: int) -> tuple[int, int, int]:
@@ -28,12 +35,11 @@ def patch_colour(unit: int, kind: int, rank: int) -> tuple[int, int, int]:
     return ((31 * unit + 90 * kind) % 256, (53 * rank + 10) % 256, (17 * unit + 40 * rank + 100) % 256)
 
 
-def layer_entry(name, kind, channels, size, stride, rf, description=""):
-    return {"name": name, "kind": kind, "channels": channels, "height": size, "width": size, "stride": stride,
-            "rf_size": rf, "rf_offset": (rf - 1) / 2 if rf else None, "pre_relu": None, "description": description}
+def layer_entry(name, kind, channels, size, stride, rf, description="") -> LayerInfo:
+    return LayerInfo(name, kind, channels, size, size, stride, rf, (rf - 1) / 2 if rf else None, None, description)
 
 
-def catalogue() -> list[dict]:
+def catalogue() -> list[LayerInfo]:
     return [
         layer_entry("conv1", "conv", 4, 8, 4, 11, "7x7 convolution"),
         layer_entry("conv1_pre_relu", "pre_relu", 4, 8, 4, 11),
@@ -50,60 +56,48 @@ def make_store(root: Path, model: str = "tiny", featurevis_layers=("conv1", "mix
     """A store with one model: featurevis and/or examples for the given layers."""
     store = Store(root)
     layers = catalogue()
-    atomic_write_json(store.model_json(model), {
-        "name": model, "title": "Tiny test net", "description": "A made-up network for the site tests.",
-        "weights_id": "random-seed0", "input_size": 32, "layers": layers,
-        "categories": [f"class <{i}>" for i in range(5)]})
-    dataset = store.dataset_dir(model, FINGERPRINT)
-    atomic_write_json(dataset / "images.json", {
-        "fingerprint": FINGERPRINT, "root": "/data/photos", "files": [f"cls{i % 3}/img_{i}.jpg" for i in range(N_IMAGES)],
-        "labels": [i % 3 for i in range(N_IMAGES)], "classes": ["cls0", "cls1", "<cls2>"],
-        "thumbs": {"size": 48, "format": "jpg", "view": {"resize": 32, "crop": 32}}})
+    store.write(store.model_file(model), ModelRecord(
+        name=model, title="Tiny test net", description="A made-up network for the site tests.",
+        weights_id="random-seed0", input_size=32, layers=layers, categories=[f"class <{i}>" for i in range(5)]))
+    store.write(store.dataset_file(model, FINGERPRINT), DatasetIndex(
+        fingerprint=FINGERPRINT, name="photos", root="/data/photos",
+        files=[f"cls{i % 3}/img_{i}.jpg" for i in range(N_IMAGES)], labels=[i % 3 for i in range(N_IMAGES)],
+        classes=["cls0", "cls1", "<cls2>"], thumbs=ThumbSettings(48, "jpg", ViewSettings(32, 32))))
     for i in range(N_IMAGES):
-        atomic_save_image(dataset / "thumbs" / f"{i}.jpg", Image.new("RGB", (48, 48), (20 * i, 100, 200)), quality=90)
+        image = Image.new("RGB", (48, 48), (20 * i, 100, 200))
+        atomic_write_bytes(store.thumb_file(model, FINGERPRINT, i), image_bytes(image, ".jpg", quality=90))
     for position, info in enumerate(layers):
-        name, channels = info["name"], info["channels"]
-        if name in featurevis_layers:
-            units = range(channels) if featurevis_units is None else featurevis_units
-            write_featurevis(store, model, name, position, units)
-        if name in examples_layers:
-            write_examples(store, model, name, channels, info["height"])
+        if info.name in featurevis_layers:
+            units = range(info.channels) if featurevis_units is None else featurevis_units
+            write_featurevis(store, model, info.name, position, units)
+        if info.name in examples_layers:
+            write_examples(store, model, info)
     return store
 
 
 def write_featurevis(store: Store, model: str, layer: str, layer_index: int, units) -> None:
-    """As microscope/featurevis/units.py writes them: PNGs, then provenance.json listing them."""
-    config = {"model": model, "weights_id": "random-seed0", "layer": layer, "optimised_layer": layer,
-              "recipe_version": "test/1", "seed": 0, "steps": 8, "size": 40, "precision": "fp32", "image_format": "png"}
-    atomic_write_json(store.featurevis_dir(model, layer) / "config.json", {**config, "objectives": list(OBJECTIVES)})
+    """As microscope/views/featurevis.py writes them: the images, then one record per objective."""
+    config = RenderConfig(model=model, weights_id="random-seed0", layer=layer, optimised_layer=layer,
+                          recipe={"version": "test/1", "learning_rate": 0.05}, seed=0, steps=8, size=40,
+                          precision="fp32", image_format="png")
     for unit in units:
-        folder = store.unit_featurevis_dir(model, layer, unit)
-        objectives = {}
-        for kind, files in OBJECTIVES.items():
-            for name in files:
-                atomic_save_image(folder / name, Image.new("RGB", (40, 40), render_colour(layer_index, unit, FILES.index(name))))
-            n = len(files)
-            objectives[kind] = {"file": files[0], "files": files,
-                                "objective_final": [1.5 + unit + i for i in range(n)],
-                                "loss_curve": [[-0.1 * step * (i + 1) for step in range(40)] for i in range(n)],
-                                "loss_curve_steps": list(range(0, 320, 8)),
-                                "activation_mean": [0.5] * n, "activation_max": [3.0] * n,
-                                "activation_ratio": [2.0 + i for i in range(n)]}
-        atomic_write_json(folder / "provenance.json", {
-            "config": config, "recipe": {"version": "test/1", "learning_rate": 0.05}, "objectives": objectives,
-            "model": model, "weights_id": "random-seed0", "layer": layer, "unit": unit, "seed": 0, "steps": 8,
-            "size": 40, "recipe_version": "test/1", "dataset_max": 4.0, "activation_ratio": 2.0})
+        folder = store.unit_dir(model, layer, unit)
+        for objective, files in OBJECTIVES.items():
+            images = []
+            for i, name in enumerate(files):
+                picture = Image.new("RGB", (40, 40), render_colour(layer_index, unit, FILES.index(name)))
+                stamp = atomic_write_bytes(folder / name, image_bytes(picture, ".png"))
+                images.append(RenderImage(file=name, stamp=stamp, objective_final=1.5 + unit + i,
+                                          loss_curve=[-0.1 * step * (i + 1) for step in range(40)],
+                                          activation_mean=0.5, activation_max=ACTIVATION_MAX))
+            store.write(store.render_file(model, layer, unit, objective), RenderRecord(
+                unit=unit, objective=objective, config=config, loss_curve_steps=list(range(0, 320, 8)),
+                images=images))
 
 
-OBJECTIVES = {"channel": ["channel.png"], "neuron": ["neuron.png"], "negative": ["negative.png"],
-              "diversity": ["diversity-0.png", "diversity-1.png"]}
-FILES = [name for files in OBJECTIVES.values() for name in files]
-BAND_NAMES = ["top 10%", "10-50%"]
-
-
-def write_examples(store: Store, model: str, layer: str, channels: int, grid: int) -> None:
-    """As microscope/examples/run.py writes them: summary.npz, patches, then config.json."""
-    folder = store.examples_dir(model, layer)
+def write_examples(store: Store, model: str, info: LayerInfo) -> None:
+    """As microscope/examples/steps.py writes them: summary.npz, patches, then result.json."""
+    layer, channels, grid = info.name, info.channels, info.height
     rng = np.random.default_rng(1)
     arrays = {"top_values": -np.sort(-rng.uniform(1, 10, size=(channels, TOP_K)), axis=1).astype(np.float32),
               "bottom_values": np.sort(rng.uniform(-5, 0, size=(channels, BOTTOM_K)), axis=1).astype(np.float32)}
@@ -135,22 +129,26 @@ def write_examples(store: Store, model: str, layer: str, channels: int, grid: in
     arrays["band_fraction_range"] = np.tile(np.array([[0.0, 0.1], [0.1, 0.5]]), (channels, 1, 1))
     arrays["top_classes"] = np.tile(np.array([2, 0, -1]), (channels, 1)).astype(np.int64)
     arrays["top_class_counts"] = np.tile(np.array([3, 2, 0]), (channels, 1)).astype(np.int64)
-    atomic_save_npz(folder / "summary.npz", **arrays)
-    packs = {}  # chunk -> entries, as microscope/examples/patches.py packs them 
+    folder = store.examples_dir(model, layer)
+    files = {"summary.npz": store.write(store.summary_file(model, layer), ExamplesSummary(**arrays))}
+    packs = {}  # chunk -> entries, as microscope/examples/patches.py packs them
     for unit in range(channels):
         for kind_index, (kind, k) in enumerate((("top", TOP_K), ("bottom", BOTTOM_K))):
             for rank in range(k):
                 image = arrays[f"{kind}_index"][unit, rank]
                 if image < 0:
                     continue
-                buffer = io.BytesIO()
-                Image.new("RGB", (24, 24), patch_colour(unit, kind_index, rank)).save(buffer, format="WEBP", lossless=True)
-                # 4 images a pack (the stage packs CHUNK), so that units read from several packs
-                packs.setdefault(int(image) // 4, []).append((unit, kind_index, rank, buffer.getvalue()))
+                patch = Image.new("RGB", (24, 24), patch_colour(unit, kind_index, rank))
+                # 4 images a pack (the stage packs 64), so that units read from several packs
+                packs.setdefault(int(image) // 4, []).append((unit, kind_index, rank,
+                                                              image_bytes(patch, ".webp", lossless=True)))
     for chunk, entries in packs.items():
-        write_pack(folder / "patches", chunk, entries)
-    atomic_write_json(folder / "config.json", {
-        "model": model, "weights_id": "random-seed0", "layer": layer, "top_k": TOP_K, "n_images": N_IMAGES,
-        "dataset": {"fingerprint": FINGERPRINT, "root": "/data/photos", "files": N_IMAGES},
-        "view": {"resize": 32, "crop": 32}, "skipped": 0, "histogram_of": f"{layer}_pre_relu",
-        "patches": {"format": "webp", "size": 24}, "key": {"version": 1, "dataset": FINGERPRINT}})
+        for name, stamp in write_pack(store.patches_dir(model, layer), chunk, entries).items():
+            files[f"patches/{name}"] = stamp
+    store.write(store.result_file(model, layer), ExamplesResult(
+        key="test", identity={"version": 2}, model=model, weights_id="random-seed0", layer=layer,
+        dataset=DatasetRef(FINGERPRINT, "photos", N_IMAGES), view=ViewSettings(32, 32), top_k=TOP_K,
+        n_images=N_IMAGES, skipped=0, skipped_files=[], histogram_of=f"{layer}_pre_relu", grid=info,
+        patches=PatchSettings("webp", 24, 100, [128, 128, 128], ["top", "bottom"], BOTTOM_K), batch_size=4,
+        files={name: stamp for name, stamp in files.items() if isinstance(stamp, FileStamp)}))
+    assert folder.is_dir()

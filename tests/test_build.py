@@ -61,18 +61,19 @@ def test_killed_build_resumes_to_the_same_result(tmp_path, photos):
     deadline = time.time() + 300
     marker = killed / "store" / "inceptionv1-caffe"
     while time.time() < deadline and process.poll() is None:  # kill once some, not all, units are done
-        if len(list(marker.glob("*/featurevis/*/provenance.json"))) >= 2:
+        if len(list(marker.glob("*/featurevis/*/channel.json"))) >= 2:
             break
         time.sleep(0.05)
     assert process.poll() is None, "the build finished before it could be killed; make it longer"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    done_before = len(list(marker.glob("*/featurevis/*/provenance.json")))
+    done_before = len(list(marker.glob("*/featurevis/*/channel.json")))
     assert 2 <= done_before < 12
 
     resumed = run_build(killed, "--layers", "conv1,conv2", "--images", str(photos))
     summary = resumed.stdout
-    assert f"{12 - done_before} rendered, {done_before} reused" in summary
+    assert f"feature visualization: {12 - done_before} renders computed, {done_before} reused" in summary
+    assert "dataset examples: 0 layers computed, 2 reused" in summary
     a, b = snapshot(clean / "store"), snapshot(killed / "store")
     assert a == b  # byte-identical: images, arrays, provenance, configs; no temp files left behind
     assert not [name for name in b if name.endswith(".tmp")]
@@ -89,15 +90,15 @@ def test_rebuild_one_layer_leaves_the_others_alone(tmp_path, photos):
 
     # more steps for conv2 only: its renders are redone, its dataset examples reused
     result = run_build(tmp_path, "--layers", "conv2", "--images", str(photos), "--steps", "7")
-    assert "6 rendered, 0 reused" in result.stdout
+    assert "6 renders computed, 0 reused" in result.stdout and "0 layers computed, 1 reused" in result.stdout
     store_after, site_after = mtimes(tmp_path / "store"), mtimes(tmp_path / "site")
     changed = {name for name in store_after if store_after[name] != store_before.get(name)}
     assert changed and all(name.startswith("inceptionv1-caffe/conv2/featurevis") or
                            name == "inceptionv1-caffe/model.json" for name in changed), sorted(changed)[:5]
     untouched_pages = [name for name in site_before if "/conv1/" in name]
     assert untouched_pages and all(site_after[name] == site_before[name] for name in untouched_pages)
-    provenance = json.loads((tmp_path / "store/inceptionv1-caffe/conv2/featurevis/0/provenance.json").read_text())
-    assert provenance["config"]["steps"] == 7
+    record = json.loads((tmp_path / "store/inceptionv1-caffe/conv2/featurevis/0/channel.json").read_text())
+    assert record["config"]["steps"] == 7
 
 
 class _Text(HTMLParser):
@@ -113,7 +114,7 @@ def test_without_images_and_with_unit_labels(tmp_path):
     labels = tmp_path / "labels.yaml"
     labels.write_text("conv1:\n  3: {label: 'edge <b>detector</b>', note: 'checked by hand'}\n", encoding="utf-8")
     result = run_build(tmp_path, "--layers", "conv1", "--units", "3", "--labels-file", str(labels))
-    assert "1 rendered" in result.stdout
+    assert "1 renders computed" in result.stdout and "no --images" in result.stdout
     page = (tmp_path / "site/models/inceptionv1-caffe/conv1/3/index.html").read_text(encoding="utf-8")
     parser = _Text()
     parser.feed(page)

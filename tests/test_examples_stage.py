@@ -1,9 +1,10 @@
-"""The examples stage end to end on a tiny dataset: exact against brute force, resumable, strict on input.
+"""The examples view end to end on a tiny dataset: exact against brute force, resumable, strict on input.
 
 A real InceptionV1 (Caffe layout, seeded random weights) sees 20 generated 64 x 64 photos plus one
 unreadable file. The brute force runs the same network over the same batches (so every float is
 computed the same way) and ranks with numpy.
 """
+import dataclasses
 import math
 
 import numpy as np
@@ -11,15 +12,19 @@ import pytest
 import torch
 from PIL import Image
 
-from microscope.catalogue import LayerInfo, catalogue
+from microscope.catalogue import catalogue
 from microscope.errors import UsageError
-from microscope.examples import ExampleSettings, compute_examples
-from microscope.examples.patches import PAD_COLOUR, LayerPatches, cut_patches, write_patches
+from microscope.examples.config import ExampleSettings
+from microscope.examples.patches import PAD_COLOUR, LayerPatches, PatchFormat, cut_chunk, cut_patches
 from microscope.examples.viewcache import ViewCache
+from microscope.executors import LocalExecutor
 from microscope.images import ImageDataset, View
 from microscope.network import load_network
 from microscope.packs import read_patch_index
-from microscope.store import Store, read_json
+from microscope.pipeline import run_views
+from microscope.session import Images
+from microscope.store import DatasetIndex, ExamplesResult, ExamplesSummary, LayerInfo, Store
+from microscope.views.examples import Settings
 
 MODEL = "inceptionv1-caffe"
 LAYERS = ["conv1", "inception_3a"]  # a conv and a block (its pre-ReLU twin is a concatenation)
@@ -28,8 +33,8 @@ BATCH = 6
 SETTINGS = ExampleSettings(patch_format="png", band_bins=8, band_samples=3, band_patches=True)
 
 
-class Interrupt(Exception):
-    pass
+class Interrupt(KeyboardInterrupt):
+    """As Ctrl-C would: it stops the run at once (a failing job would not)."""
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +64,25 @@ def dataset(photos):
     return ImageDataset(photos, labels=photos / "labels.csv", view=View(resize=64, crop=64))
 
 
+def same(a: np.ndarray, b: np.ndarray) -> bool:
+    return np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+
+
+def examples(network, photos, store, *, layers=LAYERS, top_k=TOP, processes=1, on_progress=None, settings=SETTINGS,
+             **options):
+    """The examples view over the photos into `store`; returns layer -> summary arrays."""
+    settings = Settings(top_k=top_k, image_batch_size=BATCH, workers=0, view=(64, 64), examples=settings, **options)
+    run_views(network, ["examples"], store=store, layers=layers,
+              images=Images(str(photos), str(photos / "labels.csv")), settings={"examples": settings},
+              executor=LocalExecutor(processes=processes, on_progress=on_progress))
+    store = Store(store)
+    return {layer: store.read(store.summary_file(MODEL, layer), ExamplesSummary).to_arrays() for layer in layers}
+
+
 @pytest.fixture(scope="module")
-def computed(network, dataset, tmp_path_factory):
-    store = Store(tmp_path_factory.mktemp("store"))
-    summaries = compute_examples(network, dataset, LAYERS, top_k=TOP, store=store, batch_size=BATCH,
-                                 workers=0, progress=False, settings=SETTINGS)
-    return store, summaries
+def computed(network, photos, tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    return Store(store), examples(network, photos, store)
 
 
 def brute_force(network, dataset, layer):
@@ -141,22 +159,22 @@ def test_examples_equal_brute_force(network, dataset, computed, layer):
 
 def test_patches_are_the_receptive_field_of_the_view_padded_at_borders(network, dataset, computed):
     store = computed[0]
-    infos = {info.name: info for info in catalogue(network)}
-    packed = {layer: read_patch_index(store.patches_dir(MODEL, layer)) for layer in LAYERS}
+    infos = {info.name: info for info in catalogue(network, LAYERS, size=64)}
+    packed = {layer: read_patch_index(store, store.patches_dir(MODEL, layer)) for layer in LAYERS}
     checked = padded = 0
     for layer in LAYERS:
         summary = computed[1][layer]
         for unit in range(0, summary["top_index"].shape[0], 37):
             refs = packed[layer][unit]
             assert len(refs) == 2 * TOP + (summary["band_index"][unit] >= 0).sum()
-            examples = [(("top", rank), summary["top_index"][unit, rank], summary["top_y"][unit, rank],
-                         summary["top_x"][unit, rank]) for rank in range(TOP)]
-            examples += [(("bottom", rank), summary["bottom_index"][unit, rank], summary["bottom_y"][unit, rank],
-                          summary["bottom_x"][unit, rank]) for rank in range(TOP)]
-            examples += [((f"band{band}", rank), summary["band_index"][unit, band, rank],
-                          summary["band_y"][unit, band, rank], summary["band_x"][unit, band, rank])
-                         for band in range(4) for rank in range(3) if summary["band_index"][unit, band, rank] >= 0]
-            for key, index, y, x in examples:
+            examples_ = [(("top", rank), summary["top_index"][unit, rank], summary["top_y"][unit, rank],
+                          summary["top_x"][unit, rank]) for rank in range(TOP)]
+            examples_ += [(("bottom", rank), summary["bottom_index"][unit, rank], summary["bottom_y"][unit, rank],
+                           summary["bottom_x"][unit, rank]) for rank in range(TOP)]
+            examples_ += [((f"band{band}", rank), summary["band_index"][unit, band, rank],
+                           summary["band_y"][unit, band, rank], summary["band_x"][unit, band, rank])
+                          for band in range(4) for rank in range(3) if summary["band_index"][unit, band, rank] >= 0]
+            for key, index, y, x in examples_:
                 y, x = int(y), int(x)
                 patch = np.asarray(Image.open(refs[key].open_bytes()))
                 view = dataset.load(int(index))[0].permute(1, 2, 0).numpy()
@@ -177,7 +195,7 @@ def test_patches_are_the_receptive_field_of_the_view_padded_at_borders(network, 
 
 
 def fake_layer(rf_size, rf_offset, stride=1):
-    return LayerInfo("fake", "conv", 1, 1, 1, stride, rf_size, rf_offset, None, "")
+    return LayerInfo("fake", "conv", 1, 1, 1, stride if rf_size else None, rf_size, rf_offset, None, "")
 
 
 def test_cut_patches_pad_at_borders_and_shrink_smoothly():
@@ -197,31 +215,47 @@ def test_cut_patches_pad_at_borders_and_shrink_smoothly():
         assert np.abs(patch[2:-2, 2:-2] - expected[2:-2, 2:-2]).max() <= 6  # within half an output pixel
 
 
-def test_patches_packed_by_forked_processes_equal_those_of_one_process(network, dataset, computed, tmp_path):
-    """The same packs, byte for byte, whichever process cut them and whether the views came from the
-    pass's cache or were decoded again; only the bottom patches asked for."""
-    infos = {info.name: info for info in catalogue(network)}
+def test_patches_cut_by_worker_processes_equal_those_of_one_process(network, photos, computed, tmp_path):
+    """The same packs and thumbnails, byte for byte, whichever process cut them."""
+    many = tmp_path / "many"
+    # Packs of 4 images: 6 patch jobs, which the executor hands to 2 forked processes.
+    settings = dataclasses.replace(SETTINGS, pack_images=4)
+    one = examples(network, photos, tmp_path / "one", processes=1, settings=settings)
+    two = examples(network, photos, many, processes=2, settings=settings)
+    for layer in LAYERS:
+        assert all(same(one[layer][k], two[layer][k]) for k in one[layer])
+    files = {root: {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file() and
+                    ("patches" in p.parts or "thumbs" in p.parts)} for root in (tmp_path / "one", many)}
+    assert files[tmp_path / "one"] == files[many]
+    chunks = {(layer, int(i) // 4) for layer in LAYERS for name in ("top_index", "bottom_index", "band_index")
+              for i in one[layer][name].ravel() if i >= 0}
+    assert sum(path.name.endswith(".idx.npz") for path in files[many]) == len(chunks) >= 2 * 4
+
+
+def test_cached_views_give_the_same_packs_as_decoding_again(network, dataset, computed, tmp_path):
+    """Packs cut from the pass's cached views equal packs cut from freshly decoded images; an all-black
+    cache gives other packs, which shows that the cache is really read."""
+    infos = {info.name: info for info in catalogue(network, LAYERS, size=64)}
     cache = ViewCache.create(tmp_path / "pass.views", len(dataset), dataset.view.crop)
-    readable = [i for i in range(0, len(dataset), 2) if dataset.load(i)[0] is not None]  # the fixture has broken files
+    readable = [i for i in range(0, len(dataset), 2) if dataset.load(i)[0] is not None]
     cache.put(torch.tensor(readable), torch.stack([dataset.load(i)[0] for i in readable]))
-    black = ViewCache.create(tmp_path / "black.views", len(dataset), dataset.view.crop)  # proves views are read
-    black.put(torch.arange(len(dataset)), torch.zeros(len(dataset), 3, dataset.view.crop, dataset.view.crop,
-                                                     dtype=torch.uint8))
+    black = ViewCache.create(tmp_path / "black.views", len(dataset), dataset.view.crop)
+    black.put(torch.arange(len(dataset)), torch.zeros(len(dataset), 3, 64, 64, dtype=torch.uint8))
     written = {}
-    for name, processes, views in (("1", 1, None), ("2", 2, None), ("cached", 2, cache), ("black", 1, black)):
-        layers = [LayerPatches.from_summary(infos[layer], tmp_path / name / layer, computed[1][layer],
+    for name, views in (("decoded", None), ("cached", cache), ("black", black)):
+        store = computed[0]
+        layers = [LayerPatches.from_summary(infos[layer], tmp_path / name / layer,
+                                            store.read(store.summary_file(MODEL, layer), ExamplesSummary),
                                             bands=False, bottom=2) for layer in LAYERS]
         thumbs = {i: tmp_path / name / "thumbs" / f"{i}.jpg" for i in range(0, 20, 3)}
-        failed = write_patches(dataset, layers, size=32, quality=90, suffix="jpg", thumbs=thumbs,
-                               processes=processes, views=views, progress=False)
-        assert failed == 0
+        assert cut_chunk(dataset, 0, layers, thumbs, PatchFormat(32, 90, "jpg", 160, 64), views) == 0
         root = tmp_path / name
         written[name] = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    assert written["1"] == written["2"] == written["cached"] != written["black"]
-    assert sum(path.parts[0] == "thumbs" for path in written["1"]) == 7
-    assert not [path for path in written["1"] if path.name.endswith(".tmp")]
+    assert written["decoded"] == written["cached"] != written["black"]
+    assert sum(path.parts[0] == "thumbs" for path in written["decoded"]) == 7
+    assert not [path for path in written["decoded"] if path.name.endswith(".tmp")]
     for layer in LAYERS:
-        refs = read_patch_index(tmp_path / "1" / layer)
+        refs = read_patch_index(Store(tmp_path), tmp_path / "decoded" / layer)
         assert sorted(refs) == list(range(computed[1][layer]["top_index"].shape[0]))
         for unit, patches in refs.items():
             assert set(patches) == {("top", r) for r in range(TOP)} | {("bottom", 0), ("bottom", 1)}
@@ -235,41 +269,43 @@ def test_global_layers_show_the_whole_view():
     assert np.array_equal(patch, view)
 
 
-def test_store_layout_dataset_index_and_config(network, dataset, computed):
+def test_store_layout_dataset_index_and_result(network, dataset, computed):
     store = computed[0]
-    index = read_json(store.dataset_dir(MODEL, dataset.fingerprint()) / "images.json")
-    assert index["files"] == dataset.files and index["labels"] == dataset.labels
+    index = store.read(store.dataset_file(MODEL, dataset.fingerprint()), DatasetIndex)
+    assert index.files == dataset.files and index.labels == dataset.labels and index.name == dataset.root.name
     thumbs = store.dataset_dir(MODEL, dataset.fingerprint()) / "thumbs"
     for layer in LAYERS:
-        config = read_json(store.examples_dir(MODEL, layer) / "config.json")
-        assert config["n_images"] == 20 and config["skipped"] == 1
-        assert config["skipped_files"][0][0].endswith("photo99.png")
-        assert config["view"] == {"resize": 64, "crop": 64} and config["top_k"] == TOP
-        assert config["histogram_of"] == f"{layer}_pre_relu"
-        assert not (store.examples_dir(MODEL, layer) / "pending.json").exists()
+        result = store.read(store.result_file(MODEL, layer), ExamplesResult)
+        assert result.n_images == 20 and result.skipped == 1
+        assert result.skipped_files == [("photo99.png", result.skipped_files[0][1])]  # relative: no local paths
+        assert (result.view.resize, result.view.crop) == (64, 64) and result.top_k == TOP
+        assert result.histogram_of == f"{layer}_pre_relu"
+        assert set(result.files) >= {"summary.npz", "patches/000000.bin", "patches/000000.idx.npz"}
+        for name, stamp in result.files.items():
+            assert stamp.problem(store.examples_dir(MODEL, layer) / name) is None
+        assert not store.pending_file(MODEL, layer).exists()
         summary = computed[1][layer]
         for image in np.unique(summary["top_index"]):
             assert Image.open(thumbs / f"{image}.jpg").size == (64, 64)
-    assert not list((store.model_dir(MODEL) / "examples-runs").glob("*.pt"))
+    assert not list((store.model_dir(MODEL) / "passes").glob("*/*"))
 
 
-def test_interrupted_run_resumes_to_the_same_result(network, dataset, computed, tmp_path):
+def test_interrupted_run_resumes_to_the_same_result(network, photos, computed, tmp_path):
     seen = []
 
-    def interrupt_after_three(done):
-        seen.append(done)
-        if done == 3:
-            raise Interrupt
+    def interrupt_after_three(job, done):
+        if job.step == "pass":
+            seen.append(done)
+            if done == 3:
+                raise Interrupt
 
     with pytest.raises(Interrupt):
-        compute_examples(network, dataset, LAYERS, top_k=TOP, store=tmp_path, batch_size=BATCH, workers=0,
-                         checkpoint_every=2, progress=False, settings=SETTINGS, on_batch=interrupt_after_three)
-    assert list((tmp_path / MODEL / "examples-runs").glob("*.pt")), "a checkpoint after batch 2"
-    assert not (tmp_path / MODEL / "conv1" / "examples" / "config.json").exists()
+        examples(network, photos, tmp_path, checkpoint_every=2, on_progress=interrupt_after_three)
+    assert list((tmp_path / MODEL / "passes").glob("*/*.partial.npz")), "a checkpoint after batch 2"
+    assert not (tmp_path / MODEL / "conv1" / "examples" / "result.json").exists()
     seen.clear()
-    resumed = compute_examples(network, dataset, LAYERS, top_k=TOP, store=tmp_path, batch_size=BATCH, workers=0,
-                               checkpoint_every=2, progress=False, settings=SETTINGS, on_batch=seen.append)
-    assert seen == [3, 4], "continues after the checkpointed batch 2"
+    resumed = examples(network, photos, tmp_path, checkpoint_every=2, on_progress=interrupt_after_three)
+    assert seen == [1, 2], "continues after the checkpointed batch 2: batches 3 and 4 remain"
     for layer in LAYERS:
         for name, array in computed[1][layer].items():
             assert np.array_equal(resumed[layer][name], array, equal_nan=array.dtype.kind == "f"), (layer, name)
@@ -278,22 +314,57 @@ def test_interrupted_run_resumes_to_the_same_result(network, dataset, computed, 
     assert ours == theirs and len(ours) >= 4
 
 
-def test_current_layers_are_not_recomputed_and_changed_ones_are(network, dataset, computed):
-    def must_not_run(done):
+def test_two_passes_over_two_halves_merged_equal_one_pass(network, photos, computed, tmp_path):
+    """The pass as two shards (two jobs, each its own accumulators, merged by the summaries) gives
+    the same store as one pass over all the images, array for array and patch for patch."""
+    shards = []
+    halves = examples(network, photos, tmp_path, shards=2,
+                      on_progress=lambda job, done: shards.append(job.key) if job.step == "pass" else None)
+    assert len(set(shards)) == 2
+    for layer in LAYERS:
+        for name, array in computed[1][layer].items():
+            assert array.dtype == halves[layer][name].dtype and same(array, halves[layer][name]), (layer, name)
+    ours = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("patches/*")}
+    theirs = {p.relative_to(computed[0].root): p.read_bytes() for p in computed[0].root.rglob("patches/*")}
+    assert ours == theirs
+
+
+def test_current_layers_are_not_recomputed_and_changed_ones_are(network, photos, computed):
+    def must_not_run(job, done):
         raise AssertionError("a current layer was recomputed")
 
-    again = compute_examples(network, dataset, LAYERS, top_k=TOP, store=computed[0], batch_size=BATCH,
-                             workers=0, progress=False, settings=SETTINGS, on_batch=must_not_run)
+    again = examples(network, photos, computed[0].root, on_progress=must_not_run)
     assert np.array_equal(again["conv1"]["top_index"], computed[1]["conv1"]["top_index"])
+    ran = []
+    changed = examples(network, photos, computed[0].root, top_k=TOP + 1, layers=["conv1"],
+                       on_progress=lambda job, done: ran.append(job.step))
+    assert "pass" in ran and changed["conv1"]["top_index"].shape[1] == TOP + 1
 
 
-def test_bad_input_is_one_clear_usage_error(network, dataset, tmp_path):
+def test_damaged_results_are_said_in_one_line_and_recomputed(network, photos, computed, tmp_path, caplog):
+    store = Store(tmp_path)
+    first = examples(network, photos, tmp_path, layers=["conv1"])
+    summary = store.summary_file(MODEL, "conv1")
+    summary.write_bytes(summary.read_bytes()[:100])  # truncated
+    again = examples(network, photos, tmp_path, layers=["conv1"])
+    assert any("summary.npz" in record.getMessage() and "damaged" in record.getMessage()
+               and "\n" not in record.getMessage() for record in caplog.records)
+    assert all(same(first["conv1"][k], again["conv1"][k]) for k in first["conv1"])
+    result = store.result_file(MODEL, "conv1")
+    result.write_text(result.read_text().replace('"format": 1', '"format": 99'))  # a future version
+    caplog.clear()
+    examples(network, photos, tmp_path, layers=["conv1"])
+    assert any("result.json" in record.getMessage() for record in caplog.records)
+    assert store.read(result, ExamplesResult) is not None
+
+
+def test_bad_input_is_one_clear_usage_error(network, photos, tmp_path):
     with pytest.raises(UsageError, match=r"unknown layer 'inception_9z'.*valid layers: .*inception_4a"):
-        compute_examples(network, dataset, ["conv1", "inception_9z"], store=tmp_path)
+        examples(network, photos, tmp_path, layers=["conv1", "inception_9z"])
     with pytest.raises(UsageError, match="--top must be at least 1"):
-        compute_examples(network, dataset, ["conv1"], top_k=0, store=tmp_path)
+        examples(network, photos, tmp_path, top_k=0)
     with pytest.raises(UsageError, match="no layers chosen"):
-        compute_examples(network, dataset, [], store=tmp_path)
+        examples(network, photos, tmp_path, layers=[])
     with pytest.raises(UsageError, match="patch format"):
         ExampleSettings(patch_format="gif")
     broken = tmp_path / "broken"
@@ -301,8 +372,8 @@ def test_bad_input_is_one_clear_usage_error(network, dataset, tmp_path):
     for i in range(3):
         (broken / f"{i}.jpg").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(UsageError, match="none of the 3 images .* could be read"):
-        compute_examples(network, ImageDataset(broken, view=View(64, 64)), ["conv1"], store=tmp_path / "s",
-                         workers=0, progress=False)
+        run_views(network, ["examples"], store=tmp_path / "s", layers=["conv1"], images=Images(str(broken)),
+                  settings={"examples": Settings(workers=0, view=(64, 64))})
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UsageError, match="no images found"):

@@ -186,7 +186,7 @@ def test_accumulator_state_round_trips():
     one = LayerAccumulator(3, 2, top_k=3, band_bins=4, band_samples=2)
     one.update(pre[:6].relu(), pre[:6], torch.arange(6))
     two = LayerAccumulator(3, 2, top_k=3, band_bins=4, band_samples=2)
-    two.load_state_dict(one.state_dict())
+    two.load_state_arrays(one.state_arrays())
     for accumulator in (one, two):
         accumulator.update(pre[6:].relu(), pre[6:], torch.arange(6, 12))
     first, second = one.summary(), two.summary()
@@ -208,3 +208,36 @@ def test_locator_finds_the_first_extreme_position_like_numpy(pairs):
         assert (locate.full is not None) == (pairs == 200)
         expected = brute(values[rows.numpy(), :, channels.numpy()], axis=1)
         assert np.array_equal(found, expected)
+
+
+def _accumulate(post, pre, parts, batch=4, seed=1):
+    """One accumulator per part [first, last) of the images, merged in the order given."""
+    channels, width = post.shape[1], post.shape[3]
+    merged = None
+    for first, last in parts:
+        part = LayerAccumulator(channels, width, top_k=5, histogram_bins=16, band_bins=8, band_samples=3, seed=seed)
+        for start in range(first, last, batch):
+            stop = min(last, start + batch)
+            part.update(post[start:stop], pre[start:stop], torch.arange(start, stop))
+        if merged is None:
+            merged = LayerAccumulator(channels, width, top_k=5, histogram_bins=16, band_bins=8, band_samples=3,
+                                      seed=seed)
+        merged.merge(part)
+    return merged.summary()
+
+
+@pytest.mark.parametrize("parts", [[(0, 20), (20, 40)], [(24, 40), (0, 24)], [(0, 8), (8, 9), (9, 33), (33, 40)]])
+def test_merged_parts_equal_one_pass_array_for_array(parts):
+    """Accumulators of parts of a dataset, merged in any order, hold exactly what one pass over all
+    of it holds: top and bottom k, band samples, histogram (whose range grows in a late part), mean."""
+    torch.manual_seed(0)
+    pre = torch.randn(40, 7, 5, 5) * torch.linspace(0.1, 30, 7)[None, :, None, None] + 2.0
+    pre[28:33, 3] *= 100  # a channel whose range grows late: the histograms must re-grid to merge
+    pre[:, 5] = -1.0  # a dead channel
+    post = pre.relu()
+    whole = _accumulate(post, pre, [(0, 40)])
+    merged = _accumulate(post, pre, parts)
+    assert whole.keys() == merged.keys()
+    for name, array in whole.items():
+        assert array.dtype == merged[name].dtype
+        assert np.array_equal(array, merged[name], equal_nan=array.dtype.kind == "f"), name

@@ -11,9 +11,10 @@ from microscope.errors import UsageError
 from microscope.featurevis import objectives as obj
 from microscope.featurevis.color import COLOR_CORRELATION_NORMALIZED, decorrelated_to_rgb
 from microscope.featurevis.param import FourierImage, rfft2_frequencies, spectrum_scale
-from microscope.featurevis.transform import (TransformDraw, TransformRecipe, draw_transforms, output_size,
-                                             transform_images)
-from microscope.featurevis.units import parse_objectives, parse_units
+from microscope.featurevis.recipe import Recipe, TransformRecipe
+from microscope.featurevis.registry import UNIT_OBJECTIVES
+from microscope.featurevis.transform import TransformDraw, draw_transforms, output_size, transform_images
+from microscope.selection import Units, parse_objectives
 
 # --- parameterization --------------------------------------------------------------------------
 
@@ -227,27 +228,44 @@ def test_diversity_penalty_is_highest_for_identical_images_and_pushes_them_apart
 
 
 def test_parse_units():
-    assert parse_units("0-3", 64) == [0, 1, 2, 3]
-    assert parse_units("3,5,9-12", 64) == [3, 5, 9, 10, 11, 12]
-    assert parse_units(" 7 ", 8) == [7]
-    assert parse_units("all", 5) == [0, 1, 2, 3, 4]
-    assert parse_units("2,1-3", 8) == [1, 2, 3]
+    assert Units.parse("0-3").resolve(64, "conv1") == [0, 1, 2, 3]
+    assert Units.parse("3,5,9-12").resolve(64, "conv1") == [3, 5, 9, 10, 11, 12]
+    assert Units.parse(" 7 ").resolve(8, "conv1") == [7]
+    assert Units.parse("all").resolve(5, "conv1") == [0, 1, 2, 3, 4]
+    assert Units.parse("2,1-3").resolve(8, "conv1") == [1, 2, 3]
 
 
-@pytest.mark.parametrize("text", ["0-64", "64", "5-2", "abc", "-1", "1,,2", "1.5"])
-def test_parse_units_rejects_with_the_valid_range(text):
+@pytest.mark.parametrize("text", ["0-64", "64"])
+def test_units_out_of_range_name_the_valid_range(text):
     with pytest.raises(UsageError) as error:
-        parse_units(text, 64)
-    assert "0-63" in str(error.value) and "\n" not in str(error.value)
+        Units.parse(text).resolve(64, "conv1")
+    assert "valid units of conv1 are 0-63" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("text, message", [("5-2", "runs backwards"), ("abc", "cannot read units"),
+                                           ("-1", "cannot read units"), ("1,,2", "cannot read units"),
+                                           ("1.5", "cannot read units")])
+def test_unreadable_units_say_how_to_write_them(text, message):
+    with pytest.raises(UsageError) as error:
+        Units.parse(text)
+    assert message in str(error.value) and "\n" not in str(error.value)
 
 
 def test_parse_objectives():
-    assert parse_objectives("channel,neuron,negative,diversity") == ["channel", "neuron", "negative", "diversity"]
-    assert parse_objectives(["neuron", "neuron"]) == ["neuron"]
+    assert parse_objectives("channel,neuron,negative,diversity", UNIT_OBJECTIVES) == (
+        "channel", "neuron", "negative", "diversity")
+    assert parse_objectives("neuron, neuron", UNIT_OBJECTIVES) == ("neuron",)
     with pytest.raises(UsageError, match="choose from: channel, neuron, negative, diversity"):
-        parse_objectives("channel,dreams")
+        parse_objectives("channel,dreams", UNIT_OBJECTIVES)
     with pytest.raises(UsageError):
-        parse_objectives("")
+        parse_objectives("", UNIT_OBJECTIVES)
+
+
+def test_registry_says_how_many_images_each_objective_makes():
+    recipe = Recipe(diversity_images=3)
+    assert [UNIT_OBJECTIVES[name].files(recipe, "png") for name in ("channel", "diversity")] == [
+        ["channel.png"], ["diversity-0.png", "diversity-1.png", "diversity-2.png"]]
+    assert Recipe.from_dict(recipe.as_dict()) == recipe  # a job's spec carries its recipe as data
 
 
 # --- local response normalisation ----------------------------------------------------------------
@@ -273,7 +291,7 @@ def test_fast_lrn_equals_torchs_in_value_and_gradient(size, alpha, beta, k, chan
 
 def test_fast_lrn_goes_into_the_featurevis_extractor_only():
     from microscope.featurevis.lrn import FastLocalResponseNorm
-    from microscope.featurevis.units import featurevis_extractor
+    from microscope.featurevis.batch import featurevis_extractor
     from microscope.network import load_network
 
     network = load_network("inceptionv1-caffe", weights="random", seed=0, progress=False)

@@ -18,6 +18,11 @@ def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image).astype(int)
 
 
+def viewed(view: View, image: Image.Image) -> np.ndarray:
+    """The view of a picture as (H, W, 3) ints."""
+    return view.tensor(image).permute(1, 2, 0).numpy().astype(int)
+
+
 def split_image(width: int, height: int, split: int, left=RED, right=BLUE) -> Image.Image:
     array = np.zeros((height, width, 3), np.uint8)
     array[:, :split] = left
@@ -123,30 +128,30 @@ def test_damaged_files_raise_one_clear_error(tmp_path):
 def test_view_crops_the_centre_of_a_wide_image():
     # 200x100, red left of x=100. Shorter side 100 -> 50 (exact 2x), so 100x50; the 40 px crop
     # starts at x=30, so the split lands at crop column 20.
-    crop = pixels(View(resize=50, crop=40)(split_image(200, 100, 100)))
+    crop = viewed(View(resize=50, crop=40), split_image(200, 100, 100))
     assert crop.shape == (40, 40, 3)
     assert (crop[:, :19] == RED).all() and (crop[:, 21:] == BLUE).all()
 
 
 def test_view_crops_the_centre_of_a_tall_image():
     tall = split_image(200, 100, 100).transpose(Image.Transpose.TRANSPOSE)  # red on top of blue
-    crop = pixels(View(resize=50, crop=40)(tall))
+    crop = viewed(View(resize=50, crop=40), tall)
     assert (crop[:19] == RED).all() and (crop[21:] == BLUE).all()
 
 
 def test_view_with_resize_none_only_crops():
     image = Image.fromarray(np.arange(227 * 227 * 3, dtype=np.uint32).reshape(227, 227, 3).astype(np.uint8))
-    crop = View(resize=None, crop=224)(image)
+    crop = viewed(View(resize=None, crop=224), image)
     # (227 - 224) / 2 = 1.5 rounds to 2 (banker's rounding, as torchvision): rows/cols 2..225.
-    assert (pixels(crop) == pixels(image)[2:226, 2:226]).all()
+    assert (crop == pixels(image)[2:226, 2:226]).all()
 
 
 @pytest.mark.parametrize("resize", [16, None])
 def test_tiny_images_are_upscaled_to_the_crop(tmp_path, resize):
     Image.new("RGB", (5, 7), (10, 200, 30)).save(tmp_path / "tiny.png")
     dataset = ImageDataset(tmp_path, view=View(resize=resize, crop=12))
-    index, image = dataset[0]
-    assert index == 0 and image.dtype == torch.uint8 and image.shape == (3, 12, 12)
+    image, reason = dataset.load(0)
+    assert reason is None and image.dtype == torch.uint8 and image.shape == (3, 12, 12)
     assert (image.permute(1, 2, 0) == torch.tensor([10, 200, 30], dtype=torch.uint8)).all()
 
 
@@ -172,7 +177,6 @@ def test_view_resizes_within_one_grey_level_of_pillow(size):
     assert ours.shape == theirs.shape == (200, 200, 3)
     assert np.abs(ours - theirs).max() <= 1
     assert np.abs(ours - theirs).mean() < 0.05
-    assert np.array_equal(pixels(View(resize=224, crop=200)(photo)), ours)  # the PIL and tensor views agree
 
 
 def test_view_rejects_nonsense_sizes():
@@ -281,46 +285,44 @@ def make_mixed_dataset(root):
     return colours
 
 
-def test_loader_skips_counts_and_warns_about_damaged_files(tmp_path, caplog):
+def test_batches_skip_name_and_warn_about_damaged_files(tmp_path, caplog):
     colours = make_mixed_dataset(tmp_path)
     dataset = ImageDataset(tmp_path, view=View(resize=8, crop=6))
     assert dataset.files[:3] == ["broken.jpg", "full.jpg", "good0.png"] and len(dataset) == 9
-    assert dataset[1] == (1, None)
+    assert dataset.load(1) == (None, dataset.load(1)[1]) and dataset.load(1)[1].startswith("image file is truncated")
     with caplog.at_level(logging.WARNING, logger="microscope.images"):
-        batches = list(dataset.loader(batch_size=2, workers=0))
-    indices = torch.cat([i for i, _ in batches]).tolist()
-    assert indices == [2, 3, 4, 5, 6, 7, 8]
-    assert [len(i) for i, _ in batches] == [2, 2, 2, 1]  # the emptied first batch is not yielded
-    for batch_indices, images in batches:
-        assert images.dtype == torch.uint8 and images.shape[1:] == (3, 6, 6)
-        for index, image in zip(batch_indices.tolist(), images):
+        batches = list(dataset.batches(batch_size=2, workers=0))
+    # Fixed chunks of indices: batch 0 (images 0 and 1) is emptied by the two damaged files.
+    assert [b.indices.tolist() for b in batches] == [[], [2, 3], [4, 5], [6, 7], [8]]
+    for batch in batches[1:]:
+        assert batch.images.dtype == torch.uint8 and batch.images.shape[1:] == (3, 6, 6)
+        for index, image in zip(batch.indices.tolist(), batch.images):
             assert (image.permute(1, 2, 0) == torch.tensor(colours[dataset.files[index]])).all()
-    assert [path for path, _ in dataset.skipped] == [str(tmp_path / "broken.jpg"), str(tmp_path / "full.jpg")]
-    assert dataset.skipped[0][1].startswith("cannot identify image file")
-    assert dataset.skipped[1][1].startswith("image file is truncated")
+    skipped = [item for batch in batches for item in batch.skipped]
+    assert [path for path, _ in skipped] == ["broken.jpg", "full.jpg"]  # relative to the folder
+    assert skipped[0][1].startswith("cannot identify image file")
+    assert skipped[1][1].startswith("image file is truncated")
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 2 and "broken.jpg: cannot identify image file" in warned[0]
     assert "full.jpg: image file is truncated" in warned[1]
-    list(dataset.loader(batch_size=4, workers=0))
-    assert len(dataset.skipped) == 2  # each pass starts a fresh list
+    later = list(dataset.batches(batch_size=2, workers=0, first=4, last=7))
+    assert [b.indices.tolist() for b in later] == [[4, 5], [6]]  # a pass over part of the images
 
 
-def test_loader_order_and_skips_do_not_depend_on_workers(tmp_path):
+def test_batches_do_not_depend_on_workers(tmp_path):
     make_mixed_dataset(tmp_path)
     dataset = ImageDataset(tmp_path, view=View(resize=8, crop=6))
-    serial = list(dataset.loader(batch_size=2, workers=0))
-    skipped = dataset.skipped
-    parallel = list(dataset.loader(batch_size=2, workers=2))
-    assert dataset.skipped == skipped and len(skipped) == 2
+    serial = list(dataset.batches(batch_size=2, workers=0))
+    parallel = list(dataset.batches(batch_size=2, workers=2))
     assert len(serial) == len(parallel)
-    for (i, x), (j, y) in zip(serial, parallel):
-        assert torch.equal(i, j) and torch.equal(x, y)
+    for a, b in zip(serial, parallel):
+        assert torch.equal(a.indices, b.indices) and torch.equal(a.images, b.images) and a.skipped == b.skipped
 
 
-def test_loader_rejects_bad_arguments(tmp_path):
+def test_batches_reject_bad_arguments(tmp_path):
     make_tree(tmp_path, ["a.png"])
     dataset = ImageDataset(tmp_path)
     with pytest.raises(UsageError, match="batch size"):
-        next(dataset.loader(batch_size=0))
+        next(dataset.batches(batch_size=0))
     with pytest.raises(UsageError, match="workers"):
-        next(dataset.loader(workers=-1))
+        next(dataset.batches(workers=-1))

@@ -6,6 +6,12 @@ from microscope.catalogue import catalogue
 from microscope.network import load_network
 
 
+
+def box(info, y, x):
+    """(top, left, bottom, right), inclusive, of the input pixels position (y, x) sees."""
+    top, left, side = info.receptive_square(y, x)
+    return float(top), float(left), float(top) + side - 1, float(left) + side - 1
+
 @pytest.fixture(scope="module")
 def infos():
     network = load_network("inceptionv1-caffe", weights="random", seed=0, progress=False)
@@ -44,7 +50,7 @@ def test_fields_match_hand_computation(infos, name):
 
 
 def test_global_layers_have_no_box(infos):
-    assert infos["logits"].rf_size is None and infos["logits"].receptive_box(0, 0) is None
+    assert infos["logits"].rf_size is None and infos["logits"].receptive_square(0, 0) is None
 
 
 def unit_value(network, layer, image, y, x):
@@ -60,7 +66,7 @@ def image(size=96):
 def test_conv1_box_is_exactly_the_pixels_that_matter(network, infos, y, x):
     base = image()
     before = unit_value(network, "conv1_pre_relu", base, y, x)
-    top, left, bottom, right = (int(v) for v in infos["conv1_pre_relu"].receptive_box(y, x))
+    top, left, bottom, right = (int(v) for v in box(infos["conv1_pre_relu"], y, x))
     assert (bottom - top, right - left) == (6, 6)
 
     def changes(py, px):
@@ -83,7 +89,7 @@ def test_gradient_stays_inside_the_box(network, infos, layer, y, x):
     x_in = image().requires_grad_(True)
     unit_value(network, layer, x_in, y, x).sum().backward()
     rows, cols = torch.nonzero(x_in.grad[0].abs().sum(0), as_tuple=True)
-    top, left, bottom, right = infos[layer].receptive_box(y, x)
+    top, left, bottom, right = box(infos[layer], y, x)
     assert rows.min() >= top and rows.max() <= bottom and cols.min() >= left and cols.max() <= right
     if layer == "conv1_pre_relu":
         assert (rows.min(), rows.max(), cols.min(), cols.max()) == (top, bottom, left, right)

@@ -20,10 +20,10 @@ from PIL import Image
 
 from microscope.errors import UsageError
 from microscope.site import build_site
-from microscope.site.names import segment
+from microscope.names import segment
 from microscope.store import load_npz
-from site_fixtures import (FINGERPRINT, N_IMAGES, TOP_K, WEIRD_LAYER, make_store, patch_colour, render_colour,
-                           write_featurevis)
+from site_fixtures import (ACTIVATION_MAX, FINGERPRINT, N_IMAGES, TOP_K, WEIRD_LAYER, make_store, patch_colour,
+                           render_colour, write_featurevis)
 
 LABELS = {"conv1": {"1": {"label": "curve <script>alert(1)</script>", "note": "see ../../etc/passwd \"quoted\""}},
           WEIRD_LAYER: {2: "eye </title><b>"}}
@@ -184,33 +184,55 @@ def test_unit_json_matches_the_store(built):
     for unit in range(4):
         data = json.loads((unit_dir(site, "conv1", unit) / "unit.json").read_text())
         assert (data["model"], data["layer"], data["unit"]) == ("tiny", "conv1", unit)
+        examples = data["examples"]
         valid = summary["top_index"][unit] >= 0
         expected = [{"image": files[i], "value": pytest.approx(float(v), rel=1e-5), "y": int(y), "x": int(x)}
                     for i, v, y, x in zip(summary["top_index"][unit][valid], summary["top_values"][unit][valid],
                                           summary["top_y"][unit][valid], summary["top_x"][unit][valid])]
-        assert data["top_examples"] == expected
-        values = [e["value"] for e in data["top_examples"]]
+        assert examples["top_examples"] == expected
+        values = [e["value"] for e in examples["top_examples"]]
         assert values == sorted(values, reverse=True)
-        assert [e["value"] for e in data["bottom_examples"]] == pytest.approx(summary["bottom_values"][unit].tolist(), rel=1e-5)
-        assert data["featurevis"] == {"channel": "channel.webp", "neuron": "neuron.webp", "negative": "negative.webp",
-                                      "diversity-0": "diversity-0.webp", "diversity-1": "diversity-1.webp"}
-        for image in data["featurevis"].values():
+        assert [e["value"] for e in examples["bottom_examples"]] == pytest.approx(summary["bottom_values"][unit].tolist(), rel=1e-5)
+        renders = data["featurevis"]["renders"]
+        assert renders == {"channel": "channel.webp", "neuron": "neuron.webp", "negative": "negative.webp",
+                           "diversity-0": "diversity-0.webp", "diversity-1": "diversity-1.webp"}
+        for image in renders.values():
             assert (unit_dir(site, "conv1", unit) / image).is_file()
-        assert data["provenance"]["featurevis"]["seed"] == 0
-        assert data["provenance"]["examples"]["dataset"]["fingerprint"] == FINGERPRINT
-        assert sum(data["histogram"]["counts"]) == int(summary["hist_counts"][unit].sum())
+        assert data["featurevis"]["config"]["seed"] == 0
+        assert examples["dataset"] == {"fingerprint": FINGERPRINT, "name": "photos", "images": N_IMAGES}
+        assert sum(examples["histogram"]["counts"]) == int(summary["hist_counts"][unit].sum())
     # The last unit has one empty top slot: it is left out, not exported as NaN.
-    assert len(json.loads((unit_dir(site, "conv1", 3) / "unit.json").read_text())["top_examples"]) == TOP_K - 1
+    last = json.loads((unit_dir(site, "conv1", 3) / "unit.json").read_text())
+    assert len(last["examples"]["top_examples"]) == TOP_K - 1
+
+
+def test_activation_ratio_is_computed_where_both_views_are_known(built):
+    """A render's activation over the unit's best dataset example: neither stage knows both, the site does."""
+    store, site, _ = built
+    best = load_npz(store / "tiny" / "conv1" / "examples" / "summary.npz")["top_values"][:, 0]
+    for unit in range(4):
+        data = json.loads((unit_dir(site, "conv1", unit) / "unit.json").read_text())
+        assert data["featurevis"]["activation_ratio"]["channel"] == pytest.approx(ACTIVATION_MAX / best[unit])
+        page = (unit_dir(site, "conv1", unit) / "index.html").read_text()
+        assert f"activates the unit {ACTIVATION_MAX / best[unit]:.3g}× as much" in page
+    # mixed_a has renders but no examples: no ratio, and no claim about one.
+    data = json.loads((unit_dir(site, "mixed_a", 0) / "unit.json").read_text())
+    assert data["featurevis"]["activation_ratio"] == {} and "examples" not in data
 
 
 def test_layer_json_indexes_every_unit(built):
     _, site, _ = built
     data = json.loads((site / "models" / "tiny" / "mixed_a" / "layer.json").read_text())
     assert data["layer"] == "mixed_a" and [u["unit"] for u in data["units"]] == list(range(5))
-    assert data["has_featurevis"] and not data["has_examples"]
+    assert list(data["views"]) == ["featurevis"] and data["views"]["featurevis"]["units"] == 5
+    assert data["missing"] == ["No dataset examples were computed for this layer (run with --images)."]
     for unit in data["units"]:
         assert (site / "models" / "tiny" / "mixed_a" / unit["url"]).is_file()
-        assert (site / "models" / "tiny" / "mixed_a" / unit["featurevis"]["channel"]).is_file()
+        assert (site / "models" / "tiny" / "mixed_a" / str(unit["unit"]) / unit["featurevis"]["channel"]).is_file()
+    conv = json.loads((site / "models" / "tiny" / "conv1" / "layer.json").read_text())
+    assert set(conv["views"]) == {"featurevis", "examples"}
+    assert conv["units"][0]["examples"]["max"] == pytest.approx(
+        float(json.loads((site / "models/tiny/conv1/0/unit.json").read_text())["examples"]["stats"]["max"]))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -256,6 +278,7 @@ def test_unsafe_names_are_escaped_and_stay_inside_the_site(built):
     assert folder.is_dir() and re.fullmatch(r"[A-Za-z0-9_-]+", folder.name)
     for path in site.rglob("*"):
         assert site.resolve() in path.resolve().parents
+    assert (built[0] / "tiny" / segment(WEIRD_LAYER)).is_dir()  # the store's folders are safe names too
     text = (site / "models" / "tiny" / "conv1" / "1" / "index.html").read_text()
     assert "<script>alert(1)</script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     page = parse(site / "models" / "tiny" / "conv1" / "1" / "index.html")
@@ -295,6 +318,26 @@ def test_featurevis_only_and_examples_only_say_what_is_missing(tmp_path):
     assert "No feature visualizations were computed" in mixed
     # Without renders the grid thumbnail is the unit's strongest dataset patch.
     assert (tmp_path / "site" / "models" / "tiny" / "mixed_a" / "0" / "thumb.webp").is_file()
+    check_links(tmp_path / "site")
+
+
+def test_damaged_or_unknown_records_are_said_once_and_left_out(tmp_path, caplog):
+    store = make_store(tmp_path / "store")
+    record = store.render_file("tiny", "conv1", 2, "neuron")
+    record.write_text(record.read_text().replace('"format": 1', '"format": 7'))  # a newer microscope's
+    summary = store.summary_file("tiny", WEIRD_LAYER)
+    summary.write_bytes(summary.read_bytes()[:-50])  # truncated: its stamp no longer matches
+    (store.unit_dir("tiny", "conv1", 1) / "channel.png").write_bytes(b"garbage")
+    build_site(store.root, tmp_path / "site", progress=False)
+    said = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(said) == 3 and all("\n" not in line for line in said)
+    assert any("neuron.json" in line and "format 7" in line for line in said)
+    assert any("summary.npz" in line for line in said)
+    assert not (unit_dir(tmp_path / "site", "conv1", 2) / "neuron.webp").exists()
+    assert (unit_dir(tmp_path / "site", "conv1", 2) / "channel.webp").exists()
+    assert not (unit_dir(tmp_path / "site", "conv1", 1) / "channel.webp").exists()
+    weird = (unit_dir(tmp_path / "site", WEIRD_LAYER, 0) / "index.html").read_text()
+    assert "No dataset examples were computed" in weird  # not trusted, so not shown
     check_links(tmp_path / "site")
 
 
@@ -385,6 +428,11 @@ def test_bad_input_raises_one_line_usage_errors(tmp_path):
     with pytest.raises(UsageError) as caught:
         build_site(store.root, tmp_path / "out", layers=["mixed9"], progress=False)
     assert "\n" not in str(caught.value)
+    with pytest.raises(UsageError, match="cannot write the site"):
+        build_site(store.root, "/proc/no-site-here", progress=False)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UsageError, match="is a file"):
+        build_site(store.root, tmp_path / "afile", progress=False)
 
 
 def test_site_package_does_not_import_torch():

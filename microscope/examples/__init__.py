@@ -1,11 +1,7 @@
 """Dataset examples: for every channel, the images (and receptive-field patches) that excite it most.
 
-One streaming pass over a folder of images computes, for all chosen layers at once, each channel's
-top and bottom examples, quantile-band samples, activation histogram, mean and non-zero fraction
-(`accumulator.py` and the modules it composes), then cuts patches from the top images. `run.py` is
-the stage; the stored layout is documented in microscope/store.py.
+One streaming pass over a folder of images updates, for all chosen layers at once, each channel's
+accumulators (`accumulator.py` and the modules it composes: top k, bands, histogram); passes over
+parts of a dataset merge exactly. Then `patches.py` cuts receptive-field crops from the top images
+into packs (`packs.py`). The view that plans and stores all this is microscope/views/examples.py.
 """
-from microscope.examples.config import ExampleSettings
-from microscope.examples.run import compute_examples
-
-__all__ = ["ExampleSettings", "compute_examples"]

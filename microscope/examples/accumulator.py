@@ -49,9 +49,9 @@ class Locator:
     """Argmax (or argmin) positions of chosen (image, channel) pairs of a (N, P, C) activation.
 
     Early in a pass most pairs are kept and one full reduction is cheapest; later only a few, and
-    gathering their P values each is. A gathered value costs ~6x one read in the full reduction
-    (measured: 6.3 us per pair of 784 positions against 16 ms for 32 x 784 x 480), hence the
-    threshold. Either way: the first position in row-major order, as torch documents.
+    gathering their P values each is. A gathered pair costs about six reads of the full reduction
+    per pair (bench/NOTES.md), hence the threshold. Either way: the first position in row-major
+    order, as torch documents.
     """
 
     def __init__(self, values: torch.Tensor, reduce):
@@ -66,6 +66,8 @@ class Locator:
 
 
 class LayerAccumulator:
+    PARTS = ("top", "bottom", "bands", "histogram")
+
     def __init__(self, channels: int, width: int, *, top_k: int, histogram_bins: int = 128,
                  band_bins: int = 32, band_samples: int = 8, seed: int = 0,
                  device: torch.device | str = "cpu"):
@@ -106,7 +108,7 @@ class LayerAccumulator:
         return high
 
     def summary(self, bands=DEFAULT_BANDS) -> dict[str, np.ndarray]:
-        """The arrays of summary.npz (see microscope/store.py for their meaning)."""
+        """The arrays of summary.npz (see microscope/store/schema.py, ExamplesSummary)."""
         out = {}
         for name, kept, sign in (("top", self.top, 1.0), ("bottom", self.bottom, -1.0)):
             empty = kept.index < 0
@@ -137,20 +139,27 @@ class LayerAccumulator:
         x = torch.where(empty, -1, position % self.width).to(torch.int32)
         return y.numpy(), x.numpy()
 
-    def state_dict(self) -> dict:
-        parts = {"top": self.top, "bottom": self.bottom, "bands": self.bands, "histogram": self.histogram}
-        state = {name: part.state_dict() for name, part in parts.items()}
-        state.update(total=self.total, images=self.images)
-        return {name: _to_cpu(value) for name, value in state.items()}
+    def merge(self, other: "LayerAccumulator") -> None:
+        """Fold in the state of another part of the dataset: afterwards this state is exactly the
+        one a single pass over both parts would reach (every part merges exactly)."""
+        for name in self.PARTS:
+            getattr(self, name).merge(getattr(other, name))
+        self.total += other.total.to(self.total.device)
+        self.images += other.images
 
-    def load_state_dict(self, state: dict) -> None:
-        for name in ("top", "bottom", "bands", "histogram"):
-            getattr(self, name).load_state_dict(state[name])
-        self.total = state["total"].to(self.total.device)
-        self.images = int(state["images"])
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The whole state as flat numpy arrays ("top/key", ..., "total", "images"), for the store."""
+        arrays = {f"{name}/{key}": value.cpu().numpy()
+                  for name in self.PARTS for key, value in getattr(self, name).state_dict().items()}
+        arrays["total"] = self.total.cpu().numpy()
+        arrays["images"] = np.array(self.images, dtype=np.int64)
+        return arrays
 
-
-def _to_cpu(value):
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    return value.cpu() if isinstance(value, torch.Tensor) else value
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        device = self.total.device
+        for name in self.PARTS:
+            prefix = f"{name}/"
+            getattr(self, name).load_state_dict({key[len(prefix):]: torch.from_numpy(np.array(value)).to(device)
+                                                 for key, value in arrays.items() if key.startswith(prefix)})
+        self.total = torch.from_numpy(np.array(arrays["total"])).to(device)
+        self.images = int(arrays["images"])

@@ -84,6 +84,20 @@ class BandSampler:
             payload = _pack_payload(scores[row, channel], locate(row, channel))
             self._merge(group[row, channel], key[row, channel], payload)
 
+    def merge(self, other: "BandSampler") -> None:
+        """Fold in the keepers of another part of the data: each bin keeps the `per_bin` smallest
+        priorities of both parts' keepers in it, which is what one pass over both would keep."""
+        remap, theirs = self.histogram.merge(other.histogram)
+        if remap is not None:
+            self._follow(remap)
+        channels, bins, per_bin = self.key.shape
+        key, payload = other.key.to(self.key.device), other.payload.to(self.key.device)
+        group = torch.arange(channels, device=key.device)[:, None] * bins + theirs.clamp(0, bins - 1)
+        group = group[:, :, None].expand(-1, -1, per_bin)
+        real = key != EMPTY
+        if bool(real.any()):
+            self._merge(group[real], key[real], payload[real])
+
     def _follow(self, remap: torch.Tensor) -> None:
         """The histogram's bins moved or merged: move the keepers with them.
 

@@ -1,8 +1,7 @@
-"""What produced a layer's examples, and whether a stored result still answers the question asked.
+"""The knobs of the examples stage, and the identity of a layer's result: everything that determines it.
 
-`config.json` is written last, after summary.npz and every patch, so its presence means the layer is
-complete. A later run skips the layer when the stored config's `key` equals the one it would write:
-same model and weights, same images (dataset fingerprint), view, k and settings, same code version.
+A later run skips a layer when the stored result's identity equals the one it would compute: same
+model and weights, same images (dataset fingerprint) and labels, view, k and settings, same code version.
 """
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from dataclasses import asdict, dataclass
 from microscope.errors import UsageError
 from microscope.examples.bands import DEFAULT_BANDS
 from microscope.examples.patches import PAD_COLOUR
-from microscope.store import Store, read_json
 
 # Bump when the meaning or computation of any stored array changes: old results are then recomputed.
 VERSION = 2  # 2: patches packed (microscope/packs.py), shrunk before padding
@@ -32,6 +30,7 @@ class ExampleSettings:
     patch_size: int = 80  # largest side of a stored patch, in pixels
     patch_format: str = "jpg"  # "jpg", "webp" (smaller, ~10x slower to encode), "png" (lossless)
     patch_quality: int = 90
+    pack_images: int = 64  # dataset images whose patches share one pack file (microscope/packs.py)
     thumb_size: int = 160
     class_summary: int = 5  # classes listed per channel in top_classes (with labels)
     seed: int = 0  # of the band samples' priorities
@@ -39,7 +38,8 @@ class ExampleSettings:
     def __post_init__(self):
         if self.patch_format not in ("webp", "jpg", "png"):
             raise UsageError(f"patch format {self.patch_format!r} is not one of webp, jpg, png")
-        for name in ("histogram_bins", "band_bins", "band_samples", "patch_size", "thumb_size", "class_summary"):
+        for name in ("histogram_bins", "band_bins", "band_samples", "patch_size", "thumb_size", "class_summary",
+                     "pack_images"):
             if getattr(self, name) < 1:
                 raise UsageError(f"examples setting {name} must be at least 1, got {getattr(self, name)}")
         if self.bottom_patches < 0:
@@ -54,32 +54,15 @@ class ExampleSettings:
         return data
 
 
-def view_json(view) -> dict:
-    return {"resize": view.resize, "crop": view.crop}
-
-
-def result_key(network, dataset, layer: str, top_k: int, settings: ExampleSettings) -> dict:
-    """Everything that determines a layer's result; equal keys mean equal results."""
+def identity(network, dataset, layer: str, top_k: int, settings: ExampleSettings) -> dict:
+    """Everything that determines a layer's result; equal identities mean equal results."""
     return {
         "version": VERSION, "model": network.spec.name, "weights_id": network.weights_id, "layer": layer,
         "dataset": dataset.fingerprint(), "labels": _labels_id(dataset.labels),
-        "view": view_json(dataset.view), "top_k": top_k, "settings": settings.as_json(),
-        "pad_colour": list(PAD_COLOUR),
+        "view": {"resize": dataset.view.resize, "crop": dataset.view.crop}, "top_k": top_k,
+        "settings": settings.as_json(), "pad_colour": list(PAD_COLOUR),
     }
 
 
 def _labels_id(labels) -> str | None:
     return None if labels is None else hashlib.sha256(json.dumps(list(labels)).encode()).hexdigest()[:16]
-
-
-def is_current(store: Store, model: str, layer: str, key: dict) -> bool:
-    directory = store.examples_dir(model, layer)
-    config = read_json(directory / "config.json")
-    return config is not None and config.get("key") == key and (directory / "summary.npz").exists()
-
-
-def run_id(keys: list[dict], batch_size: int) -> str:
-    """Names one pass (its layers, settings and batching) for its checkpoint."""
-    text = json.dumps({"keys": keys, "batch_size": batch_size}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-

@@ -85,8 +85,27 @@ class GridHistogram:
         counts = torch.bincount(keys.reshape(-1), minlength=self.channels * self.bins)
         return counts.view(self.channels, self.bins)
 
-    def _fit(self, vmin: torch.Tensor, vmax: torch.Tensor) -> torch.Tensor | None:
-        exponent = self._smallest_exponent(vmin, vmax)
+    def merge(self, other: "GridHistogram") -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Fold in the histogram of another part of the data, exactly.
+
+        The merged grid is the one a single pass over both parts reaches (it depends only on the
+        range of the values), and both parts' bins nest in it. Returns this histogram's old-bin ->
+        new-bin map (None if its grid stayed) and the other's, so that bin-keyed structures follow.
+        """
+        remap = self._fit(torch.minimum(self.vmin, other.vmin.to(self.vmin.device)),
+                          torch.maximum(self.vmax, other.vmax.to(self.vmax.device)),
+                          at_least=other.exponent.to(self.exponent.device))
+        cells = other.low.to(self.low.device)[:, None] + torch.arange(self.bins, device=self.low.device)
+        factor = torch.pow(2, self.exponent - other.exponent.to(self.exponent.device))[:, None]
+        theirs = torch.div(cells, factor, rounding_mode="floor") - self.low[:, None]
+        counts = other.counts.to(self.counts.device)
+        if bool(((theirs < 0) | (theirs >= self.bins))[counts > 0].any()):
+            raise AssertionError("histogram merge lost counts; this is a bug")
+        self.counts.scatter_add_(1, theirs.clamp(0, self.bins - 1), counts)
+        return remap, theirs
+
+    def _fit(self, vmin: torch.Tensor, vmax: torch.Tensor, at_least: torch.Tensor | None = None) -> torch.Tensor | None:
+        exponent = self._smallest_exponent(vmin, vmax, at_least)
         low = _cell(vmin, exponent)
         changed = (exponent != self.exponent) | (low != self.low)
         self.vmin, self.vmax = vmin, vmax
@@ -104,8 +123,10 @@ class GridHistogram:
         self.counts, self.exponent, self.low = counts, exponent, low
         return remap
 
-    def _smallest_exponent(self, vmin: torch.Tensor, vmax: torch.Tensor) -> torch.Tensor:
-        """The smallest exponent >= the current one at which [vmin, vmax] spans at most `bins` cells."""
+    def _smallest_exponent(self, vmin: torch.Tensor, vmax: torch.Tensor,
+                           at_least: torch.Tensor | None = None) -> torch.Tensor:
+        """The smallest exponent >= the current one (and >= `at_least`) at which [vmin, vmax] spans
+        at most `bins` cells."""
         spread = (vmax - vmin).clamp_min(0)
         seen = torch.isfinite(spread)
         magnitude = torch.where(seen, torch.maximum(vmin.abs(), vmax.abs()), torch.zeros_like(vmin))
@@ -114,6 +135,8 @@ class GridHistogram:
         # A lower bound (cells span > spread / width - 1), one lower for safety against log2 rounding.
         guess = torch.floor(torch.log2(spread.clamp_min(1e-300) / self.bins)).to(torch.int64) - 1
         exponent = torch.maximum(self.exponent, floor)
+        if at_least is not None:
+            exponent = torch.maximum(exponent, at_least)
         exponent = torch.where(seen, torch.maximum(exponent, guess), exponent)
         for _ in range(64):
             too_wide = seen & (_cell(vmax, exponent) - _cell(vmin, exponent) >= self.bins)

@@ -1,78 +1,31 @@
-"""The one pass over the images: decode, forward the truncated network, update every layer's state.
+"""The pass over a shard of the images: decode, forward the truncated network, update every layer's state.
 
-Batches are fixed chunks of dataset indices ([b * batch_size, (b + 1) * batch_size)), unreadable
-files left out of their chunk, so batch b is the same on every run and a run can restart at any
-batch. Every `checkpoint_every` batches, and after the last one, the accumulators' state and the
-number of batches done are saved atomically; a re-run of the same pass (same run id) loads the
+Batches are fixed chunks of dataset indices ([first + b * batch_size, ...)), unreadable files left
+out of their chunk, so batch b is the same on every run and a run can restart at any batch. Every
+`checkpoint_every` batches, and after the last one, the accumulators' state and the number of
+batches done are saved atomically (a `PassShard` record); a re-run of the same shard loads the
 checkpoint and continues after the last saved batch, and ends with exactly the state an
 uninterrupted run reaches (every accumulator is a deterministic function of the batches it saw).
+Shards of one dataset merge exactly (`merge_shards`) into the state of one pass over all of them.
 """
 from __future__ import annotations
 
-import io
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
-from tqdm import tqdm
 
 from microscope.examples.accumulator import LayerAccumulator
 from microscope.examples.config import ExampleSettings
 from microscope.examples.viewcache import ViewCache
-from microscope.store import atomic_write_bytes
+from microscope.store import PassShard, Store
 
 log = logging.getLogger(__name__)
-
-
-class _Decoded(torch.utils.data.Dataset):
-    """Dataset item i as (i, uint8 image or None, reason or None), for the loader's workers."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        image, reason = self.dataset.load(index)
-        return index, image, reason
-
-
-def _collate(items):
-    good = [(index, image) for index, image, _ in items if image is not None]
-    bad = [(index, reason) for index, image, reason in items if image is None]
-    indices = torch.tensor([index for index, _ in good], dtype=torch.long)
-    images = torch.stack([image for _, image in good]) if good else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
-    return indices, images, bad
-
-
-class _Chunks:
-    """Batch b = indices [b * size, (b + 1) * size), from batch `start` on, made as they are needed."""
-
-    def __init__(self, n: int, size: int, start: int):
-        self.n, self.size, self.start = n, size, start
-
-    def __len__(self) -> int:
-        return max(0, math.ceil(self.n / self.size) - self.start)
-
-    def __iter__(self):
-        for b in range(self.start, math.ceil(self.n / self.size)):
-            yield list(range(b * self.size, min(self.n, (b + 1) * self.size)))
-
-
-def batches(dataset, start: int, batch_size: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
-    """(indices, uint8 images, [[path, reason] of unreadable files]) for batches start, start+1, ..."""
-    loader = torch.utils.data.DataLoader(_Decoded(dataset), batch_sampler=_Chunks(len(dataset), batch_size, start),
-                                         num_workers=workers, collate_fn=_collate)
-    for indices, images, bad in loader:
-        bad = [[str(dataset.path(index)), reason] for index, reason in bad]
-        for path, reason in bad:
-            log.warning("skipped unreadable image %s: %s", path, reason)
-        yield indices, images, bad
 
 
 def extracted(network, layers: list[str]) -> list[str]:
@@ -88,9 +41,8 @@ def one_thread():
     They make a few memory-bound passes over each activation and merge small arrays (sorts and
     scatters over at most a few hundred thousand keys): work that gains little from OpenMP's
     threads and loses much to its fork and join when the cores are shared with other processes,
-    as the loader's workers share them. Measured on 2 busy cores, nine inception blocks, batches of
-    32: 0.58 s per batch on one thread, 2.2 s on two (the forward pass itself: 4.8 s). Instead,
-    the layers are updated side by side by Python threads (see `LayerUpdates`).
+    as the loader's workers share them (bench/NOTES.md). Instead, the layers are updated side by
+    side by Python threads (see `LayerUpdates`).
     """
     threads = torch.get_num_threads()
     if threads == 1:
@@ -107,9 +59,8 @@ class LayerUpdates:
     """Updates every layer's accumulator with a batch's activations, layers side by side.
 
     On the CPU, one Python thread per core takes whole layers (biggest first), each on one OpenMP
-    thread: torch releases the GIL inside its ops, so the updates of nine inception blocks run ~1.5x
-    faster on 2 cores than one after the other (0.53 s -> 0.35 s per batch of 32, measured beside a
-    busy neighbour). Layers are independent, so the result is the same as in a loop.
+    thread: torch releases the GIL inside its ops, so the updates of many layers overlap. Layers
+    are independent, so the result is the same as in a loop.
     """
 
     def __init__(self, state: dict, twins: dict, shapes: dict, device: torch.device):
@@ -139,73 +90,113 @@ class LayerUpdates:
             self.pool.shutdown()
 
 
-def stream_pass(network, dataset, layers: list[str], *, top_k: int,
-                settings: ExampleSettings, batch_size: int, workers: int, checkpoint: Path, run: str,
-                checkpoint_every: int, progress: bool, views: ViewCache | None = None,
-                on_batch: Callable[[int], None] | None = None) -> tuple[dict[str, LayerAccumulator], list, dict]:
-    """Run the pass (or finish a checkpointed one).
+@dataclass(frozen=True)
+class Shard:
+    """Images [first, last) of the pass `key` over `layers`, saved as a PassShard at `path`."""
 
-    Returns each layer's state, the skipped files ([path, reason]) and each layer's activation
-    shape (channels, height, width) at the view's size. Each batch's decoded views go to `views`
-    if given. `on_batch(batches_done)` is called after each batch and its checkpoint (tests use it
-    to interrupt a run).
+    key: str
+    layers: tuple[str, ...]
+    first: int
+    last: int
+    path: Path  # the finished shard's state; its checkpoint is beside it (`partial`)
+
+    @property
+    def partial(self) -> Path:
+        return self.path.with_name(self.path.name.replace(".npz", ".partial.npz"))
+
+
+@dataclass(frozen=True)
+class PassSettings:
+    top_k: int
+    settings: ExampleSettings
+    batch_size: int
+    workers: int
+    checkpoint_every: int = 50
+
+
+def new_state(network, layers, shapes: dict, top_k: int, settings: ExampleSettings) -> dict[str, LayerAccumulator]:
+    return {layer: LayerAccumulator(shapes[layer][0], shapes[layer][2], top_k=top_k,
+                                    histogram_bins=settings.histogram_bins, band_bins=settings.band_bins,
+                                    band_samples=settings.band_samples, seed=settings.seed, device=network.device)
+            for layer in layers}
+
+
+def activation_shapes(network, layers, size: int) -> dict[str, tuple[int, int, int]]:
+    """(channels, height, width) of each activation at `size` px (logits: height = width = 1)."""
+    with torch.inference_mode():
+        probe = network.extractor(extracted(network, layers))(torch.zeros(1, 3, size, size, device=network.device))
+    return {layer: (int(a.shape[1]), *((int(a.shape[2]), int(a.shape[3])) if a.dim() == 4 else (1, 1)))
+            for layer, a in probe.items()}
+
+
+def run_shard(network, dataset, shard: Shard, options: PassSettings, store: Store, *,
+              views: ViewCache | None = None, report: Callable[[int], None] | None = None) -> PassShard:
+    """Run (or finish a checkpointed) pass over the shard; returns its state, also saved at shard.path.
+
+    Each batch's decoded views go to `views` if given. `report(1)` is called after each batch and
+    its checkpoint (tests use it to interrupt a run).
     """
-    device = network.device
+    layers = list(shard.layers)
     twins = {layer: network.layer(layer).pre_relu for layer in layers}
     extractor = network.extractor(extracted(network, layers))
-    with torch.inference_mode():
-        size = dataset.view.crop
-        probe = extractor(torch.zeros(1, 3, size, size, device=device))
-    # (channels, height, width) of each activation at the view's size (logits: height = width = 1).
-    shapes = {layer: (a.shape[1], *(a.shape[2:] if a.dim() == 4 else (1, 1))) for layer, a in probe.items()}
-    state = {layer: LayerAccumulator(shapes[layer][0], shapes[layer][2], top_k=top_k,
-                                     histogram_bins=settings.histogram_bins, band_bins=settings.band_bins,
-                                     band_samples=settings.band_samples, seed=settings.seed, device=device)
-             for layer in layers}
+    shapes = activation_shapes(network, layers, dataset.view.crop)
+    state = new_state(network, layers, shapes, options.top_k, options.settings)
+    total = math.ceil((shard.last - shard.first) / options.batch_size)
     done, skipped = 0, []
-    saved = _load(checkpoint, run)
-    if saved is not None:
-        done, skipped = saved["batches"], saved["skipped"]
-        for layer in layers:
-            state[layer].load_state_dict(saved["layers"][layer])
-        log.info("resuming the examples pass after batch %d from %s", done, checkpoint)
-    total = math.ceil(len(dataset) / batch_size)
-    update = LayerUpdates(state, twins, shapes, device)
-    bar = tqdm(total=total, initial=done, desc="examples", unit="batch", disable=not progress)
+    saved = store.read(shard.partial, PassShard)
+    if saved is not None and saved.info()["key"] == shard.key and saved.info()["layers"] == layers:
+        done, skipped = saved.info()["batches"], [tuple(item) for item in saved.info()["skipped"]]
+        load_state(state, saved)
+        log.info("resuming the examples pass after batch %d from %s", done, shard.partial)
+    update = LayerUpdates(state, twins, shapes, network.device)
     try:
         with torch.inference_mode():
-            for done, (indices, images, bad) in enumerate(batches(dataset, done, batch_size, workers), done + 1):
-                skipped.extend(bad)
-                if len(indices):
-                    rgb = images.to(device, non_blocking=True).float().div_(255)
+            batches = dataset.batches(options.batch_size, options.workers,
+                                      first=shard.first + done * options.batch_size, last=shard.last)
+            for done, batch in enumerate(batches, done + 1):
+                skipped.extend(batch.skipped)
+                if len(batch.indices):
+                    rgb = batch.images.to(network.device, non_blocking=True).float().div_(255)
                     outputs = extractor(rgb.contiguous(memory_format=torch.channels_last))
-                    update(outputs, indices.to(device))
+                    update(outputs, batch.indices.to(network.device))
                     if views is not None:
-                        views.put(indices, images)
-                if done % checkpoint_every == 0 or done == total:
-                    _save(checkpoint, run, done, skipped, state)
-                bar.update(1)
-                if on_batch is not None:
-                    on_batch(done)
+                        views.put(batch.indices, batch.images)
+                if done % options.checkpoint_every == 0 or done == total:
+                    store.write(shard.partial, shard_record(shard, done, total, skipped, state))
+                if report is not None:
+                    report(1)
     finally:
-        bar.close()
         update.close()
-    return state, skipped, {layer: tuple(int(n) for n in shapes[layer]) for layer in layers}
+    record = shard_record(shard, total, total, skipped, state)
+    store.write(shard.path, record)
+    shard.partial.unlink(missing_ok=True)
+    return record
 
 
-def _save(path: Path, run: str, done: int, skipped: list, state: dict[str, LayerAccumulator]) -> None:
-    buffer = io.BytesIO()
-    torch.save({"run": run, "batches": done, "skipped": skipped,
-                "layers": {layer: acc.state_dict() for layer, acc in state.items()}}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+def shard_record(shard: Shard, done: int, total: int, skipped: list, state: dict[str, LayerAccumulator]) -> PassShard:
+    info = {"key": shard.key, "first": shard.first, "last": shard.last, "batches": done, "total": total,
+            "layers": list(shard.layers), "skipped": [list(item) for item in skipped]}
+    arrays = {f"{position}/{name}": array for position, layer in enumerate(shard.layers)
+              for name, array in state[layer].state_arrays().items()}
+    return PassShard.make(info, arrays)
 
 
-def _load(path: Path, run: str) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - a checkpoint we cannot read is only lost time
-        log.warning("ignoring unreadable checkpoint %s: %s", path, error)
-        return None
-    return saved if saved.get("run") == run else None
+def load_state(state: dict[str, LayerAccumulator], record: PassShard) -> None:
+    for position, layer in enumerate(record.info()["layers"]):
+        prefix = f"{position}/"
+        state[layer].load_state_arrays({k[len(prefix):]: v for k, v in record.state.items() if k.startswith(prefix)})
+
+
+def merge_shards(network, records: list[PassShard], shapes: dict, top_k: int,
+                 settings: ExampleSettings) -> tuple[dict[str, LayerAccumulator], list]:
+    """One state per layer from the shards of a pass (in any order), and every skipped file."""
+    layers = records[0].info()["layers"]
+    state = new_state(network, layers, shapes, top_k, settings)
+    skipped = []
+    for record in sorted(records, key=lambda r: r.info()["first"]):
+        part = new_state(network, layers, shapes, top_k, settings)
+        load_state(part, record)
+        for layer in layers:
+            state[layer].merge(part[layer])
+        skipped += [tuple(item) for item in record.info()["skipped"]]
+    return state, skipped

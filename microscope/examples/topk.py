@@ -62,6 +62,13 @@ class TopExamples:
             position[channel, rank] = locate(best[channel, rank] - self.k, channel).to(torch.int64)
         self.position = position
 
+    def merge(self, other: "TopExamples") -> None:
+        """Fold in another part's top k: the top k of a union are among the top k of each part."""
+        key = torch.cat([self.key, other.key.to(self.key.device)], dim=1)
+        position = torch.cat([self.position, other.position.to(self.position.device)], dim=1)
+        self.key, best = torch.topk(key, self.k, dim=1, sorted=True)
+        self.position = position.gather(1, best)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"key": self.key, "position": self.position}
 

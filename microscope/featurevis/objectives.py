@@ -142,3 +142,4 @@ def diversity(layer: str, group_size: int) -> Objective:
     """
     return Objective(lambda a: gram_similarity(a[layer], group_size), [layer],
                      f"diversity({layer}, groups of {group_size})")
+

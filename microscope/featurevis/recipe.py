@@ -7,8 +7,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from microscope.featurevis.transform import TransformRecipe
 
+@dataclass(frozen=True)
+class TransformRecipe:
+    """Lucid's `standard_transforms` (see transform.py for what each number does)."""
+
+    pad: int = 12
+    pad_value: float = 0.5
+    jitter_first: int = 8
+    scales: tuple[float, ...] = tuple(1 + (i - 5) / 50 for i in range(11))
+    angles: tuple[float, ...] = tuple(float(a) for a in range(-10, 11)) + (0.0,) * 5
+    jitter_last: int = 4
+
+    def as_dict(self) -> dict:
+        return {"pad": self.pad, "pad_value": self.pad_value, "jitter_first": self.jitter_first,
+                "scales": list(self.scales), "angles_degrees": list(self.angles), "jitter_last": self.jitter_last}
+
+
+PRECISIONS = ("auto", "fp32", "bf16")  # of the network during optimisation (see render.py)
 RECIPE_VERSION = "lucid-fft-decorrelated-sigmoid-standard-transforms/1"
 
 
@@ -30,3 +46,14 @@ class Recipe:
                 "parameterization": "fft", "sigmoid": True, "transforms": self.transforms.as_dict(),
                 "diversity_images": self.diversity_images, "diversity_weight": self.diversity_weight,
                 "curve_every": self.curve_every}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recipe":
+        """The inverse of `as_dict`: a job's spec carries its recipe as data."""
+        t = data["transforms"]
+        transforms = TransformRecipe(pad=t["pad"], pad_value=t["pad_value"], jitter_first=t["jitter_first"],
+                                     scales=tuple(t["scales"]), angles=tuple(t["angles_degrees"]),
+                                     jitter_last=t["jitter_last"])
+        return cls(learning_rate=data["learning_rate"], init_sd=data["init_sd"], decay_power=data["decay_power"],
+                   decorrelate=data["decorrelate"], transforms=transforms, diversity_images=data["diversity_images"],
+                   diversity_weight=data["diversity_weight"], curve_every=data["curve_every"], version=data["version"])

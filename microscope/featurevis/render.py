@@ -18,9 +18,9 @@ from torch import nn
 from microscope.errors import UsageError
 from microscope.featurevis.objectives import Objective
 from microscope.featurevis.param import FourierImage
-from microscope.featurevis.transform import TransformRecipe, draw_transforms, transform_images
+from microscope.featurevis.recipe import PRECISIONS, TransformRecipe
+from microscope.featurevis.transform import draw_transforms, transform_images
 
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:

@@ -22,19 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class TransformRecipe:
-    pad: int = 12
-    pad_value: float = 0.5
-    jitter_first: int = 8
-    scales: tuple[float, ...] = tuple(1 + (i - 5) / 50 for i in range(11))
-    angles: tuple[float, ...] = tuple(float(a) for a in range(-10, 11)) + (0.0,) * 5
-    jitter_last: int = 4
-
-    def as_dict(self) -> dict:
-        return {"pad": self.pad, "pad_value": self.pad_value, "jitter_first": self.jitter_first,
-                "scales": list(self.scales), "angles_degrees": list(self.angles), "jitter_last": self.jitter_last}
+from microscope.featurevis.recipe import TransformRecipe
 
 
 @dataclass(frozen=True)

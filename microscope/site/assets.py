@@ -2,8 +2,8 @@
 
 The artifact store keeps lossless, full-size images; the site ships small lossy copies so that a
 whole InceptionV1 (about 7,000 units) fits GitHub Pages' 1 GB. `SIZES` says how every image is
-shrunk and `BUDGET` what that costs per unit; both are measured, not hoped for (see the report
-printed by `build_site`, and bench/site_sizes.py).
+shrunk; what that costs per unit is measured (the report printed by `build_site`, and
+bench/site_sizes.py), with each view's `budget` as the estimate before anything is built.
 
 The top dataset patches are packed into one horizontal strip per unit: one file and one request
 instead of 48, and WebP compresses the strip better than separate tiles; pages crop single
@@ -50,18 +50,9 @@ SIZES = Sizes()
 # Bump when an image conversion changes in a way SIZES does not show: cached outputs are redone.
 CONVERSION_VERSION = 2
 
-# Bytes per unit with SIZES, by the three parts the size estimate measures separately. Measured on
-# real renders (Lucid-recipe InceptionV1 feature visualizations) and ImageNet patches by
-# bench/site_sizes.py; the estimate uses these only for a part no built unit has yet.
-BUDGET = {
-    "featurevis": {"channel render (224 px, q85)": 23_800, "neuron + negative (112 px)": 9_400,
-                   "4 diversity renders (112 px)": 18_400, "grid thumbnail (96 px)": 3_200},
-    "examples": {"48 top patches (56 px strip)": 37_700,
-                 "bottom and band samples (cropped from the shared photos)": 0},
-    "page": {"unit page": 24_700, "unit.json": 13_500},
-}
-PART_BUDGET = {part: sum(items.values()) for part, items in BUDGET.items()}
-UNIT_BUDGET = sum(PART_BUDGET.values())
+# Bytes per unit of the page itself, for the size estimate where no unit was built yet (each view
+# says what its own images take: View.budget). Measured by bench/site_sizes.py.
+PAGE_BUDGET = {"unit page": 24_700, "unit.json": 13_500}
 
 
 def _encode(image: Image.Image, fmt: str, quality: int, method: int = SIZES.webp_method) -> bytes:
@@ -93,9 +84,10 @@ def shrink(image: Image.Image, side: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def render_webp(source: Path, side: int, quality: int) -> tuple[bytes, tuple[int, int]]:
+def render_webp(source: Path, side: int, quality: int) -> tuple[bytes, dict]:
+    """A render (or patch) as a WebP fitting side x side; metadata: its width and height."""
     image = shrink(_open_rgb(source), side)
-    return _encode(image, "WEBP", quality), image.size
+    return _encode(image, "WEBP", quality), {"width": image.width, "height": image.height}
 
 
 def strip_webp(sources: list[Path | None], tile: int, quality: int) -> tuple[bytes, dict]:
@@ -115,13 +107,13 @@ def strip_webp(sources: list[Path | None], tile: int, quality: int) -> tuple[byt
     return _encode(strip, "WEBP", quality), {"tile": tile}
 
 
-def photo_jpeg(source: Path, side: int, quality: int) -> tuple[bytes, tuple[int, int]]:
+def photo_jpeg(source: Path, side: int, quality: int) -> tuple[bytes, dict]:
     """A dataset photo for the hover view; a small JPEG is shipped as it is (no second loss)."""
     with Image.open(source) as image:
         if image.format == "JPEG" and max(image.size) <= side and image.mode == "RGB":
-            return source.read_bytes(), image.size
+            return source.read_bytes(), {}
     image = shrink(_open_rgb(source), side)
-    return _encode(image, "JPEG", quality), image.size
+    return _encode(image, "JPEG", quality), {}
 
 
 class AssetCache:
@@ -175,3 +167,33 @@ class AssetCache:
     def save(self) -> None:
         body = {"settings": asdict(SIZES), "assets": dict(sorted(self.new.items()))}
         self.writer.write_text(self.record, json.dumps(body, separators=(",", ":")) + "\n")
+
+
+class Photos:
+    """Dataset photos (the model's view, from the store's thumbnails) for the hover view and cropped
+    tiles: written once per model and dataset, shared by every unit page that shows them."""
+
+    def __init__(self, writer: SiteWriter, folder: str, thumbs: Path):
+        self.writer, self.folder, self.thumbs = writer, folder, thumbs
+        self.cache = AssetCache(writer, f"{folder}/.assets.json")
+        self.done: dict[int, str | None] = {}
+
+    def path(self, index: int) -> str | None:
+        """Site-relative path of photo `index`, producing it on first use; None if there is none."""
+        if index not in self.done:
+            source = self.thumbs / f"{index}.jpg"
+            if not source.is_file():
+                self.done[index] = None
+            else:
+                relative = f"{self.folder}/{index}.jpg"
+                self.cache.produce(relative, [source], {"side": SIZES.photo, "quality": SIZES.photo_quality},
+                                   lambda: photo_jpeg(source, SIZES.photo, SIZES.photo_quality))
+                self.done[index] = relative
+        return self.done[index]
+
+    def save(self, keep_old: bool) -> None:
+        if keep_old:  # an incremental build keeps photos that other layers' pages link to
+            for relative, entry in self.cache.old.items():
+                if relative not in self.cache.new and self.writer.keep(relative):
+                    self.cache.new[relative] = entry
+        self.cache.save()

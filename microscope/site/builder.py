@@ -20,25 +20,23 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from microscope import __version__
 from microscope.errors import UsageError
+from microscope.names import segment
 from microscope.site import charts
-from microscope.site.assets import PART_BUDGET, UNIT_BUDGET, AssetCache
-from microscope.site.data import PROMINENT_KINDS, Layer, model_names, read_layer, read_model
-from microscope.site.names import segment
+from microscope.site.assets import PAGE_BUDGET
 from microscope.site.output import SiteWriter, folder_size
+from microscope.site.pages import LayerContext, build_layer, layer_units
 from microscope.site.render import Renderer, static_files
 from microscope.site.search import search_index, search_script
-from microscope.site.unitpage import Photos, UnitContext, build_unit
-from microscope.store import Store
+from microscope.store import ModelRecord, Store, usable_folder
+from microscope.views import VIEWS
 
 log = logging.getLogger(__name__)
 
 GENERATOR = f"microscope {__version__}"
 ESTIMATE_KINDS = ("conv", "block", "logits")  # "all layers" of a full site, for the size estimate
-THUMBS_PER_LAYER = 8
+PROMINENT_KINDS = ("conv", "block")  # listed on the model page even before anything is computed
 
 
 @dataclass
@@ -51,7 +49,8 @@ class SiteReport:
     removed: int = 0
     models: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    unit_budget: int = UNIT_BUDGET
+    unit_budget: int = 0
+    part_budget: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"site: {self.out_dir} - {self.total_files} files, {self.total_bytes / 1e6:.1f} MB "
@@ -63,7 +62,7 @@ class SiteReport:
                 f"all {model['estimate_units']} units of its {', '.join(ESTIMATE_KINDS)} layers: "
                 f"about {model['estimate_bytes'] / 1e9:.2f} GB (GitHub Pages allows 1 GB)")
         lines.append(f"  per-unit budget: {self.unit_budget / 1e3:.0f} kB "
-                     + ", ".join(f"{part} {size / 1e3:.0f} kB" for part, size in PART_BUDGET.items()))
+                     + ", ".join(f"{part} {size / 1e3:.0f} kB" for part, size in self.part_budget.items()))
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -92,18 +91,24 @@ def _normalise_labels(labels) -> dict[str, dict[int, dict]]:
     return result
 
 
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a folder for the site")
+def part_budget() -> dict[str, int]:
+    """Expected bytes per unit by part: each view's images, and the page itself."""
+    return {**{name: sum(view.budget.values()) for name, view in VIEWS.items()}, "page": sum(PAGE_BUDGET.values())}
+
+
+def check_out_dir(out: Path, create: bool = True) -> Path:
+    """A folder the site may be written to: new, empty, or a microscope site; one line if not."""
+    out = Path(out)
     if out.is_dir() and any(out.iterdir()):
         marker = out / "site.json"
         try:
             ours = json.loads(marker.read_text(encoding="utf-8")).get("generator", "").startswith("microscope")
-        except (FileNotFoundError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError):
             ours = False
         if not ours:
             raise UsageError(f"--out {out} is a non-empty folder that is not a microscope site; "
                              "choose a new or empty folder (the builder deletes stale files in its site)")
+    return usable_folder(out, "site", "--out", create=create)
 
 
 def build_site(store_root, out_dir, *, models=None, layers=None, labels=None, progress: bool = True) -> SiteReport:
@@ -112,8 +117,7 @@ def build_site(store_root, out_dir, *, models=None, layers=None, labels=None, pr
     `layers`: only rebuild these layers (incremental); `labels`: layer -> unit -> {label, note}.
     """
     store = Store(store_root)
-    out = Path(out_dir)
-    available = model_names(store)
+    available = store.models()
     if not available:
         raise UsageError(f"no models in the artifact store {store.root} (no <model>/model.json); "
                          "compute feature visualizations or dataset examples first")
@@ -121,28 +125,25 @@ def build_site(store_root, out_dir, *, models=None, layers=None, labels=None, pr
     for name in chosen:
         if name not in available:
             raise UsageError(f"model {name!r} is not in the artifact store {store.root}; it has: {', '.join(available)}")
-    _check_out_dir(out)
-    label_map = _normalise_labels(labels)
-    writer = SiteWriter(out)
-    if not (out / "site.json").exists():  # mark the folder as ours first: a killed build may resume
-        writer.write_text("site.json", json.dumps({"generator": GENERATOR, "models": []}) + "\n")
-    renderer = Renderer()
-    report = SiteReport(out_dir=out)
-
-    catalogues = {name: read_model(store, name) for name in chosen}
+    catalogues = {name: store.read_model(name) for name in chosen}
     if layers:
-        known = {layer["name"] for data in catalogues.values() for layer in data["layers"]}
+        known = {layer.name for record in catalogues.values() for layer in record.layers}
         for name in layers:
             if name not in known:
                 some = ", ".join(sorted(known)[:12])
                 raise UsageError(f"layer {name!r} is in none of the models {', '.join(chosen)}; layers include: {some}")
+    label_map = _normalise_labels(labels)
+    out = check_out_dir(Path(out_dir))
+    writer = SiteWriter(out)
+    if not (out / "site.json").exists():  # mark the folder as ours first: a killed build may resume
+        writer.write_text("site.json", json.dumps({"generator": GENERATOR, "models": []}) + "\n")
+    renderer = Renderer()
+    report = SiteReport(out_dir=out, part_budget=part_budget())
+    report.unit_budget = sum(report.part_budget.values())
 
-    model_records = {}
-    for name in chosen:
-        model_records[name] = _build_model(store, catalogues[name], writer, renderer, layers, label_map, progress, report)
-
-    # Pages that list models: every model in the site, including ones not rebuilt now.
-    site_models = _site_models(writer, model_records)
+    fresh = {name: _build_model(store, catalogues[name], writer, renderer, layers, label_map, progress, report)
+             for name in chosen}
+    site_models = _site_models(writer, fresh)  # every model in the site, including ones not rebuilt now
     for path, content in static_files().items():
         writer.write(f"static/{path}", content)
     writer.write_text("index.html", renderer.render("home.html", root="", page_title="Microscope",
@@ -153,12 +154,10 @@ def build_site(store_root, out_dir, *, models=None, layers=None, labels=None, pr
     writer.write_text("site.json", json.dumps({"generator": GENERATOR, "models": [
         {"name": m["name"], "title": m["title"], "url": m["url"], "json": m["json"]} for m in site_models]},
         indent=1) + "\n")
-
     if not layers:
         writer.prune("static")
         if not models:
             writer.prune("models")
-
     report.written, report.unchanged, report.removed = writer.written, writer.unchanged, writer.removed
     report.total_bytes, report.total_files = folder_size(out)
     return report
@@ -183,145 +182,79 @@ def _existing_layer(writer: SiteWriter, layer_dir: str, name: str) -> dict | Non
         record = json.loads(writer.path(f"{layer_dir}/layer.json").read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("layer") == name else None
+    if not isinstance(record, dict) or record.get("layer") != name:
+        return None
+    return {k: v for k, v in record.items() if k != "units"}
 
 
-def _build_model(store, model: dict, writer, renderer, only_layers, labels, progress, report) -> dict:
-    name = model["name"]
-    model_dir = f"models/{segment(name)}"
-    title = model.get("title") or name
+def _build_model(store: Store, model: ModelRecord, writer, renderer, only_layers, labels, progress, report) -> dict:
+    model_dir = f"models/{segment(model.name)}"
+    title = model.title or model.name
     built: dict[str, dict] = {}
-    photos_by_dataset: dict[str, Photos] = {}
-    for info in model["layers"]:
-        layer_dir = f"{model_dir}/{segment(info['name'])}"
-        if only_layers and info["name"] not in only_layers:
-            existing = _existing_layer(writer, layer_dir, info["name"])
+    states: dict[str, dict] = {}
+    for info in model.layers:
+        layer_dir = f"{model_dir}/{segment(info.name)}"
+        if only_layers and info.name not in only_layers:
+            existing = _existing_layer(writer, layer_dir, info.name)
             if existing:
-                built[info["name"]] = existing
+                built[info.name] = existing
             continue
-        layer = read_layer(store, name, info)
-        if not layer.units:
+        data = {name: found for name, view in VIEWS.items()
+                if (found := view.read(store, model, info)) is not None}
+        if not layer_units(data):
             if only_layers:
-                report.warnings.append(f"{name}/{info['name']}: nothing computed yet, no pages written")
+                report.warnings.append(f"{model.name}/{info.name}: nothing computed yet, no pages written")
                 writer.prune(layer_dir)  # pages of artifacts that are gone must go too
             continue
-        fingerprint = layer.examples.dataset.fingerprint if layer.examples and layer.examples.dataset else None
-        if fingerprint not in photos_by_dataset:
-            photos_by_dataset[fingerprint] = Photos(writer, model_dir,
-                                                    layer.examples.dataset if fingerprint else None)
-        built[info["name"]] = _build_layer(model, title, layer, layer_dir, labels.get(info["name"], {}),
-                                           photos_by_dataset[fingerprint], writer, renderer, progress)
+        context = LayerContext(model, info, layer_dir, data, labels.get(info.name, {}), states, writer, renderer)
+        built[info.name] = build_layer(context, progress)
         if only_layers:
             writer.prune(layer_dir)
-    for photos in photos_by_dataset.values():
-        photos.save(keep_old=bool(only_layers))
+    for name, state in states.items():
+        VIEWS[name].finish_model(state, incremental=bool(only_layers))
 
-    layer_rows = []
-    for info in model["layers"]:
-        record = built.get(info["name"])
-        if record is None and info.get("kind") not in PROMINENT_KINDS:
+    rows = []
+    for info in model.layers:
+        record = built.get(info.name)
+        if record is None and info.kind not in PROMINENT_KINDS:
             continue
-        row = {**info, "url": None, "href": None, "units": [], "labels": {}, "thumbs": [], "n_units": 0,
-               "has_featurevis": False, "has_examples": False}
+        row = {**vars(info), "url": None, "href": None, "units": [], "labels": {}, "thumbs": [], "n_units": 0,
+               "views": []}
         if record:
             row.update(url=f"{model_dir}/{record['dir']}/index.html", href=f"{record['dir']}/index.html",
                        units=record["unit_ranges"], labels=record["labels"], thumbs=record["thumbs"],
-                       n_units=record["n_units"], has_featurevis=record["has_featurevis"],
-                       has_examples=record["has_examples"])
-        layer_rows.append(row)
-
-    estimate = _estimate(model, built, writer, model_dir)
+                       n_units=record["n_units"], views=[VIEWS[name].title for name in record["views"] if name in VIEWS])
+        rows.append(row)
+    estimate = _estimate(model, built, writer, model_dir, report.part_budget)
     site_record = {
-        "name": name, "title": title, "description": model.get("description", ""),
-        "weights_id": model.get("weights_id"), "input_size": model.get("input_size"),
-        "url": f"{model_dir}/index.html", "json": f"{model_dir}/model.json", "dir": f"{model_dir}/",
-        "layers": layer_rows,
-        "n_units": sum(r["n_units"] for r in layer_rows), "n_layers": sum(1 for r in layer_rows if r["url"]),
-        "estimate": estimate,
+        "name": model.name, "title": title, "description": model.description, "weights_id": model.weights_id,
+        "input_size": model.input_size, "url": f"{model_dir}/index.html", "json": f"{model_dir}/model.json",
+        "dir": f"{model_dir}/", "layers": rows, "n_units": sum(r["n_units"] for r in rows),
+        "n_layers": sum(1 for r in rows if r["url"]), "estimate": estimate,
     }
     # The main path only (branches run in parallel inside their block): convolutions, blocks, logits.
-    diagram = charts.network_diagram([r for r in layer_rows if r.get("kind") in PROMINENT_KINDS
-                                      or (r.get("kind") == "logits" and r["url"])])
+    diagram = charts.network_diagram([r for r in rows if r["kind"] in PROMINENT_KINDS
+                                      or (r["kind"] == "logits" and r["url"])])
     writer.write_text(f"{model_dir}/model.json", json.dumps(site_record, indent=1, allow_nan=False) + "\n")
     writer.write_text(f"{model_dir}/index.html", renderer.render(
         "model.html", root="../../", page_title=title, model=site_record, diagram=diagram))
     if not only_layers:
         writer.prune(model_dir)
-    report.models[name] = {
-        "layers_built": site_record["n_layers"], "units_built": site_record["n_units"],
-        "bytes": writer.bytes_under(model_dir), **estimate,
-    }
+    report.models[model.name] = {"layers_built": site_record["n_layers"], "units_built": site_record["n_units"],
+                                 "bytes": writer.bytes_under(model_dir), **estimate}
     return site_record
 
 
-def _ranges(units: list[int]) -> list[list[int]]:
-    """[0,1,2,5,6] -> [[0,2],[5,6]]: the search index stores unit lists compactly."""
-    ranges: list[list[int]] = []
-    for unit in units:
-        if ranges and unit == ranges[-1][1] + 1:
-            ranges[-1][1] = unit
-        else:
-            ranges.append([unit, unit])
-    return ranges
-
-
-def _build_layer(model, title, layer: Layer, layer_dir, labels, photos, writer, renderer, progress) -> dict:
-    cache = AssetCache(writer, f"{layer_dir}/.assets.json")
-    units = layer.units
-    records = []
-    bar = tqdm(units, desc=f"site {layer.model}/{layer.name}", unit="unit", disable=not progress, leave=False)
-    for position, unit in enumerate(bar):
-        ctx = UnitContext(model=model, model_title=title, layer=layer, layer_dir=layer_dir,
-                          prev_unit=units[position - 1] if position > 0 else None,
-                          next_unit=units[position + 1] if position + 1 < len(units) else None,
-                          label=labels.get(unit), photos=photos, cache=cache, writer=writer, renderer=renderer)
-        records.append(build_unit(ctx, unit))
-    cache.save()
-
-    info = layer.info
-    totals = {"units": len(records), "featurevis_units": sum(r["has_featurevis"] for r in records),
-              "examples_units": sum(r["has_examples"] for r in records)}
-    for part in ("featurevis", "examples", "page"):
-        totals[part] = sum(r["bytes"][part] for r in records)
-    seg = segment(info["name"])
-    thumbs = [{"unit": r["unit"], "src": f"{seg}/{r['unit']}/{r['thumb']}", "href": f"{seg}/{r['unit']}/index.html",
-               "px": r["thumb_pixelated"]}
-              for r in sorted(records, key=lambda r: r["thumb_of"] != "feature visualization") if r["thumb"]]
-    thumbs = thumbs[:THUMBS_PER_LAYER]  # renders first: they say more about a layer at a glance
-    record = {
-        "model": model["name"], "layer": info["name"], "kind": info.get("kind"), "channels": info.get("channels"),
-        "height": info.get("height"), "width": info.get("width"), "stride": info.get("stride"),
-        "rf_size": info.get("rf_size"), "rf_offset": info.get("rf_offset"), "description": info.get("description", ""),
-        "dir": layer_dir.split("/")[-1], "n_units": len(records), "unit_ranges": _ranges([r["unit"] for r in records]),
-        "has_featurevis": layer.featurevis is not None, "has_examples": layer.examples is not None,
-        "featurevis_config": layer.featurevis.config if layer.featurevis else None,
-        "examples_config": layer.examples.config if layer.examples else None,
-        "labels": {str(r["unit"]): r["label"] for r in records if r["label"]},
-        "thumbs": thumbs, "bytes": totals,
-        "units": [{k: v for k, v in r.items() if k not in ("bytes", "has_featurevis", "has_examples")}
-                  | {"url": f"{r['unit']}/index.html"} for r in records],
-    }
-    writer.write_text(f"{layer_dir}/index.html", renderer.render(
-        "layer.html", root="../../../", page_title=f"{info['name']} - {title}", model=model,
-        model_title=title, layer=record, units=record["units"]))
-    writer.write_text(f"{layer_dir}/layer.json", json.dumps(record, indent=1, allow_nan=False) + "\n")
-    # What the model page and search need, without the per-unit list.
-    return {k: v for k, v in record.items() if k != "units"}
-
-
-def _estimate(model: dict, built: dict[str, dict], writer: SiteWriter, model_dir: str) -> dict:
+def _estimate(model: ModelRecord, built: dict[str, dict], writer: SiteWriter, model_dir: str, budget: dict) -> dict:
     """Size of a site with every unit of the model's conv, block and logits layers computed."""
-    totals = {"units": 0, "featurevis_units": 0, "examples_units": 0, "featurevis": 0, "examples": 0, "page": 0}
-    for record in built.values():
-        for key in totals:
-            totals[key] += record.get("bytes", {}).get(key, 0)
-    per_unit = {
-        "featurevis": totals["featurevis"] / totals["featurevis_units"] if totals["featurevis_units"] else PART_BUDGET["featurevis"],
-        "examples": totals["examples"] / totals["examples_units"] if totals["examples_units"] else PART_BUDGET["examples"],
-        "page": totals["page"] / totals["units"] if totals["units"] else PART_BUDGET["page"],
-    }
-    layers = [l for l in model["layers"] if l.get("kind") in ESTIMATE_KINDS or l["name"] in built]
-    all_units = sum(int(l.get("channels") or 0) for l in layers)
+    per_unit = {}
+    for part, fallback in budget.items():
+        total = sum(record.get("bytes", {}).get(part, 0) for record in built.values())
+        units = sum(record.get("units_with", {}).get(part, 0) if part != "page" else record.get("n_units", 0)
+                    for record in built.values())
+        per_unit[part] = total / units if units else fallback
+    layers = [layer for layer in model.layers if layer.kind in ESTIMATE_KINDS or layer.name in built]
+    all_units = sum(layer.channels for layer in layers)
     unit_bytes = sum(per_unit.values())
     photo_bytes = writer.bytes_under(f"{model_dir}/datasets")
     if photo_bytes == 0 and writer.path(f"{model_dir}/datasets").is_dir():

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from microscope.site.names import inside
+from microscope.names import inside
 from microscope.store import atomic_write_bytes
 
 
@@ -35,7 +35,7 @@ class SiteWriter:
     bytes_by_path: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
-        self.root = Path(self.root)
+        self.root = Path(self.root).resolve()  # prune compares resolved paths
 
     def path(self, relative: str) -> Path:
         return inside(self.root, relative)

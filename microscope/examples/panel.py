@@ -1,0 +1,220 @@
+"""The examples view on a unit page: top and bottom examples, quantile bands, histogram, classes.
+
+Reads the layer's typed records (result.json, summary.npz, the patch packs, the dataset index) -
+no torch. Top examples are shown as one strip of patches; bottom examples and band samples are
+cropped, with CSS, out of the dataset photos the site ships anyway for the hover view (one set
+per dataset, shared by all units: no bytes per unit) wherever a photo shows the receptive field
+at least as sharply as a patch would; small-field layers get strips for those too.
+"""
+from __future__ import annotations
+
+import math
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from microscope.names import segment
+from microscope.packs import PatchRef, read_patch_index
+from microscope.store import DatasetIndex, ExamplesResult, ExamplesSummary, Store
+from microscope.store.schema import PATCHES
+from microscope.store.typed import to_json
+from microscope.views.base import Panel, Thumb, UnitPage
+
+
+@dataclass
+class ExamplesData:
+    store: Store
+    result: ExamplesResult
+    summary: ExamplesSummary
+    dataset: DatasetIndex | None
+    thumbs: Path | None  # the dataset's thumbnails folder in the store
+    patches: Path
+    _refs: dict | None = field(default=None, repr=False)
+
+    def patch_refs(self, unit: int) -> dict[tuple[str, int], PatchRef]:
+        """(kind, rank) -> where the unit's patch is, e.g. ("top", 0), ("bottom", 3), ("band1", 0)."""
+        if self._refs is None:
+            stamps = {name.split("/", 1)[1]: stamp for name, stamp in self.result.files.items()
+                      if name.startswith(f"{PATCHES}/")}
+            self._refs = read_patch_index(self.store, self.patches, stamps) or {}
+        return self._refs.get(unit, {})
+
+
+def read_examples(store: Store, model, layer) -> ExamplesData | None:
+    result_path = store.result_file(model.name, layer.name)
+    result = store.read(result_path, ExamplesResult)
+    if result is None:
+        return None
+    summary_path = store.summary_file(model.name, layer.name)
+    summary = store.read(summary_path, ExamplesSummary, result.files.get(summary_path.name))
+    if summary is None:
+        return None
+    dataset = store.read(store.dataset_file(model.name, result.dataset.fingerprint), DatasetIndex)
+    thumbs = store.dataset_dir(model.name, result.dataset.fingerprint) / "thumbs"
+    return ExamplesData(store, result, summary, dataset, thumbs if thumbs.is_dir() else None,
+                        store.patches_dir(model.name, layer.name))
+
+
+def finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _example(data: ExamplesData, kind: str, rank: int, index: int, value: float, y: int, x: int, refs) -> dict:
+    files = data.dataset.files if data.dataset else []
+    square = None
+    if y >= 0 and x >= 0 and data.result.grid.rf_size is not None:
+        top, left, side = data.result.grid.receptive_square(y, x)
+        crop = data.result.view.crop  # fractions of the model's square view, as the shipped photos show it
+        square = [round(float(top) / crop, 3), round(float(left) / crop, 3), round(side / crop, 3)]
+    box = None if square is None else [round(min(1.0, max(0.0, v)), 3) for v in
+                                       (square[0], square[1], square[0] + square[2], square[1] + square[2])]
+    return {"rank": rank, "index": index, "value": value, "y": y, "x": x,
+            "image": files[index] if 0 <= index < len(files) else None,
+            "patch": refs.get((kind, rank)), "square": square, "box": box}
+
+
+def _ranked(data: ExamplesData, prefix: str, unit: int, refs) -> list[dict]:
+    s = data.summary
+    values, index = getattr(s, f"{prefix}_values")[unit], getattr(s, f"{prefix}_index")[unit]
+    ys, xs = getattr(s, f"{prefix}_y")[unit], getattr(s, f"{prefix}_x")[unit]
+    return [_example(data, prefix, rank, int(i), float(v), int(ys[rank]), int(xs[rank]), refs)
+            for rank, (v, i) in enumerate(zip(values.tolist(), index.tolist())) if i >= 0 and math.isfinite(v)]
+
+
+def _bands(data: ExamplesData, unit: int, refs) -> list[dict]:
+    s = data.summary
+    bands = []
+    for band in range(s.band_index.shape[1]):
+        samples = [_example(data, f"band{band}", i, int(s.band_index[unit, band, i]), float(s.band_values[unit, band, i]),
+                            int(s.band_y[unit, band, i]), int(s.band_x[unit, band, i]), refs)
+                   for i in range(s.band_index.shape[2])
+                   if s.band_index[unit, band, i] >= 0 and math.isfinite(s.band_values[unit, band, i])]
+        low, high = s.band_value_range[unit, band]
+        bands.append({"band": band, "name": str(s.band_names[band]), "low": finite(low), "high": finite(high),
+                      "fractions": [finite(v) for v in s.band_fraction_range[unit, band]],
+                      "count": int(s.band_count[unit, band]), "samples": samples})
+    return bands
+
+
+def _histogram(summary: ExamplesSummary, unit: int) -> dict | None:
+    """Counts and edges with the empty bins at both ends dropped (the grid has spare bins)."""
+    counts = summary.hist_counts[unit]
+    used = np.flatnonzero(counts > 0)
+    if used.size == 0:
+        return None
+    first, last = int(used[0]), int(used[-1])
+    return {"counts": [int(c) for c in counts[first:last + 1]],
+            "edges": [float(e) for e in summary.hist_edges[unit, first:last + 2]]}
+
+
+def _classes(data: ExamplesData, unit: int, categories: list[str]) -> list[dict]:
+    s = data.summary
+    if s.top_classes is None:
+        return []
+    names = data.dataset.classes if data.dataset and data.dataset.classes else categories
+    found = [{"class": int(c), "name": names[c] if 0 <= c < len(names) else f"class {c}", "count": int(n)}
+             for c, n in zip(s.top_classes[unit].tolist(), s.top_class_counts[unit].tolist()) if c >= 0 and n > 0]
+    most = max([c["count"] for c in found] + [1])
+    for c in found:
+        c["share"] = round(100 * c["count"] / most, 1)
+    return found
+
+
+def _significant(value: float, digits: int = 6) -> float:
+    return float(f"{value:.{digits}g}")
+
+
+def _json_examples(items: list[dict]) -> list[dict]:
+    return [{"image": e["image"], "value": _significant(e["value"]), "y": e["y"], "x": e["x"]} for e in items]
+
+
+def unit_panel(data: ExamplesData, unit: int, page: UnitPage) -> Panel:
+    from microscope.site import charts
+    from microscope.site.assets import SIZES
+
+    refs = data.patch_refs(unit)
+    top, bottom, bands = _ranked(data, "top", unit, refs), _ranked(data, "bottom", unit, refs), _bands(data, unit, refs)
+    photos = _photos(data, page)
+    shown = {"top": top[:SIZES.top], "bottom": bottom[:SIZES.bottom]}
+    for band in bands:
+        band["shown"] = band["samples"][:SIZES.band_samples]
+    shown["bands"] = [item for band in bands for item in band["shown"]]
+    square = next((item["square"] for item in top + bottom if item["square"]), None)
+    sharp = square is None or square[2] * SIZES.photo >= SIZES.patch  # the photo shows the field sharply enough
+    strips, files = {}, []
+    for kind, items in shown.items():
+        for item in items:
+            photo = photos.path(item["index"]) if photos else None
+            item["photo"] = posixpath.relpath(photo, page.folder) if photo else None
+        if kind == "top" or not sharp or not all(item["photo"] for item in items):
+            strips[kind] = _strip(page, kind, items)
+            if strips[kind]:
+                files.append(strips[kind]["file"])
+        else:
+            strips[kind] = None
+    s = data.summary
+    stats = {"mean": float(s.mean[unit]), "nonzero_fraction": float(s.nonzero_fraction[unit]),
+             "n_positions": float(s.n_positions[unit])}
+    if top:
+        stats["max"] = top[0]["value"]
+    if bottom:
+        stats["min"] = bottom[0]["value"]
+    histogram = _histogram(s, unit)
+    result = data.result
+    dataset = {"fingerprint": result.dataset.fingerprint, "name": result.dataset.name, "images": result.n_images}
+    view = result.view
+    line = (f"Dataset examples: {result.n_images} images of {result.dataset.name} (fingerprint "
+            f"{result.dataset.fingerprint}), top {result.top_k} per unit, each image resized to {view.resize} px "
+            f"and centre-cropped to {view.crop} px" + (f", {result.skipped} unreadable files skipped" if result.skipped
+                                                        else "") + ".")
+    settings = {k: v for k, v in to_json(result).items() if k not in ("files", "identity", "skipped_files", "key")}
+    classes = _classes(data, unit, page.model.categories)
+    chart = charts.histogram(histogram["counts"], histogram["edges"],
+                             {"top example": stats.get("max")}) if histogram else None
+    return Panel(
+        data={"top": shown["top"], "bottom": shown["bottom"], "bands": bands, "strips": strips, "n_top": len(top),
+              "n_bottom": len(bottom), "histogram": chart, "stats": stats, "classes": classes,
+              "histogram_of": result.histogram_of, "dataset": dataset},
+        json={"top_examples": _json_examples(top), "bottom_examples": _json_examples(bottom),
+              "quantile_bands": [{"name": b["name"], "fractions": b["fractions"], "low": b["low"], "high": b["high"],
+                                  "images": b["count"], "examples": _json_examples(b["samples"])} for b in bands],
+              "histogram": histogram, "stats": {k: _significant(v) for k, v in stats.items()},
+              "top_classes": [{k: v for k, v in c.items() if k != "share"} for c in classes],
+              "dataset": dataset, "provenance": settings},
+        provenance=[line], settings={"examples": settings}, files=files,
+        thumb=Thumb(top[0]["patch"], 1, "top dataset example") if top and top[0]["patch"] else None,
+        summary={"examples": {"max": _significant(stats["max"]) if "max" in stats else None,
+                              "mean": _significant(stats["mean"]),
+                              "nonzero_fraction": _significant(stats["nonzero_fraction"])}})
+
+
+def _strip(page: UnitPage, kind: str, items: list[dict]) -> dict | None:
+    """Write `<kind>.webp` and number the items' tiles; None (and no file) when there are no patches."""
+    from microscope.site.assets import SIZES, strip_webp
+
+    for position, item in enumerate(items):
+        item["tile"] = position
+    if not items or not all(item["patch"] is not None for item in items):
+        for item in items:
+            item["tile"] = None
+        return None
+    sources = [item["patch"] for item in items]
+    meta = page.produce(f"{kind}.webp", sources, {"tile": SIZES.patch, "quality": SIZES.patch_quality},
+                        lambda: strip_webp(sources, SIZES.patch, SIZES.patch_quality))
+    return {"file": f"{kind}.webp", "count": len(items), "pixelated": meta.get("tile", SIZES.patch) < SIZES.patch}
+
+
+def _photos(data: ExamplesData, page: UnitPage):
+    """The shared dataset photos of this model's site, one set per dataset."""
+    from microscope.site.assets import Photos
+
+    if data.dataset is None or data.thumbs is None:
+        return None
+    found = page.state.setdefault("photos", {})
+    fingerprint = data.dataset.fingerprint
+    if fingerprint not in found:
+        found[fingerprint] = Photos(page.writer, f"{page.model_dir}/datasets/{segment(fingerprint)}", data.thumbs)
+    return found[fingerprint]

@@ -1,0 +1,250 @@
+"""The steps of the examples view's jobs, in the order a plan runs them for the layers of one pass:
+
+1. `index`: datasets/<fingerprint>/images.json - what image i means;
+2. `pass`: each shard of the images through the network, updating every layer's accumulators,
+   checkpointed (stream.py); the result is the shard's state (a PassShard record);
+3. `summary` (per layer): the shards merged exactly, then summary.npz. Only now is the layer's old
+   result given up: result.json goes, pending.json names this pass (patches of another pass go);
+4. `patches` (per chunk of images, 64 by default): receptive-field patches of every layer, packed, and the
+   thumbnails of the chunk's example images;
+5. `release`: the pass's decoded views are dropped (before anything is synced to disk);
+6. `finish` (per layer): one os.sync(), then result.json with every file's stamp, last: a layer is
+   complete exactly when its result.json matches;
+7. `clean`: the pass's shard states go.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+
+import numpy as np
+
+from microscope.errors import UsageError
+from microscope.examples.config import ExampleSettings
+from microscope.examples.patches import PAD_COLOUR, LayerPatches, PatchFormat, cut_chunk
+from microscope.examples.stream import PassSettings, Shard, activation_shapes, extracted, merge_shards, run_shard
+from microscope.examples.viewcache import ViewCache
+from microscope.images import ImageDataset, View
+from microscope.packs import complete_chunks, pack_files
+from microscope.store import (DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp, PassShard,
+                              PatchSettings, Store, ThumbSettings, ViewSettings)
+from microscope.store.schema import PATCHES
+
+SKIPPED_LISTED = 100  # unreadable files named in result.json; all of them are counted
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """What every job of one pass knows (the spec its jobs share), as plain data."""
+
+    model: str
+    fingerprint: str
+    folder: str
+    labels: str | None  # the --labels value the dataset was opened with
+    view: tuple[int | None, int]  # resize, crop
+    key: str  # the pass: its layers' result keys and the batching
+    layers: tuple[str, ...]
+    results: dict  # layer -> {"key", "identity"}
+    shards: tuple[tuple[int, int], ...]
+    top_k: int
+    settings: dict  # ExampleSettings.as_json()
+    batch_size: int
+    workers: int | None
+    checkpoint_every: int
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "PassPlan":
+        data = dict(spec["pass"])
+        data["view"] = tuple(data["view"])
+        data["layers"] = tuple(data["layers"])
+        data["shards"] = tuple(tuple(s) for s in data["shards"])
+        return cls(**data)
+
+    def example_settings(self) -> ExampleSettings:
+        data = dict(self.settings)
+        data["bands"] = tuple(tuple(band) for band in data["bands"])
+        return ExampleSettings(**data)
+
+    def shard(self, store: Store, first: int, last: int) -> Shard:
+        return Shard(self.key, self.layers, first, last, store.shard_file(self.model, self.key, first, last))
+
+
+def shard_ranges(n_images: int, shards: int, batch_size: int) -> list[tuple[int, int]]:
+    """`shards` ranges of whole batches covering the images (a batch never spans two shards)."""
+    batches = math.ceil(n_images / batch_size)
+    per_shard = math.ceil(batches / max(1, shards)) * batch_size
+    return [(first, min(n_images, first + per_shard)) for first in range(0, n_images, per_shard)] or [(0, 0)]
+
+
+def open_dataset(session, plan: PassPlan) -> ImageDataset:
+    """The pass's dataset: this process's copy, else rebuilt from the stored index (no folder scan)."""
+    def make():
+        index = session.store.read(session.store.dataset_file(plan.model, plan.fingerprint), DatasetIndex)
+        if index is None:
+            raise UsageError(f"the dataset index of {plan.folder} is missing from the store; run the build again")
+        return ImageDataset.from_index(index, View(*plan.view))
+    return session.memo(("dataset", plan.fingerprint, plan.view), make)
+
+
+def write_index(store: Store, model: str, dataset: ImageDataset, settings: ExampleSettings) -> None:
+    """images.json: the files in index order (relative to root), labels, and how thumbnails look."""
+    index = DatasetIndex(
+        fingerprint=dataset.fingerprint(), name=dataset.root.resolve().name, root=str(dataset.root.resolve()),
+        files=list(dataset.files), labels=None if dataset.labels is None else list(dataset.labels),
+        classes=dataset.classes,
+        thumbs=ThumbSettings(settings.thumb_size, "jpg", ViewSettings(dataset.view.resize, dataset.view.crop)))
+    path = store.dataset_file(model, index.fingerprint)
+    old = store.read(path, DatasetIndex)
+    if old == index:
+        return
+    if old is None or old.thumbs != index.thumbs:
+        shutil.rmtree(path.parent / "thumbs", ignore_errors=True)  # made from another view or size, or unknown
+    store.write(path, index)
+
+
+def run_pass(session, plan: PassPlan, first: int, last: int, report) -> None:
+    network, store = session.network(), session.store
+    dataset = open_dataset(session, plan)
+    views = session.memo(("views", plan.key), lambda: ViewCache.create(
+        store.pass_dir(plan.model, plan.key) / "views", len(dataset), dataset.view.crop))
+    options = PassSettings(plan.top_k, plan.example_settings(), plan.batch_size, plan.workers, plan.checkpoint_every)
+    run_shard(network, dataset, plan.shard(store, first, last), options, store, views=views, report=report)
+
+
+def geometry(session, plan: PassPlan) -> dict:
+    """The pass's layers' catalogue entries at the view's size, on the pass's own graph."""
+    from microscope.catalogue import catalogue
+
+    network = session.network()
+    names = extracted(network, list(plan.layers))
+    infos = session.memo(("geometry", plan.key), lambda: catalogue(network, names, size=plan.view[1]))
+    return {info.name: info for info in infos}
+
+
+def summarize(session, plan: PassPlan, layer: str) -> None:
+    network, store = session.network(), session.store
+    records = [store.read(plan.shard(store, first, last).path, PassShard) for first, last in plan.shards]
+    if any(record is None for record in records):
+        raise RuntimeError("a shard of the examples pass is missing or damaged; run the build again to redo it")
+    settings = plan.example_settings()
+    shapes = activation_shapes(network, list(plan.layers), plan.view[1])
+    state, skipped = merge_shards(network, records, shapes, plan.top_k, settings)
+    accumulator = state[layer]
+    if accumulator.images == 0:
+        first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise UsageError(f"none of the {len(skipped)} images in {plan.folder} could be read{first}; "
+                         "pass a folder of readable photos with --images")
+    claim(store, plan, layer)
+    arrays = accumulator.summary(settings.bands)
+    dataset = open_dataset(session, plan)
+    if dataset.labels is not None:
+        arrays["top_classes"], arrays["top_class_counts"] = class_summary(
+            arrays["top_index"], dataset.labels, settings.class_summary)
+    summary = ExamplesSummary(**arrays)
+    store.write(store.summary_file(plan.model, layer), summary)
+    session.memo(("summary", plan.key, layer), lambda: summary)
+
+
+def claim(store: Store, plan: PassPlan, layer: str) -> None:
+    """Mark the layer as being computed by this pass; patches left by any other pass are removed."""
+    directory = store.examples_dir(plan.model, layer)
+    store.result_file(plan.model, layer).unlink(missing_ok=True)  # stale: it does not match, or we would not be here
+    pending = store.pending_file(plan.model, layer)
+    try:
+        current = pending.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        current = None
+    if current != plan.key:
+        shutil.rmtree(store.patches_dir(plan.model, layer), ignore_errors=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        pending.write_text(plan.key + "\n", encoding="utf-8")
+    complete_chunks(store.patches_dir(plan.model, layer))  # leftovers of a killed run go
+
+
+def class_summary(top_index: np.ndarray, labels, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n classes most frequent among each unit's top examples (ties: lower class first)."""
+    labels = np.asarray(labels)
+    classes = np.full((top_index.shape[0], n), -1, np.int64)
+    counts = np.zeros((top_index.shape[0], n), np.int64)
+    for unit, row in enumerate(top_index):
+        values, number = np.unique(labels[row[row >= 0]], return_counts=True)
+        order = np.lexsort((values, -number))[:n]
+        classes[unit, : order.size], counts[unit, : order.size] = values[order], number[order]
+    return classes, counts
+
+
+def layer_patches(session, plan: PassPlan) -> tuple[list[LayerPatches], set[int]]:
+    """Every layer's patches to cut and the images that need a thumbnail (those of any example)."""
+    def make():
+        store, settings = session.store, plan.example_settings()
+        infos = geometry(session, plan)
+        found, thumbs = [], set()
+        for layer in plan.layers:
+            summary = session.memo(("summary", plan.key, layer), lambda layer=layer: store.read(
+                store.summary_file(plan.model, layer), ExamplesSummary))
+            if summary is None:
+                raise RuntimeError(f"the examples summary of {layer} is missing; run the build again")
+            found.append(LayerPatches.from_summary(infos[layer], store.patches_dir(plan.model, layer), summary,
+                                                   settings.band_patches, settings.bottom_patches))
+            for indices in (summary.top_index, summary.bottom_index, summary.band_index):
+                thumbs.update(np.unique(indices[indices >= 0]).tolist())
+        return found, thumbs
+    return session.memo(("patches", plan.key), make)
+
+
+def cut(session, plan: PassPlan, chunk: int) -> None:
+    store, settings = session.store, plan.example_settings()
+    layers, thumbs = layer_patches(session, plan)
+    dataset = open_dataset(session, plan)
+    thumb_paths = {i: store.thumb_file(plan.model, plan.fingerprint, i) for i in thumbs
+                   if i // settings.pack_images == chunk}
+    form = PatchFormat(settings.patch_size, settings.patch_quality, settings.patch_format, settings.thumb_size,
+                       settings.pack_images)
+    failed = cut_chunk(dataset, chunk, layers, thumb_paths, form, session.memo(("views", plan.key), lambda: None))
+    if failed:
+        raise UsageError(f"{failed} example images in {plan.folder} could no longer be read while cutting "
+                         "patches; did the folder change during the run? Run the stage again")
+
+
+def release(session, plan: PassPlan) -> None:
+    views = session.forget(("views", plan.key))
+    if views is not None:  # never trusted by a later run (see viewcache.py)
+        views.remove()  # before any sync, which would write its ~150 KB per image
+
+
+def finish(session, plan: PassPlan, layer: str) -> None:
+    network, store, settings = session.network(), session.store, plan.example_settings()
+    os.sync()  # patches and thumbnails are written without fsync; flush them all at once
+    directory = store.examples_dir(plan.model, layer)
+    files = [store.summary_file(plan.model, layer).name] + \
+        [f"{PATCHES}/{name}" for name in pack_files(store.patches_dir(plan.model, layer))]
+    records = [store.read(plan.shard(store, first, last).path, PassShard) for first, last in plan.shards]
+    skipped = [tuple(item) for record in records if record for item in record.info()["skipped"]]
+    dataset = open_dataset(session, plan)
+    result = ExamplesResult(
+        key=plan.results[layer]["key"], identity=plan.results[layer]["identity"], model=plan.model,
+        weights_id=network.weights_id, layer=layer,
+        dataset=DatasetRef(plan.fingerprint, dataset.root.resolve().name, len(dataset)),
+        view=ViewSettings(*plan.view), top_k=plan.top_k, n_images=_images(records, layer, plan),
+        skipped=len(skipped), skipped_files=skipped[:SKIPPED_LISTED],
+        histogram_of=network.layer(layer).pre_relu or layer, grid=geometry(session, plan)[layer],
+        patches=PatchSettings(settings.patch_format, settings.patch_size, settings.patch_quality, list(PAD_COLOUR),
+                              ["top", "bottom"] + (["band"] if settings.band_patches else []),
+                              settings.bottom_patches),
+        batch_size=plan.batch_size, files={name: FileStamp.of_file(directory / name) for name in files})
+    store.write(store.result_file(plan.model, layer), result)
+    store.pending_file(plan.model, layer).unlink(missing_ok=True)
+
+
+def _images(records: list[PassShard], layer: str, plan: PassPlan) -> int:
+    """Images the pass read: the layer's accumulator count, summed over the shards."""
+    position = plan.layers.index(layer)
+    return sum(int(record.state[f"{position}/images"]) for record in records if record is not None)
+
+
+def clean(session, plan: PassPlan) -> None:
+    shutil.rmtree(session.store.pass_dir(plan.model, plan.key), ignore_errors=True)
+    for key in [("patches", plan.key), ("geometry", plan.key)] + [("summary", plan.key, l) for l in plan.layers]:
+        session.forget(key)

@@ -1,0 +1,91 @@
+"""Render one batch of units for one objective: the images and the numbers their record keeps.
+
+Reproducibility: every element's initial spectrum is seeded from (seed, layer, unit, objective,
+image index) and every step's transform from (seed, step) alone, so a unit's render does not depend
+on which units share its batch, and the same batch twice gives identical pixels (on the same
+machine: float rounding may differ between CPU types, thread counts and devices).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from microscope.featurevis.lrn import with_fast_lrn
+from microscope.featurevis.objectives import as_4d
+from microscope.featurevis.registry import UnitObjective
+from microscope.featurevis.param import FourierImage
+from microscope.featurevis.recipe import Recipe
+from microscope.featurevis.render import render
+from microscope.network import LayerExtractor, Network
+
+
+def element_seed(*parts) -> int:
+    """A stable 63-bit seed from any parts (Python's hash() of a str changes from run to run)."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def optimised_layer(network: Network, layer: str) -> str:
+    """The layer whose values are maximised: the pre-ReLU twin where there is one.
+
+    A post-ReLU channel that is zero everywhere on the starting image has zero gradient and never
+    moves (about a third of inception_4a's channels with the real weights); its pre-ReLU value always
+    has a gradient.
+    """
+    return network.layer(layer).pre_relu or layer
+
+
+def featurevis_extractor(network: Network, layers: list[str]) -> LayerExtractor:
+    """The network truncated after `layers`, weights frozen, with the fast LRN (see `lrn.py`)."""
+    extractor = LayerExtractor(network.spec, network.module, [network.layer(name) for name in layers])
+    extractor = with_fast_lrn(extractor).to(network.device).eval()
+    return extractor.requires_grad_(False)  # no parameter gradients, ever
+
+
+@dataclass(frozen=True)
+class UnitBatch:
+    """One `render` call: `units` of `layer` for one objective."""
+
+    layer: str
+    target: str  # the layer optimised (see optimised_layer)
+    objective: UnitObjective
+    units: tuple[int, ...]
+    steps: int
+    size: int
+    seed: int
+    recipe: Recipe
+    autocast_dtype: torch.dtype | None = None
+
+
+@dataclass
+class Rendered:
+    pixels: np.ndarray  # (N, H, W, 3) uint8: exactly what the saved files hold
+    values: np.ndarray  # (steps, N) objective of each element before each step
+    activation_mean: np.ndarray  # (N,) of the reloaded pixels on the element's unit, in `layer`
+    activation_max: np.ndarray  # (N,)
+
+
+def render_batch(network: Network, extractor: LayerExtractor, batch: UnitBatch, on_step=None) -> Rendered:
+    """Optimise the batch; `on_step()` after every step. Elements of a unit are consecutive."""
+    per_unit = batch.objective.images(batch.recipe)
+    seeds = [element_seed(batch.seed, batch.layer, unit, batch.objective.name, i)
+             for unit in batch.units for i in range(per_unit)]
+    recipe = batch.recipe
+    image = FourierImage(seeds, batch.size, sd=recipe.init_sd, decay_power=recipe.decay_power,
+                         decorrelate=recipe.decorrelate).to(network.device)
+    objective = batch.objective.make(batch.target, batch.layer, list(batch.units), recipe)
+    result = render(extractor, objective, image, batch.steps, transform_seed=element_seed(batch.seed, "transforms"),
+                    transforms=recipe.transforms, learning_rate=recipe.learning_rate,
+                    autocast_dtype=batch.autocast_dtype, channels_last=True, on_step=on_step)
+    pixels = (result.images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    # Measure the saved pixels, not the float image: what a reader reloads is what is reported.
+    with torch.no_grad():
+        reloaded = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255).to(network.device)
+        activation = as_4d(extractor(reloaded)[batch.layer]).float()
+    rows = torch.arange(len(seeds))
+    channels = torch.tensor([unit for unit in batch.units for _ in range(per_unit)])
+    response = activation[rows, channels].flatten(1)
+    return Rendered(pixels, result.values, response.mean(dim=1).cpu().numpy(), response.max(dim=1).values.cpu().numpy())

@@ -1,0 +1,70 @@
+"""What jobs run with, made once per process: the store, the network and the datasets.
+
+A `RunSpec` is plain data naming them (store path, model, weights, seed, device), so any process -
+this one, a forked worker, a machine of a cluster - can make its own `Session` from it. The session
+loads the network and datasets on first use and keeps them, with anything else a view wants to
+reuse between the jobs a process runs (`memo`): a decoded dataset index, a traced extractor, the
+examples pass's decoded views. A memo entry only saves work: a job that does not find one rebuilds it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from microscope.store import Store
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    store: str
+    model: str
+    weights: str | None = None  # a path, "random", or None: the cache, then a checked download
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Images:
+    """--images and --labels: a folder of photos and how they are labelled (CSV, "folders" or none)."""
+
+    folder: str
+    labels: str | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a run is asked to do, checked: the views' plans are made from it."""
+
+    run: RunSpec
+    layers: tuple[str, ...]  # resolved against the model
+    units: Any  # selection.Units
+    views: tuple[str, ...]  # names of the views to compute
+    images: Images | None = None
+    settings: dict = field(default_factory=dict)  # view name -> its typed settings
+
+
+class Session:
+    def __init__(self, spec: RunSpec, network=None):
+        self.spec = spec
+        self.store = Store(spec.store)
+        self._network = network
+        self._memo: dict[Any, Any] = {}
+
+    def network(self):
+        """The model with its weights, loaded on first use."""
+        if self._network is None:
+            from microscope.network import load_network
+
+            self._network = load_network(self.spec.model, weights=self.spec.weights, device=self.spec.device,
+                                         seed=self.spec.seed, progress=self.spec.progress)
+        return self._network
+
+    def memo(self, key, make: Callable[[], Any]):
+        """`make()`, once per key and process."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def forget(self, key) -> Any:
+        return self._memo.pop(key, None)

@@ -1,0 +1,174 @@
+"""A layer's pages: one page per unit, composed of the panels of the views that have data for it,
+with `unit.json` beside it; and the layer's grid page with `layer.json`.
+
+A view's panel is its own business (microscope/views); this module lays panels out in registry
+order, picks the unit's grid thumbnail among the candidates they offer, composes the provenance
+section and unit.json, and counts the bytes each view adds per unit for the size estimate.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from microscope.names import segment
+from microscope.site.assets import SIZES, AssetCache, render_webp
+from microscope.site.output import SiteWriter
+from microscope.site.render import Renderer
+from microscope.store import LayerInfo, ModelRecord
+from microscope.views import VIEWS, Panel, UnitPage
+
+THUMB = "thumb.webp"
+# Settings not worth a row of their own: shown elsewhere on the page, or bulky (unit.json has them).
+SETTINGS_SKIP = {"model", "layer", "unit", "weights_id", "files", "channels", "height", "width", "kinds",
+                 "pad_colour", "identity", "skipped_files", "key", "description"}
+
+
+@dataclass
+class LayerContext:
+    model: ModelRecord
+    layer: LayerInfo
+    layer_dir: str  # site-relative, e.g. models/inceptionv1/mixed4a
+    data: dict[str, Any]  # view name -> the layer's data (views without data are absent)
+    labels: dict[int, dict]  # unit -> {"label", "note"}
+    states: dict[str, dict]  # view name -> its state while this model is built
+    writer: SiteWriter
+    renderer: Renderer
+
+    @property
+    def model_dir(self) -> str:
+        return self.layer_dir.rsplit("/", 1)[0]
+
+
+def layer_units(data: dict[str, Any]) -> list[int]:
+    return sorted(set().union(*[VIEWS[name].units(value) for name, value in data.items()]) if data else set())
+
+
+def build_layer(ctx: LayerContext, progress: bool) -> dict:
+    """Write the layer's unit pages and its grid page; returns its record for the model page."""
+    cache = AssetCache(ctx.writer, f"{ctx.layer_dir}/.assets.json")
+    units = layer_units(ctx.data)
+    records = []
+    bar = tqdm(units, desc=f"site {ctx.model.name}/{ctx.layer.name}", unit="unit", disable=not progress, leave=False)
+    for position, unit in enumerate(bar):
+        neighbours = (units[position - 1] if position else None, units[position + 1] if position + 1 < len(units) else None)
+        records.append(build_unit(ctx, cache, unit, neighbours))
+    cache.save()
+    seg = segment(ctx.layer.name)
+    thumbs = [{"unit": r["unit"], "src": f"{seg}/{r['unit']}/{r['thumb']}", "href": f"{seg}/{r['unit']}/index.html",
+               "px": r["thumb_pixelated"]}
+              for r in sorted(records, key=lambda r: r["thumb_rank"]) if r["thumb"]][:8]  # renders say most, first
+    views = [VIEWS[name] for name in VIEWS if name in ctx.data]
+    record = {
+        "model": ctx.model.name, "layer": ctx.layer.name, **{k: v for k, v in vars(ctx.layer).items() if k != "name"},
+        "dir": seg, "n_units": len(records), "unit_ranges": ranges([r["unit"] for r in records]),
+        "views": {view.name: view.layer_json(ctx.data[view.name]) for view in views},
+        "missing": [view.missing for name, view in VIEWS.items() if name not in ctx.data and view.level == "unit"],
+        "labels": {str(r["unit"]): r["label"] for r in records if r["label"]}, "thumbs": thumbs,
+        "bytes": {part: sum(r["bytes"].get(part, 0) for r in records) for part in [*VIEWS, "page"]},
+        "units_with": {name: sum(1 for r in records if r["bytes"].get(name)) for name in VIEWS},
+        "units": [{k: v for k, v in r.items() if k not in ("bytes", "thumb_rank")} | {"url": f"{r['unit']}/index.html"}
+                  for r in records],
+    }
+    title = ctx.model.title or ctx.model.name
+    ctx.writer.write_text(f"{ctx.layer_dir}/index.html", ctx.renderer.render(
+        "layer.html", root="../../../", page_title=f"{ctx.layer.name} - {title}", model=ctx.model,
+        model_title=title, layer=record, units=record["units"]))
+    ctx.writer.write_text(f"{ctx.layer_dir}/layer.json", json.dumps(record, indent=1, allow_nan=False) + "\n")
+    return {k: v for k, v in record.items() if k != "units"}  # what the model page and search need
+
+
+def build_unit(ctx: LayerContext, cache: AssetCache, unit: int, neighbours: tuple[int | None, int | None]) -> dict:
+    folder = f"{ctx.layer_dir}/{unit}"
+    facts: dict = {}
+    for name, data in ctx.data.items():
+        facts.update(VIEWS[name].facts(data, unit))
+    written: list[str] = []
+
+    def produce(name, sources, settings, make):
+        written.append(name)
+        return cache.produce(f"{folder}/{name}", sources, settings, make)
+
+    shown, panels = [], {}
+    for name, view in VIEWS.items():
+        if view.level != "unit":
+            continue
+        if name not in ctx.data:
+            shown.append({"name": name, "title": view.title, "template": None, "data": None, "missing": view.missing})
+            continue
+        page = UnitPage(ctx.model, ctx.layer, unit, folder, facts, ctx.states.setdefault(name, {}), produce,
+                        ctx.writer, ctx.model_dir)
+        start = len(written)
+        panel = view.unit_panel(ctx.data[name], unit, page)
+        panel.files = written[start:]
+        panels[name] = panel
+        shown.append({"name": name, "title": view.title, "template": view.template, "data": panel.data,
+                      "missing": None})
+    sizes = {name: sum(ctx.writer.bytes_by_path[f"{folder}/{f}"] for f in panel.files) for name, panel in panels.items()}
+    thumb, thumb_rank, pixelated = _thumbnail(panels, produce, sizes, ctx.writer, folder)
+    label = {"label": None, "note": None, **(ctx.labels.get(unit) or {})}
+    unit_json = {"model": ctx.model.name, "layer": ctx.layer.name, "unit": unit, "label": label["label"],
+                 "note": label["note"], "weights_id": ctx.model.weights_id,
+                 **{name: panel.json for name, panel in panels.items()}}
+    ctx.writer.write_text(f"{folder}/unit.json", json.dumps(unit_json, separators=(",", ":"), allow_nan=False) + "\n")
+    settings = {}
+    for panel in panels.values():
+        settings.update(panel.settings)
+    page = ctx.renderer.render(
+        "unit.html", root="../" * (folder.count("/") + 1), page_title=f"{ctx.layer.name} unit {unit}",
+        model=ctx.model, model_title=ctx.model.title or ctx.model.name, layer=ctx.layer, unit=unit, label=label,
+        panels=shown, provenance_lines=[line for panel in panels.values() for line in panel.provenance],
+        provenance=settings_rows(settings), prev_unit=neighbours[0], next_unit=neighbours[1])
+    ctx.writer.write_text(f"{folder}/index.html", page)
+    sizes["page"] = ctx.writer.bytes_by_path[f"{folder}/index.html"] + ctx.writer.bytes_by_path[f"{folder}/unit.json"]
+    record = {"unit": unit, "label": label["label"], "thumb": thumb, "thumb_rank": thumb_rank,
+              "thumb_pixelated": pixelated, "bytes": sizes}
+    for panel in panels.values():
+        record.update(panel.summary)
+    return record
+
+
+def _thumbnail(panels: dict[str, Panel], produce, sizes: dict, writer: SiteWriter, folder: str):
+    """The best-ranked candidate among the panels as the unit's grid thumbnail, counted to its view."""
+    candidates = [(panel.thumb, name) for name, panel in panels.items() if panel.thumb is not None]
+    if not candidates:
+        return None, math.inf, False
+    thumb, name = min(candidates, key=lambda c: c[0].rank)
+    meta = produce(THUMB, [thumb.source], {"side": SIZES.thumb, "quality": SIZES.thumb_quality},
+                   lambda: render_webp(thumb.source, SIZES.thumb, SIZES.thumb_quality))
+    sizes[name] = sizes.get(name, 0) + writer.bytes_by_path[f"{folder}/{THUMB}"]
+    return THUMB, thumb.rank, meta.get("width", SIZES.thumb) < SIZES.thumb // 2
+
+
+def settings_rows(settings: dict) -> list[tuple[str, str]]:
+    """(name, value) rows for the page: scalar settings, nested ones flattened as a.b."""
+    rows: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value, depth: int) -> None:
+        if isinstance(value, dict) and depth < 3:
+            for key in sorted(value):
+                if key not in SETTINGS_SKIP:
+                    walk(f"{prefix}.{key}" if prefix else key, value[key], depth + 1)
+        elif isinstance(value, (str, int, bool)) and value != "":
+            rows.append((prefix, str(value)))
+        elif isinstance(value, float) and math.isfinite(value):
+            rows.append((prefix, f"{value:.6g}"))
+        elif isinstance(value, list) and 0 < len(value) <= 4 and all(isinstance(v, (str, int, float)) for v in value):
+            rows.append((prefix, ", ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in value)))
+
+    walk("", settings, 0)
+    return rows
+
+
+def ranges(units: list[int]) -> list[list[int]]:
+    """[0,1,2,5,6] -> [[0,2],[5,6]]: the search index stores unit lists compactly."""
+    found: list[list[int]] = []
+    for unit in units:
+        if found and unit == found[-1][1] + 1:
+            found[-1][1] = unit
+        else:
+            found.append([unit, unit])
+    return found

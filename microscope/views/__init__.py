@@ -1,0 +1,31 @@
+"""The registry of views: every kind of result microscope computes, stores and shows.
+
+A new view is one module (see base.py and docs/architecture.md) plus its template partial
+`templates/views/<name>.html`, registered here. The order is the order of their panels on a page.
+"""
+from __future__ import annotations
+
+from microscope.errors import UsageError
+from microscope.views.base import Panel, Thumb, UnitPage, View, ViewPlan
+from microscope.views.examples import VIEW as EXAMPLES
+from microscope.views.featurevis import VIEW as FEATUREVIS
+
+VIEWS: dict[str, View] = {view.name: view for view in (FEATUREVIS, EXAMPLES)}
+
+
+def register(view: View) -> None:
+    """Add a view (a plugin, or a test's); a later registration of the same name replaces it."""
+    VIEWS[view.name] = view
+
+
+def unregister(name: str) -> None:
+    VIEWS.pop(name, None)
+
+
+def get_view(name: str) -> View:
+    if name not in VIEWS:
+        raise UsageError(f"unknown view {name!r}; views: {', '.join(VIEWS)}")
+    return VIEWS[name]
+
+
+__all__ = ["Panel", "Thumb", "UnitPage", "VIEWS", "View", "ViewPlan", "get_view", "register", "unregister"]

@@ -1,0 +1,126 @@
+"""What a view is: the contract between a view module, the pipeline and the site.
+
+A view computes one kind of result for the units of a layer (or for a layer, or a model), stores it,
+and shows it on the site. One module says all of it:
+
+- `name`, `title`, `level` ("unit", "layer" or "model") and `needs`: what its jobs use
+  ("network": the model with weights; "images": a dataset to run it over);
+- `options`: click options it adds to `build` and to its own command, and `settings(values)`,
+  its typed settings from them;
+- `plan(request, session)`: the jobs that are not done yet (microscope/jobs.py), and
+  `run(job, session, report)`: do one of them, writing its results into the store;
+- for the site: `read` a layer's stored results (typed records, no torch), the `units` they cover,
+  `facts` other views may use (e.g. a unit's dataset maximum), and `unit_panel`: the typed data of
+  its template partial `templates/views/<name>.html` for one unit page.
+
+microscope/views/__init__.py registers the views, in the order their panels appear.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from microscope.jobs import Job
+from microscope.store import LayerInfo, ModelRecord, Store
+
+
+@dataclass(frozen=True)
+class Thumb:
+    """A candidate grid thumbnail for a unit: the image file (or patch) and its rank (lower wins)."""
+
+    source: Any  # Path or packs.PatchRef
+    rank: int
+    what: str  # alt text: "feature visualization", "top dataset example"
+
+
+@dataclass
+class ViewPlan:
+    """A view's jobs for a request, and how much of the request the store already holds."""
+
+    jobs: list[Job]
+    todo: int = 0  # pieces to compute (renders, layers...)
+    done: int = 0  # pieces already in the store, kept
+    what: str = "results"  # what a piece is, for the build's summary
+
+
+@dataclass
+class Panel:
+    """One view's part of one unit page."""
+
+    data: Any  # what its partial shows (a dataclass or dict of plain values)
+    json: dict  # its block of unit.json
+    provenance: list[str] = field(default_factory=list)  # one sentence per stage
+    settings: dict = field(default_factory=dict)  # everything that produced it, shown under "All settings"
+    files: list[str] = field(default_factory=list)  # site files it wrote, for the size report
+    thumb: Thumb | None = None
+    summary: dict = field(default_factory=dict)  # its few numbers in the layer's unit list (layer.json)
+
+
+@dataclass
+class UnitPage:
+    """What a panel may know of the page it goes on, and how it writes the page's images."""
+
+    model: ModelRecord
+    layer: LayerInfo
+    unit: int
+    folder: str  # site-relative folder of the page, e.g. models/inceptionv1/mixed4a/97
+    facts: dict  # values the views publish about this unit (`View.facts`)
+    state: dict  # the view's own, kept while one model is built (shared images, caches)
+    produce: Callable  # produce(name, sources, settings, make) -> metadata; writes folder/name once
+    writer: Any  # the site's writer, for images shared by many pages (site/output.py)
+    model_dir: str  # site-relative folder of the model, e.g. models/inceptionv1
+
+
+class View:
+    name: ClassVar[str]
+    title: ClassVar[str]
+    level: ClassVar[str] = "unit"
+    needs: ClassVar[tuple[str, ...]] = ("network",)
+    missing: ClassVar[str] = ""  # what a page says for a layer without results: how to compute them
+    budget: ClassVar[dict[str, int]] = {}  # expected site bytes per unit, for the size estimate
+
+    # The pipeline side ---------------------------------------------------------------------------
+
+    def options(self) -> list[Callable]:
+        """click option decorators this view adds to `build` and its own command."""
+        return []
+
+    def settings(self, values: dict) -> Any:
+        """Typed settings from the command line's values (checked once, here)."""
+        return None
+
+    def default_settings(self) -> Any:
+        """The settings when nothing is given (library use)."""
+        return None
+
+    def plan(self, request, session) -> ViewPlan:
+        raise NotImplementedError
+
+    def run(self, job: Job, session, report: Callable[[int], None]) -> None:
+        raise NotImplementedError
+
+    # The site side (no torch) --------------------------------------------------------------------
+
+    def read(self, store: Store, model: ModelRecord, layer: LayerInfo) -> Any | None:
+        """The layer's stored results, or None if it has none."""
+        return None
+
+    def units(self, data) -> set[int]:
+        return set()
+
+    def facts(self, data, unit: int) -> dict:
+        return {}
+
+    def unit_panel(self, data, unit: int, page: UnitPage) -> Panel | None:
+        return None
+
+    def layer_json(self, data) -> dict:
+        """Its part of layer.json: what produced the layer's results."""
+        return {}
+
+    def finish_model(self, state: dict, incremental: bool) -> None:
+        """Called once a model's pages are written (e.g. to save a cache of shared images)."""
+
+    @property
+    def template(self) -> str:
+        return f"views/{self.name}.html"

@@ -1,0 +1,214 @@
+"""The dataset examples view: for every channel, the images and patches of a dataset that excite it most.
+
+One pass over the images serves every layer asked for; its jobs are described step by step in
+microscope/examples/steps.py (index, pass shards, summaries, patch chunks, finish). A layer is
+recomputed only when its result.json is missing, damaged, or was made from other inputs (model,
+weights, images, labels, view, k, settings). The pass runs as one shard here; shards of any size
+merge exactly into the same result, which is what lets other executors spread it out.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import click
+
+from microscope.errors import UsageError
+from microscope.jobs import hash_json, make_job
+from microscope.store import ExamplesResult, PassShard, Store
+from microscope.store.typed import to_json
+from microscope.views.base import Panel, UnitPage, View, ViewPlan
+
+if TYPE_CHECKING:
+    from microscope.examples.config import ExampleSettings
+
+VIEW_SIZE = (224, 224)  # resize, crop: the square the model sees of every photo
+
+
+@dataclass(frozen=True)
+class Settings:
+    top_k: int = 48
+    image_batch_size: int = 32
+    workers: int | None = None  # image decoding processes; default up to 4
+    shards: int = 1  # parts of the pass, each one job
+    checkpoint_every: int = 50  # batches
+    view: tuple[int, int] = VIEW_SIZE  # resize, crop
+    examples: ExampleSettings | None = None  # patch sizes, bands, histogram bins...; None: the defaults
+
+    def __post_init__(self):
+        for name, least in (("top_k", 1), ("image_batch_size", 1), ("shards", 1), ("checkpoint_every", 1)):
+            if getattr(self, name) < least:
+                option = {"top_k": "--top", "image_batch_size": "--image-batch-size"}.get(name, name)
+                raise UsageError(f"{option} must be at least {least}, got {getattr(self, name)}")
+        if self.workers is not None and self.workers < 0:
+            raise UsageError(f"number of loader workers must be 0 or more, got {self.workers}")
+
+
+class ExamplesView(View):
+    name = "examples"
+    title = "Dataset examples"
+    needs = ("network", "images")
+    missing = "No dataset examples were computed for this layer (run with --images)."
+    budget = {"48 top patches (56 px strip)": 37_700, "bottom and band samples (cropped from the shared photos)": 0}
+
+    def options(self):
+        return [
+            click.option("--top", "top_k", default=48, show_default=True, type=click.IntRange(min=1),
+                         help="Dataset examples kept per unit."),
+            click.option("--image-batch-size", default=32, show_default=True, type=click.IntRange(min=1),
+                         help="Images per batch of the dataset pass."),
+            click.option("--workers", default=None, type=click.IntRange(min=0),
+                         help="Image decoding processes (default: up to 4)."),
+        ]
+
+    def settings(self, values: dict) -> Settings:
+        from microscope.examples.config import ExampleSettings
+
+        return Settings(top_k=values["top_k"], image_batch_size=values["image_batch_size"],
+                        workers=values["workers"], examples=ExampleSettings())
+
+    def default_settings(self) -> Settings:
+        return Settings()
+
+    # Plan and run --------------------------------------------------------------------------------
+
+    def plan(self, request, session) -> ViewPlan:
+        from microscope.examples.config import ExampleSettings, identity
+        from microscope.examples.steps import PassPlan, shard_ranges
+        from microscope.images import ImageDataset, View as ImageView
+
+        if request.images is None:
+            return ViewPlan([], what="layers")
+        settings: Settings = request.settings.get(self.name) or Settings()
+        examples = settings.examples or ExampleSettings()
+        network, store = session.network(), session.store
+        dataset = ImageDataset(request.images.folder, labels=request.images.labels, view=ImageView(*settings.view))
+        if len(dataset) >= 2**31:
+            raise UsageError(f"{len(dataset)} images is more than the examples stage indexes (2**31 - 1); split the folder")
+        model = network.spec.name
+        results = {}
+        for layer in request.layers:
+            found = identity(network, dataset, layer, settings.top_k, examples)
+            results[layer] = {"key": hash_json(found, digits=32), "identity": found}
+        todo = [layer for layer in request.layers if not is_current(store, model, layer, results[layer]["key"])]
+        if not todo:
+            return ViewPlan([], todo=0, done=len(request.layers), what="layers")
+        batch = settings.image_batch_size
+        plan = PassPlan(model=model, fingerprint=dataset.fingerprint(), folder=str(request.images.folder),
+                        labels=request.images.labels, view=tuple(settings.view),
+                        key=hash_json({"results": [results[layer]["key"] for layer in todo], "batch_size": batch}),
+                        layers=tuple(todo), results={layer: results[layer] for layer in todo},
+                        shards=tuple(shard_ranges(len(dataset), settings.shards, batch)), top_k=settings.top_k,
+                        settings=examples.as_json(), batch_size=batch, workers=settings.workers,
+                        checkpoint_every=settings.checkpoint_every)
+        session.memo(("dataset", plan.fingerprint, plan.view), lambda: dataset)
+        return ViewPlan(pass_jobs(store, plan), todo=len(todo), done=len(request.layers) - len(todo), what="layers")
+
+    def run(self, job, session, report) -> None:
+        from microscope.examples import steps
+
+        plan = steps.PassPlan.from_spec(job.spec)
+        if job.step == "index":
+            steps.write_index(session.store, plan.model, scanned(session, plan), plan.example_settings())
+        elif job.step == "pass":
+            steps.run_pass(session, plan, job.spec["first"], job.spec["last"], report)
+        elif job.step == "summary":
+            steps.summarize(session, plan, job.layer)
+        elif job.step == "patches":
+            steps.cut(session, plan, job.spec["chunk"])
+        elif job.step == "release":
+            steps.release(session, plan)
+        elif job.step == "finish":
+            steps.finish(session, plan, job.layer)
+        elif job.step == "clean":
+            steps.clean(session, plan)
+        else:
+            raise ValueError(f"unknown examples step {job.step!r}")
+
+    # The site ------------------------------------------------------------------------------------
+
+    def read(self, store, model, layer):
+        from microscope.examples.panel import read_examples
+
+        return read_examples(store, model, layer)
+
+    def units(self, data) -> set[int]:
+        return set(range(data.summary.channels))
+
+    def facts(self, data, unit: int) -> dict:
+        best = float(data.summary.top_values[unit, 0]) if unit < data.summary.channels else math.nan
+        return {"dataset_max": best} if math.isfinite(best) and best > 0 else {}
+
+    def unit_panel(self, data, unit: int, page: UnitPage) -> Panel:
+        from microscope.examples.panel import unit_panel
+
+        return unit_panel(data, unit, page)
+
+    def layer_json(self, data) -> dict:
+        result = to_json(data.result)
+        return {key: result[key] for key in ("model", "weights_id", "layer", "dataset", "view", "top_k", "n_images",
+                                             "skipped", "histogram_of", "patches")}
+
+    def finish_model(self, state: dict, incremental: bool) -> None:
+        for photos in state.get("photos", {}).values():
+            photos.save(keep_old=incremental)
+
+
+def pass_jobs(store: Store, plan) -> list:
+    """The jobs of one pass, in the order described in microscope/examples/steps.py."""
+    spec = {"pass": to_json(plan)}
+    per_pack = plan.example_settings().pack_images
+    n_images = plan.shards[-1][1]
+    index = make_job("examples", "index", "", spec)
+    passes = []
+    for first, last in plan.shards:
+        if not shard_done(store, plan, first, last):
+            passes.append(make_job("examples", "pass", "", {**spec, "first": first, "last": last},
+                                   after=[index.key], work=math.ceil((last - first) / plan.batch_size)))
+    shard_keys = [make_job("examples", "pass", "", {**spec, "first": f, "last": l}).key for f, l in plan.shards]
+    summaries = [make_job("examples", "summary", layer, spec, after=[index.key, *shard_keys]) for layer in plan.layers]
+    chunks = [make_job("examples", "patches", "", {**spec, "chunk": chunk}, after=[s.key for s in summaries],
+                       work=min(per_pack, n_images - chunk * per_pack), fan_out=True)
+              for chunk in range(math.ceil(n_images / per_pack))]
+    release = make_job("examples", "release", "", spec, after=[c.key for c in chunks] + [s.key for s in summaries])
+    finishes = [make_job("examples", "finish", layer, spec, after=[release.key]) for layer in plan.layers]
+    clean = make_job("examples", "clean", "", spec, after=[f.key for f in finishes])
+    return [index, *passes, *summaries, *chunks, release, *finishes, clean]
+
+
+def shard_done(store: Store, plan, first: int, last: int) -> bool:
+    record = store.read(store.shard_file(plan.model, plan.key, first, last), PassShard)
+    if record is None:
+        return False
+    info = record.info()
+    return info["key"] == plan.key and info["batches"] == info["total"] and info["layers"] == list(plan.layers)
+
+
+def scanned(session, plan):
+    """The pass's dataset as the planning process saw it, or scanned again and checked."""
+    from microscope.images import ImageDataset, View as ImageView
+
+    def scan():
+        dataset = ImageDataset(plan.folder, labels=plan.labels, view=ImageView(*plan.view))
+        if dataset.fingerprint() != plan.fingerprint:
+            raise UsageError(f"the images in {plan.folder} changed since the build was planned; run it again")
+        return dataset
+    return session.memo(("dataset", plan.fingerprint, plan.view), scan)
+
+
+def is_current(store: Store, model: str, layer: str, key: str) -> bool:
+    """Whether the layer's stored examples were made from these inputs and are intact."""
+    path = store.result_file(model, layer)
+    result = store.read(path, ExamplesResult)
+    if result is None or result.key != key:
+        return False
+    for name, stamp in result.files.items():
+        problem = stamp.problem(path.parent / name)
+        if problem:
+            store.damaged(path.parent / name, problem)
+            return False
+    return True
+
+
+VIEW = ExamplesView()

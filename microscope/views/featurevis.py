@@ -1,0 +1,265 @@
+"""The feature visualization view: for every unit, images optimised to excite it (Lucid's recipe).
+
+Jobs: one per batch of units and objective ("render"), each writing the units' images and then one
+`RenderRecord` per unit and objective (featurevis/<unit>/<objective>.json), which says the render
+is done. A unit is rendered again only when its record is missing, damaged, or holds another
+configuration (model, weights, recipe, seed, steps, size, precision, format). The unit page shows
+the channel objective large and the others small, each with how much more it excites the unit than
+the best dataset image does - a number only the site can compute, where both results are known.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from microscope.errors import UsageError
+from microscope.featurevis.registry import UNIT_OBJECTIVES
+from microscope.featurevis.recipe import PRECISIONS, Recipe
+from microscope.jobs import make_job
+from microscope.selection import objectives_type, parse_objectives
+from microscope.store import RenderConfig, RenderImage, RenderRecord, Store
+from microscope.store.typed import from_json, to_json
+from microscope.views.base import Panel, Thumb, UnitPage, View, ViewPlan
+
+MIN_SIZE = 32  # below this the deepest layers of the zoo shrink to nothing
+IMAGE_FORMATS = ("png", "webp")
+
+
+@dataclass(frozen=True)
+class Settings:
+    objectives: tuple[str, ...] = tuple(UNIT_OBJECTIVES)
+    steps: int = 512
+    size: int = 224
+    batch_size: int | None = None  # units per batch; default 8 on a CPU, 64 on a GPU
+    image_format: str = "png"
+    precision: str = "auto"
+    recipe: Recipe = field(default_factory=Recipe)
+
+    def __post_init__(self):
+        parse_objectives(",".join(self.objectives), UNIT_OBJECTIVES)
+        if self.steps < 1:
+            raise UsageError(f"--steps must be a positive number of optimisation steps, not {self.steps}")
+        if self.size < MIN_SIZE:
+            raise UsageError(f"--size {self.size} is too small; use at least {MIN_SIZE} px (Microscope uses 224)")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UsageError(f"--batch-size must be positive, not {self.batch_size}")
+        if self.image_format not in IMAGE_FORMATS:
+            raise UsageError(f"unknown image format {self.image_format!r}; use png or webp")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {self.precision!r}; use one of: {', '.join(PRECISIONS)}")
+
+
+@dataclass
+class LayerRenders:
+    """A layer's stored renders: unit -> objective -> record (only records whose files check out)."""
+
+    folder: Path
+    units: dict[int, dict[str, RenderRecord]]
+
+
+class FeatureVisView(View):
+    name = "featurevis"
+    title = "Feature visualization"
+    needs = ("network",)
+    missing = "No feature visualizations were computed for this layer (run the featurevis stage)."
+    budget = {"channel render (224 px, q85)": 23_800, "neuron + negative (112 px)": 9_400,
+              "4 diversity renders (112 px)": 18_400, "grid thumbnail (96 px)": 3_200}
+
+    def options(self):
+        return [
+            click.option("--objectives", default=",".join(UNIT_OBJECTIVES), show_default=True,
+                         type=objectives_type(UNIT_OBJECTIVES), help=f"Comma-separated, of: {', '.join(UNIT_OBJECTIVES)}."),
+            click.option("--steps", default=512, show_default=True, type=click.IntRange(min=1),
+                         help="Feature-vis optimisation steps."),
+            click.option("--size", default=224, show_default=True, type=click.IntRange(min=MIN_SIZE),
+                         help="Feature-vis image size in pixels."),
+            click.option("--batch-size", default=None, type=click.IntRange(min=1),
+                         help="Units rendered at once (default: 8 on CPU, 64 on GPU)."),
+            click.option("--format", "image_format", default="png", show_default=True,
+                         type=click.Choice(IMAGE_FORMATS), help="Image format of stored renders."),
+        ]
+
+    def settings(self, values: dict) -> Settings:
+        objectives = values["objectives"]
+        if isinstance(objectives, str):  # a caller other than the command line
+            objectives = parse_objectives(objectives, UNIT_OBJECTIVES)
+        return Settings(objectives=tuple(objectives), steps=values["steps"],
+                        size=values["size"], batch_size=values["batch_size"], image_format=values["image_format"])
+
+    def default_settings(self) -> Settings:
+        return Settings()
+
+    # Plan and run --------------------------------------------------------------------------------
+
+    def plan(self, request, session):
+        from microscope.featurevis.batch import optimised_layer
+        from microscope.featurevis.render import resolve_precision
+
+        settings: Settings = request.settings[self.name]
+        network, store = session.network(), session.store
+        model = network.spec.name
+        autocast = resolve_precision(settings.precision, network.device)
+        batch_size = settings.batch_size or (64 if network.device.type == "cuda" else 8)
+        catalogue = store.read_model(model)
+        jobs, reused, todo_count = [], 0, 0
+        for layer in request.layers:
+            _check_size(network, layer, settings.size)
+            units = request.units.resolve(catalogue.layer(layer).channels, layer)
+            config = RenderConfig(model=model, weights_id=network.weights_id, layer=layer,
+                                  optimised_layer=optimised_layer(network, layer), recipe=settings.recipe.as_dict(),
+                                  seed=request.run.seed, steps=settings.steps, size=settings.size,
+                                  precision="fp32" if autocast is None else "bf16", image_format=settings.image_format)
+            for start in range(0, len(units), batch_size):
+                chunk = units[start:start + batch_size]
+                for name in settings.objectives:
+                    objective = UNIT_OBJECTIVES[name]
+                    todo = [u for u in chunk if not is_rendered(store, config, u, name)]
+                    reused += len(chunk) - len(todo)
+                    todo_count += len(todo)
+                    per_batch = max(1, batch_size // objective.images(settings.recipe))
+                    for i in range(0, len(todo), per_batch):
+                        spec = {"config": to_json(config), "objective": name, "units": todo[i:i + per_batch]}
+                        jobs.append(make_job(self.name, "render", layer, spec, work=settings.steps))
+        return ViewPlan(jobs, todo=todo_count, done=reused, what="renders")
+
+    def run(self, job, session, report) -> None:
+        from microscope.featurevis.batch import UnitBatch, featurevis_extractor, render_batch
+        from microscope.featurevis.render import resolve_precision
+
+        network, store = session.network(), session.store
+        config = from_json(RenderConfig, job.spec["config"])
+        objective = UNIT_OBJECTIVES[job.spec["objective"]]
+        recipe = Recipe.from_dict(config.recipe)
+        layers = [config.optimised_layer, config.layer] if config.optimised_layer != config.layer else [config.layer]
+        extractor = session.memo(("featurevis extractor", *layers), lambda: featurevis_extractor(network, layers))
+        autocast = resolve_precision("bf16" if config.precision == "bf16" else "fp32", network.device)
+        batch = UnitBatch(config.layer, config.optimised_layer, objective, tuple(job.spec["units"]), config.steps,
+                          config.size, config.seed, recipe, autocast)
+        rendered = render_batch(network, extractor, batch, on_step=lambda: report(1))
+        write_renders(store, config, batch, rendered)
+
+    # The site ------------------------------------------------------------------------------------
+
+    def read(self, store, model, layer) -> LayerRenders | None:
+        folder = store.featurevis_dir(model.name, layer.name)
+        if not folder.is_dir():
+            return None
+        units: dict[int, dict[str, RenderRecord]] = {}
+        for path in sorted(folder.glob("*/*.json")):
+            if not path.parent.name.isdigit():
+                continue
+            record = store.read(path, RenderRecord)
+            if record is None or record.unit != int(path.parent.name):
+                continue
+            if all(image.stamp.problem(path.parent / image.file) is None for image in record.images):
+                units.setdefault(record.unit, {})[record.objective] = record
+            else:
+                store.damaged(path.parent, f"a render of {record.objective} is missing or changed")
+        return LayerRenders(folder, units) if units else None
+
+    def units(self, data: LayerRenders) -> set[int]:
+        return set(data.units)
+
+    def unit_panel(self, data: LayerRenders, unit: int, page: UnitPage) -> Panel:
+        from microscope.site import charts
+        from microscope.site.assets import SIZES, render_webp
+
+        records = data.units.get(unit)
+        if not records:
+            return Panel(data={"renders": []}, json={}, provenance=[])
+        folder = data.folder / str(unit)
+        best = page.facts.get("dataset_max")  # the unit's best dataset example (examples view)
+        renders, thumb = [], None
+        for record in sorted(records.values(), key=lambda r: _order(r.objective)):
+            for image in record.images:
+                name = Path(image.file).stem
+                big = name == "channel"
+                side, quality = (SIZES.hero, SIZES.hero_quality) if big else (SIZES.render, SIZES.render_quality)
+                source = folder / image.file
+                meta = page.produce(f"{name}.webp", [source], {"side": side, "quality": quality},
+                                    lambda s=source, d=side, q=quality: render_webp(s, d, q))
+                curve = [-v for v in image.loss_curve]
+                renders.append({"objective": name, "file": f"{name}.webp", "width": meta["width"],
+                                "height": meta["height"], "value": image.objective_final,
+                                "ratio": image.activation_max / best if best else None,
+                                "spark": charts.sparkline(curve)})
+                if thumb is None:
+                    thumb = Thumb(source, 0, "feature visualization")
+        config = next(iter(records.values())).config
+        json_block = {
+            "renders": {r["objective"]: r["file"] for r in renders},
+            "objective_final": {r["objective"]: r["value"] for r in renders},
+            "activation_ratio": {r["objective"]: r["ratio"] for r in renders if r["ratio"] is not None},
+            "config": {k: v for k, v in to_json(config).items() if k != "recipe"},
+            "recipe": config.recipe,
+        }
+        line = (f"Feature visualizations: recipe {config.recipe.get('version')}, seed {config.seed}, "
+                f"{config.steps} steps at {config.size} px, optimising {config.optimised_layer}.")
+        return Panel(data={"renders": renders}, json=json_block, provenance=[line],
+                     settings={"featurevis": {**to_json(config), "objectives": sorted(records)}},
+                     files=[r["file"] for r in renders], thumb=thumb,
+                     summary={"featurevis": {r["objective"]: r["file"] for r in renders}})
+
+    def layer_json(self, data: LayerRenders) -> dict:
+        some = next(iter(next(iter(data.units.values())).values()))
+        return {"config": to_json(some.config), "units": len(data.units)}
+
+
+def _order(objective: str) -> tuple:
+    names = list(UNIT_OBJECTIVES)
+    return (names.index(objective), objective) if objective in names else (len(names), objective)
+
+
+def _check_size(network, layer: str, size: int) -> None:
+    import torch
+
+    with torch.no_grad():
+        try:
+            network.activations(torch.zeros(1, 3, size, size), [layer])
+        except RuntimeError as error:
+            raise UsageError(f"layer {layer} cannot be computed at {size} px ({str(error).splitlines()[0]}); "
+                             "use a larger --size") from None
+
+
+def is_rendered(store: Store, config: RenderConfig, unit: int, objective: str) -> bool:
+    """Whether the store holds this unit's render of `objective` made with `config`, intact."""
+    path = store.render_file(config.model, config.layer, unit, objective)
+    record = store.read(path, RenderRecord)
+    if record is None or record.config != config:
+        return False
+    expected = UNIT_OBJECTIVES[objective].files(Recipe.from_dict(config.recipe), config.image_format)
+    return [image.file for image in record.images] == expected and \
+        all(image.stamp.problem(path.parent / image.file) is None for image in record.images)
+
+
+def write_renders(store: Store, config: RenderConfig, batch, rendered) -> None:
+    """Each unit's images, then its record (last: the record says the images are complete)."""
+    from PIL import Image
+
+    from microscope.store.files import atomic_write_bytes, image_bytes
+
+    recipe = batch.recipe
+    per_unit = batch.objective.images(recipe)
+    steps = rendered.values.shape[0]
+    curve_steps = sorted(set(range(0, steps, recipe.curve_every)) | {steps - 1})
+    save_args = {"lossless": True} if config.image_format == "webp" else {}
+    for position, unit in enumerate(batch.units):
+        folder = store.unit_dir(config.model, config.layer, unit)
+        images = []
+        for i, name in enumerate(batch.objective.files(recipe, config.image_format)):
+            row = position * per_unit + i
+            data = image_bytes(Image.fromarray(rendered.pixels[row]), Path(name).suffix, **save_args)
+            images.append(RenderImage(
+                file=name, stamp=atomic_write_bytes(folder / name, data),
+                objective_final=float(rendered.values[-1, row]),
+                loss_curve=[float(-rendered.values[step, row]) for step in curve_steps],
+                activation_mean=float(rendered.activation_mean[row]),
+                activation_max=float(rendered.activation_max[row])))
+        store.write(store.render_file(config.model, config.layer, unit, batch.objective.name),
+                    RenderRecord(unit=unit, objective=batch.objective.name, config=config,
+                                 loss_curve_steps=curve_steps, images=images))
+
+
+VIEW = FeatureVisView()
