@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up .venv with everything microscope needs. `bash install.sh --test` adds the test tools:
-# pytest, Playwright (its Python driver only) driving Debian's Chromium, and torch-lucent for the
-# cross-checks against Lucid's PyTorch port. Safe to re-run: it only installs what is missing.
+# pytest, Playwright (its Python driver only) driving Debian's Chromium, axe-core (npm) for the
+# accessibility test, and torch-lucent for the cross-checks against Lucid's PyTorch port.
+# Safe to re-run: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,6 +21,12 @@ if [ "${1:-}" = "--test" ]; then
     # torch-lucent pins old dependencies; take the package alone plus the small ones it imports.
     "${PIP[@]}" --no-deps "torch-lucent==0.1.8"
     "${PIP[@]}" --no-deps "kornia==0.4.1" decorator
+    # axe-core for the accessibility test, pinned by tests/browser/package-lock.json.
+    if command -v npm >/dev/null 2>&1; then
+        npm ci --prefix tests/browser --no-audit --no-fund --silent
+    else
+        echo "install.sh: npm is missing; install Node.js for the accessibility test (tests/browser)" >&2
+    fi
     if ! command -v chromium >/dev/null 2>&1; then
         if [ "$(id -u)" = "0" ]; then
             apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null

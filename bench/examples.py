@@ -16,7 +16,8 @@ For one layer (inception_4a) and for all nine inception blocks, side by side in 
   / against it with the twins;
 - pass: the stage's streaming pass (decoding with loader workers, forward, all accumulators), from
   the call to the last batch's checkpoint;
-- stage: the whole `compute_examples` call, which adds patches, thumbnails and writing.
+- stage: the whole examples view through the pipeline (plan, then every job: pass, summaries,
+  patches, thumbnails, results), as `build.py examples` runs it.
 
 Prints images per second and ratios to the bare forward (target: the stage at >= 80 %), the seconds
 after the pass (patches, thumbnails, summaries: a cost per unit and per example image, not per
@@ -36,12 +37,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microscope.examples import ExampleSettings, compute_examples  # noqa: E402
+from microscope.examples.config import ExampleSettings  # noqa: E402
 from microscope.examples.stream import extracted  # noqa: E402
+from microscope.executors import LocalExecutor  # noqa: E402
 from microscope.images import ImageDataset, View, default_workers  # noqa: E402
 from microscope.network import load_network  # noqa: E402
 from microscope.packs import read_patch_index  # noqa: E402
+from microscope.pipeline import run_views  # noqa: E402
+from microscope.session import Images  # noqa: E402
 from microscope.store import Store  # noqa: E402
+from microscope.views.examples import Settings  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BLOCKS = ["inception_3a", "inception_3b", "inception_4a", "inception_4b", "inception_4c",
@@ -108,20 +113,24 @@ def stage(network, dataset, layers: list[str], bares: list[BareForward], every: 
     marks, aside = [], [0.0]  # aside: seconds spent in bare batches, taken out of the stage's time
     start = time.perf_counter()
 
-    def on_batch(done: int) -> None:
+    def on_batch(job, done: int) -> None:
+        if job.step != "pass":
+            return
         _sync(network.device)
         marks.append(time.perf_counter() - aside[0])
         if done % every == 0:
             aside[0] += bares[(done // every) % len(bares)].run()
 
-    compute_examples(network, dataset, layers, top_k=48, store=store, batch_size=batch_size, workers=workers,
-                     progress=False, on_batch=on_batch)
+    run_views(network, ["examples"], store=store, layers=layers,
+              images=Images(str(dataset.root), str(dataset.root.parent / "labels.csv")),
+              settings={"examples": Settings(top_k=48, image_batch_size=batch_size, workers=workers)},
+              executor=LocalExecutor(on_progress=on_batch))
     end = time.perf_counter() - aside[0]
     for bare in bares:
         if not bare.images:  # a pass too short for every kind: time one batch of it right after
             bare.run()
-    refs = [ref for layer in layers for unit in read_patch_index(Store(store).patches_dir(network.spec.name, layer)).values()
-            for ref in unit.values()]
+    refs = [ref for layer in layers for unit in read_patch_index(Store(store), Store(store).patches_dir(
+            network.spec.name, layer)).values() for ref in unit.values()]
     return {"pass": len(dataset) / (marks[-1] - start), "stage": len(dataset) / (end - start),
             "pass_s": marks[-1] - start, "after": end - marks[-1], "patches": len(refs),
             "patch_bytes": sum(ref.length for ref in refs) / max(1, len(refs))}

@@ -5,7 +5,7 @@
 
 For an evenly spaced sample of `--channels` channels of each layer (or the union of such samples
 shifted by each of `--offsets`, so that a sample can grow run by run), render the channel objective
-(pre-ReLU, Lucid's recipe) with `render_units`, reload the *saved* PNG, and compare the channel's mean
+(pre-ReLU, Lucid's recipe) with the featurevis view, reload the *saved* PNG, and compare the channel's mean
 activation on it with the best channel mean over the 1000 photos of ../shared/data/imagenet-sample
 (evaluation view: shorter side 256, centre crop 224). The bar: the render wins for >= 90 % of channels.
 Writes a contact sheet per layer (renders in unit order, left to right, top to bottom) into the store
@@ -28,9 +28,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microscope.featurevis.units import layer_channels, render_units  # noqa: E402
+from microscope.catalogue import catalogue  # noqa: E402
 from microscope.network import load_network  # noqa: E402
+from microscope.pipeline import run_views  # noqa: E402
+from microscope.selection import Units  # noqa: E402
 from microscope.store import Store  # noqa: E402
+from microscope.views.featurevis import Settings  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -52,10 +55,19 @@ def photo_channel_means(network, layers, photos: Path, batch: int = 16) -> dict[
     return {layer: np.concatenate(values) for layer, values in means.items()}
 
 
+def render(network, store: Store, layer: str, units: list[int], steps: int, size: int, batch_size: int) -> float:
+    """The channel objective of `units` through the featurevis view; returns the seconds it took."""
+    began = time.perf_counter()
+    run_views(network, ["featurevis"], store=store.root, layers=[layer], units=Units(tuple((u, u) for u in units)),
+              settings={"featurevis": Settings(objectives=("channel",), steps=steps, size=size, batch_size=batch_size)},
+              progress=True)
+    return time.perf_counter() - began
+
+
 def rendered_channel_means(network, store: Store, layer: str, units: list[int]) -> np.ndarray:
     values = []
     for unit in units:
-        path = store.unit_featurevis_dir(network.spec.name, layer, unit) / "channel.png"
+        path = store.unit_dir(network.spec.name, layer, unit) / "channel.png"
         with Image.open(path) as image:
             x = TF.to_tensor(image.convert("RGB"))[None]
         with torch.no_grad():
@@ -64,7 +76,7 @@ def rendered_channel_means(network, store: Store, layer: str, units: list[int]) 
 
 
 def contact_sheet(network, store: Store, layer: str, units: list[int], path: Path, columns: int = 8) -> None:
-    tiles = [Image.open(store.unit_featurevis_dir(network.spec.name, layer, u) / "channel.png").convert("RGB")
+    tiles = [Image.open(store.unit_dir(network.spec.name, layer, u) / "channel.png").convert("RGB")
              for u in units]
     side = tiles[0].size[0]
     rows = math.ceil(len(tiles) / columns)
@@ -96,7 +108,7 @@ def main():
     layers = args.layers.split(",")
     samples = {}
     for layer in layers:
-        channels = layer_channels(network, layer, args.size)
+        channels = catalogue(network, [layer])[0].channels
         spacing = (channels - 1) / max(args.channels - 1, 1)
         samples[layer] = sorted({min(int(round(u)), channels - 1)
                                  for offset in args.offsets.split(",")
@@ -104,17 +116,13 @@ def main():
     if args.reference:
         began = time.perf_counter()
         units = list(range(args.reference))
-        render_units(network, "inception_4a", units, store=Store(Path(args.store) / "reference"),
-                     steps=128, size=args.size, batch_size=args.batch_size)
+        render(network, Store(Path(args.store) / "reference"), "inception_4a", units, 128, args.size, args.batch_size)
         contact_sheet(network, Store(Path(args.store) / "reference"), "inception_4a", units,
                       Path(args.store) / f"contact-inception_4a-units0-{args.reference - 1}-128steps.png")
         print(f"reference sheet: {time.perf_counter() - began:.0f} s", flush=True)
     for layer in layers:
-        summary = render_units(network, layer, samples[layer], store=store, steps=args.steps, size=args.size,
-                               batch_size=args.batch_size)
-        if summary.element_steps:
-            print(f"{layer}: {summary.seconds:.0f} s, {summary.seconds_per_element_step:.3f} s per channel-step",
-                  flush=True)
+        seconds = render(network, store, layer, samples[layer], args.steps, args.size, args.batch_size)
+        print(f"{layer}: {seconds:.0f} s for the renders not in the store yet", flush=True)
         contact_sheet(network, store, layer, samples[layer], Path(args.store) / f"contact-{layer}.png")
 
     began = time.perf_counter()

@@ -11,7 +11,6 @@ bytes of each kind of file, and what a full InceptionV1 site (about 7,000 units)
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
@@ -25,8 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microscope.packs import BOTTOM, TOP, write_pack  # noqa: E402
 from microscope.site import build_site  # noqa: E402
-from microscope.site.assets import BUDGET, UNIT_BUDGET  # noqa: E402
-from microscope.store import Store, atomic_save_image, atomic_save_npz, atomic_write_json  # noqa: E402
+from microscope.site.builder import part_budget  # noqa: E402
+from microscope.store import (DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, LayerInfo,  # noqa: E402
+                              ModelRecord, PatchSettings, RenderConfig, RenderImage, RenderRecord, Store,
+                              ThumbSettings, ViewSettings, atomic_write_bytes)
+from microscope.store.files import image_bytes  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FULL_SITE_UNITS = 7000
@@ -42,23 +44,23 @@ def variants(tiles: list[Image.Image], rng: np.random.Generator, noise: float) -
 
 
 def make_store(root: Path, units: int, noise: float) -> None:
+    """A store of one InceptionV1 layer, written with the store's typed records as the views write them."""
     rng = np.random.default_rng(0)
     sheet = Image.open(SHARED / "reference" / "fv-caffe-inception_4a-units0-15-128steps.jpg").convert("RGB")
     tiles = [sheet.crop((c * 224, r * 224, (c + 1) * 224, (r + 1) * 224)) for r in range(2) for c in range(8)]
     photos = sorted((SHARED / "data" / "imagenet-val-1300").glob("*.JPEG"))[:200]
     store = Store(root)
     model = "inceptionv1"
-    layer = {"name": "mixed4a", "kind": "block", "channels": units, "height": 14, "width": 14, "stride": 16,
-             "rf_size": 139, "rf_offset": 7.5, "pre_relu": None, "description": "inception block 4a"}
-    atomic_write_json(store.model_json(model), {"name": model, "title": "InceptionV1", "input_size": 224,
-                                                "weights_id": "bench", "layers": [layer]})
+    layer = LayerInfo("mixed4a", "block", units, 14, 14, 16, 139, 7.5, "mixed4a_pre_relu", "inception block 4a")
+    store.write(store.model_file(model), ModelRecord(name=model, title="InceptionV1", description="",
+                                                     weights_id="bench", input_size=224, categories=[], layers=[layer]))
     fingerprint = "bench"
-    dataset = store.dataset_dir(model, fingerprint)
-    atomic_write_json(dataset / "images.json", {"fingerprint": fingerprint, "root": str(SHARED / "data"),
-                                                "files": [p.name for p in photos], "classes": None})
-    for i, path in enumerate(photos):  # as the examples stage makes them: the 224 view at 160 px
+    store.write(store.dataset_file(model, fingerprint), DatasetIndex(
+        fingerprint=fingerprint, name="imagenet-val-1300", root=str(SHARED / "data"), files=[p.name for p in photos],
+        labels=None, classes=None, thumbs=ThumbSettings(160, "jpg", ViewSettings(224, 224))))
+    for i, path in enumerate(photos):  # as the examples view makes them: the 224 view at 160 px
         image = ImageOps.fit(Image.open(path).convert("RGB"), (224, 224)).resize((160, 160), Image.Resampling.LANCZOS)
-        atomic_save_image(dataset / "thumbs" / f"{i}.jpg", image, quality=85)
+        atomic_write_bytes(store.thumb_file(model, fingerprint, i), image_bytes(image, ".jpg", quality=85))
     k, b, bands, per_band = 48, 48, 4, 8
     arrays = {"top_values": -np.sort(-rng.uniform(1, 9, (units, k)), 1).astype(np.float32),
               "top_index": rng.integers(0, len(photos), (units, k)), "top_y": rng.integers(0, 14, (units, k)),
@@ -67,6 +69,7 @@ def make_store(root: Path, units: int, noise: float) -> None:
               "bottom_index": rng.integers(0, len(photos), (units, b)), "bottom_y": rng.integers(0, 14, (units, b)),
               "bottom_x": rng.integers(0, 14, (units, b)),
               "band_names": np.array(["top 0.1%", "0.1-1%", "1-10%", "10-50%"]),
+              "band_fractions": np.array([[0, 0.001], [0.001, 0.01], [0.01, 0.1], [0.1, 0.5]]),
               "band_values": rng.uniform(0, 5, (units, bands, per_band)).astype(np.float32),
               "band_index": rng.integers(0, len(photos), (units, bands, per_band)),
               "band_y": rng.integers(0, 14, (units, bands, per_band)),
@@ -74,47 +77,44 @@ def make_store(root: Path, units: int, noise: float) -> None:
               "band_count": rng.integers(1, 500, (units, bands)),
               "band_value_range": rng.uniform(0, 5, (units, bands, 2)),
               "band_fraction_range": rng.uniform(0, 1, (units, bands, 2)),
-              "hist_counts": rng.integers(0, 10000, (units, 128)), "hist_edges": np.tile(np.linspace(-10, 10, 129), (units, 1)),
+              "hist_counts": rng.integers(0, 10000, (units, 128)),
+              "hist_edges": np.tile(np.linspace(-10, 10, 129), (units, 1)),
               "top_classes": rng.integers(0, 1000, (units, 5)), "top_class_counts": rng.integers(1, 9, (units, 5)),
-              "mean": rng.uniform(0, 1, units), "nonzero_fraction": rng.uniform(0, 1, units)}
-    examples = store.examples_dir(model, "mixed4a")
-    atomic_save_npz(examples / "summary.npz", **arrays)
+              "mean": rng.uniform(0, 1, units), "nonzero_fraction": rng.uniform(0, 1, units),
+              "n_positions": np.full(units, 196 * len(photos))}
+    files = {"summary.npz": store.write(store.summary_file(model, "mixed4a"), ExamplesSummary(**arrays))}
+    config = RenderConfig(model=model, weights_id="bench", layer="mixed4a", optimised_layer="mixed4a_pre_relu",
+                          recipe={"version": "lucid/1", "learning_rate": 0.05, "decay_power": 1.0}, seed=0,
+                          steps=512, size=224, precision="fp32", image_format="png")
     for unit in range(units):
-        folder = store.unit_featurevis_dir(model, "mixed4a", unit)
+        folder = store.unit_dir(model, "mixed4a", unit)
         objectives = {"channel": ["channel.png"], "neuron": ["neuron.png"], "negative": ["negative.png"],
                       "diversity": [f"diversity-{i}.png" for i in range(4)]}
-        for files in objectives.values():
-            for name in files:
-                atomic_save_image(folder / name, variants(tiles, rng, noise))
-        record = {kind: {"file": files[0], "files": files, "objective_final": [float(rng.uniform(50, 900))] * len(files),
-                         "loss_curve": [list(-np.cumsum(rng.uniform(0, 2, 65))) for _ in files],
-                         "loss_curve_steps": list(range(0, 512, 8)) + [511],
-                         "activation_max": [float(rng.uniform(5, 50))] * len(files),
-                         "activation_mean": [float(rng.uniform(1, 5))] * len(files),
-                         "activation_ratio": [float(rng.uniform(2, 60))] * len(files)}
-                  for kind, files in objectives.items()}
-        config = {"model": model, "weights_id": "bench", "layer": "mixed4a", "optimised_layer": "mixed4a_pre_relu",
-                  "recipe_version": "lucid/1", "seed": 0, "steps": 512, "size": 224, "precision": "fp32",
-                  "image_format": "png"}
-        atomic_write_json(folder / "provenance.json", {
-            "config": config, "recipe": {"version": "lucid/1", "learning_rate": 0.05, "decay_power": 1.0},
-            "objectives": record, "model": model, "weights_id": "bench", "layer": "mixed4a", "unit": unit,
-            "seed": 0, "steps": 512, "size": 224, "recipe_version": "lucid/1", "dataset_max": 7.0,
-            "activation_ratio": 12.0})
+        for objective, names in objectives.items():
+            images = [RenderImage(file=name, stamp=atomic_write_bytes(folder / name, image_bytes(
+                                      variants(tiles, rng, noise), ".png")),
+                                  objective_final=float(rng.uniform(50, 900)),
+                                  loss_curve=[float(v) for v in -np.cumsum(rng.uniform(0, 2, 65))],
+                                  activation_mean=float(rng.uniform(1, 5)), activation_max=float(rng.uniform(5, 50)))
+                      for name in names]
+            store.write(store.render_file(model, "mixed4a", unit, objective), RenderRecord(
+                unit=unit, objective=objective, config=config, loss_curve_steps=list(range(0, 512, 8)) + [511],
+                images=images))
         entries = []
-        for kind, count in ((TOP, k), (BOTTOM, 12)):  # the stage cuts patches for 12 bottom examples
+        for kind, count in ((TOP, k), (BOTTOM, 12)):  # the view cuts patches for 12 bottom examples
             for rank in range(count):
                 photo = Image.open(photos[rng.integers(len(photos))]).convert("RGB")
                 y, x = rng.integers(0, photo.height - 139), rng.integers(0, photo.width - 139)
                 patch = photo.crop((x, y, x + 139, y + 139)).resize((80, 80), Image.Resampling.LANCZOS)
-                buffer = io.BytesIO()
-                patch.save(buffer, format="JPEG", quality=90)  # as the examples stage stores them
-                entries.append((unit, kind, rank, buffer.getvalue()))
-        write_pack(examples / "patches", unit, entries)  # one pack per unit: the site reads them alike
-    atomic_write_json(examples / "config.json", {
-        "dataset": {"fingerprint": fingerprint, "root": str(SHARED / "data"), "files": len(photos)},
-        "n_images": len(photos), "top_k": k, "view": {"resize": 224, "crop": 224},
-        "histogram_of": "mixed4a_pre_relu", "grid": {"stride": 16, "rf_size": 139, "rf_offset": 7.5}})
+                entries.append((unit, kind, rank, image_bytes(patch, ".jpg", quality=90)))  # as the view stores them
+        # one pack per unit: the site reads them alike
+        for name, stamp in write_pack(store.patches_dir(model, "mixed4a"), unit, entries).items():
+            files[f"patches/{name}"] = stamp
+    store.write(store.result_file(model, "mixed4a"), ExamplesResult(
+        key="bench", identity={}, model=model, weights_id="bench", layer="mixed4a",
+        dataset=DatasetRef(fingerprint, "imagenet-val-1300", len(photos)), view=ViewSettings(224, 224), top_k=k,
+        n_images=len(photos), skipped=0, skipped_files=[], histogram_of="mixed4a_pre_relu", grid=layer,
+        patches=PatchSettings("jpg", 80, 90, [128, 128, 128], ["top", "bottom"], 12), batch_size=32, files=files))
 
 
 def main() -> None:
@@ -142,8 +142,9 @@ def main() -> None:
     print(f"{'file':<22}{'bytes/unit':>12}")
     for kind, size in per_unit.items():
         print(f"{kind:<22}{size:>12,.0f}")
-    print(f"{'total':<22}{total:>12,.0f}   (budget {UNIT_BUDGET:,}: "
-          + ", ".join(f"{k} {sum(v.values()):,}" for k, v in BUDGET.items()) + ")")
+    budget = part_budget()
+    print(f"{'total':<22}{total:>12,.0f}   (budget {sum(budget.values()):,}: "
+          + ", ".join(f"{k} {v:,}" for k, v in budget.items()) + ")")
     print(f"\ndataset photos: {n_photos} files, {photos / max(1, n_photos):,.0f} bytes each")
     print(f"full site, {FULL_SITE_UNITS:,} units: {FULL_SITE_UNITS * total / 1e9:.2f} GB "
           f"+ photos (1,300 images: {1300 * photos / max(1, n_photos) / 1e9:.3f} GB)")

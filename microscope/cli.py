@@ -20,7 +20,9 @@ class _Group(click.Group):
         try:
             return super().main(*args, **kwargs)
         except click.ClickException as error:  # a bad option value, an unknown command...
-            _fail(error.format_message())
+            context = getattr(error, "ctx", None)
+            hint = f" (see: {context.command_path} --help)" if context is not None else ""
+            _fail(error.format_message().rstrip() + hint)
         except click.exceptions.Abort:
             _interrupted()
 

@@ -295,29 +295,35 @@ def _csv_labels(csv_path: Path, root: Path, found: list[str]) -> tuple[list[str]
         raise UsageError(f"labels file {csv_path} not found; pass a file,class_index CSV or 'folders'")
     available = set(found)
     labelled: dict[str, int] = {}
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        for number, row in enumerate(csv.reader(f), start=1):
-            where = f"{csv_path} line {number}"
-            if not row or all(not cell.strip() for cell in row):
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError:
+        raise UsageError(f"labels file {csv_path} is not UTF-8 text; save it as UTF-8 CSV 'file,class_index'") from None
+    except csv.Error as error:
+        raise UsageError(f"labels file {csv_path} is not a readable CSV ({error})") from None
+    for number, row in enumerate(rows, start=1):
+        where = f"{csv_path} line {number}"
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != 2:
+            raise UsageError(f"{where}: expected 2 columns 'file,class_index', found {len(row)}")
+        name, value = row[0].strip(), row[1].strip()
+        try:
+            label = int(value)
+        except ValueError:
+            if number == 1:  # a header row
                 continue
-            if len(row) != 2:
-                raise UsageError(f"{where}: expected 2 columns 'file,class_index', found {len(row)}")
-            name, value = row[0].strip(), row[1].strip()
-            try:
-                label = int(value)
-            except ValueError:
-                if number == 1:  # a header row
-                    continue
-                raise UsageError(f"{where}: class index {value!r} is not an integer") from None
-            if label < 0:
-                raise UsageError(f"{where}: class index {label} is negative")
-            relative = PurePosixPath(name).as_posix()
-            if relative not in available:
-                problem = "does not exist" if not (root / relative).is_file() else "is not a supported image"
-                raise UsageError(f"{where}: image {relative} {problem} under {root}")
-            if relative in labelled:
-                raise UsageError(f"{where}: image {relative} is listed twice")
-            labelled[relative] = label
+            raise UsageError(f"{where}: class index {value!r} is not an integer") from None
+        if not 0 <= label < 2**31:
+            raise UsageError(f"{where}: class index {label} is {'negative' if label < 0 else 'too large'}")
+        relative = PurePosixPath(name).as_posix()
+        if relative not in available:
+            problem = "does not exist" if not (root / relative).is_file() else "is not a supported image"
+            raise UsageError(f"{where}: image {relative} {problem} under {root}")
+        if relative in labelled:
+            raise UsageError(f"{where}: image {relative} is listed twice")
+        labelled[relative] = label
     if not labelled:
         raise UsageError(f"labels file {csv_path} lists no images; expected rows 'file,class_index'")
     files = sorted(labelled)

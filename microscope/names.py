@@ -29,11 +29,6 @@ def segment(name: str) -> str:
     return f"{slug}-{digest}"
 
 
-def root_prefix(depth: int) -> str:
-    """Relative link from a page `depth` folders below the site root back to the root."""
-    return "../" * depth
-
-
 def inside(root: Path, relative: str | PurePosixPath) -> Path:
     """`root / relative`, refusing anything that would land outside `root`."""
     root = Path(root)
@@ -41,14 +36,3 @@ def inside(root: Path, relative: str | PurePosixPath) -> Path:
     if target != root.resolve() and root.resolve() not in target.parents:
         raise ValueError(f"path {relative!r} leaves {root}")
     return target
-
-
-def child_dir(parent: Path, name: str) -> Path | None:
-    """`parent / name` if `name` is one plain folder name (no separators, not `.`/`..`), else None.
-
-    Used when *reading* the artifact store, whose folders are named after layers: a layer called
-    `../../etc` must not make the site builder read from outside the store.
-    """
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        return None
-    return Path(parent) / name

@@ -108,6 +108,8 @@ def compute(request: Request, session: Session, executor=None) -> Outcome:
     outcome = Outcome(layers=list(request.layers))
     began = time.perf_counter()
     network = session.network()
+    for name in request.views:  # every check before the first write
+        VIEWS[name].check(request, session)
     usable_folder(session.store.root, "artifact store", "--store")
     record = model_record(network)
     if session.store.read_model(network.spec.name) != record:

@@ -32,9 +32,6 @@ class Field:
         """Input coordinate of the centre of position 0's field (may be negative: it hangs over the edge)."""
         return (self.lo + self.hi) / 2
 
-    def centre(self, i: int) -> float:
-        return self.offset + i * self.stride
-
     def window(self, k: int, s: int, pad: int, dilation: int = 1) -> "Field":
         """A k×k window with stride s over `pad`-padded input, applied to this field."""
         return Field(self.lo - pad * self.stride,

@@ -241,13 +241,15 @@ def test_csv_labels_with_and_without_header(tmp_path):
     ("b.png\n", "line 1: expected 2 columns"),
     ("b.png,3\nb.png,4\n", "line 2: image b.png is listed twice"),
     ("b.png,-1\n", "line 1: class index -1 is negative"),
+    ("b.png,99999999999999999999999\n", "line 1: class index 99999999999999999999999 is too large"),
+    ("b.png,3\n\xe9t\xe9.png,1\n".encode("latin-1"), "is not UTF-8"),
     ("notes.txt,1\n", "line 1: image notes.txt is not a supported image"),
     ("file,class_index\n", "lists no images"),
 ])
 def test_bad_csv_is_a_usage_error_with_the_line(tmp_path, text, message):
     make_tree(tmp_path / "img", ["b.png", "sub/a.png"])
     (tmp_path / "img" / "notes.txt").write_text("x")
-    (tmp_path / "labels.csv").write_text(text)
+    (tmp_path / "labels.csv").write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(UsageError, match=message):
         ImageDataset(tmp_path / "img", labels=tmp_path / "labels.csv")
 

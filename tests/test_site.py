@@ -151,6 +151,9 @@ def test_unit_page_shows_renders_examples_and_navigation(built):
     assert ("link", "../0/index.html") in page.links and ("link", "../2/index.html") in page.links
     assert ("a", "index.html") in page.links  # the permalink
     assert all(img.get("alt") for img in shown), "every image has alt text"
+    assert shown[0]["alt"] == "channel feature visualization of conv1 unit 1"
+    description = re.search(r'<meta name="description" content="([^"]+)">', (unit_dir(site, "conv1", 1) / "index.html").read_text())
+    assert description.group(1).startswith("Feature visualization and dataset examples of unit 1 of conv1 (curve")
     text = " ".join(page.text)
     assert "Negative examples" in text and "Top classes" in text and "<cls2>" in text
     assert "Provenance" in text and "Across the range" in text

@@ -232,3 +232,28 @@ def test_works_from_file_urls(browser, site, tmp_path):
     page.wait_for_selector("#results a")
     assert watched.errors == []
     watched.close()
+
+
+AXE = Path(__file__).parent / "browser" / "node_modules" / "axe-core" / "axe.min.js"
+AXE_PAGES = ["index.html", "models/tiny/index.html", "models/tiny/conv1/index.html", "models/tiny/conv1/2/index.html",
+             "models/tiny/mixed_a/1/index.html", "404.html"]
+
+
+def test_pages_have_no_accessibility_violations(browser, server):
+    """axe-core's WCAG 2.0 and 2.1 A and AA rules on every kind of page: home, model, layer, unit
+    (with all views, and with one missing), 404."""
+    assert AXE.is_file(), f"axe-core is missing at {AXE}: run `bash install.sh --test` (npm ci in tests/browser)"
+    watched = Watched(browser)
+    try:
+        for page_name in AXE_PAGES:
+            watched.page.goto(server + page_name)
+            watched.page.wait_for_load_state("networkidle")
+            watched.page.add_script_tag(path=str(AXE))
+            result = watched.page.evaluate("""async () => await axe.run(document, {
+                runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})""")
+            found = [(v["id"], [n["target"] for n in v["nodes"]]) for v in result["violations"]]
+            assert found == [], (page_name, found)
+            assert len(result["passes"]) >= 5, page_name  # the rules really ran
+        assert watched.errors == []
+    finally:
+        watched.close()

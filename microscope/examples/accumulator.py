@@ -37,7 +37,7 @@ def positions_last(activation: torch.Tensor) -> torch.Tensor:
 
 def first_argmax(values: torch.Tensor, dim: int) -> torch.Tensor:
     """Index of the first maximum along `dim` (torch documents max's indices as the first one):
-    for the (N, P, C) channels-last view, max's reduction is ~2x faster than argmax's."""
+    for the (N, P, C) channels-last view, max's reduction is faster than argmax's (bench/NOTES.md)."""
     return torch.max(values, dim=dim).indices
 
 
@@ -82,7 +82,7 @@ class LayerAccumulator:
     def update(self, activation: torch.Tensor, pre_relu: torch.Tensor | None, indices: torch.Tensor) -> None:
         values = positions_last(activation)
         low = values if pre_relu is None else positions_last(pre_relu)
-        # Extremes without their positions are 4x cheaper; the argmax/argmin (first in row-major
+        # Extremes without their positions are much cheaper; the argmax/argmin (first in row-major
         # order) is found afterwards for the few (image, channel) pairs that are kept.
         top, bottom = values.amax(dim=1), low.amin(dim=1)
         top_at, bottom_at = Locator(values, first_argmax), Locator(low, first_argmin)

@@ -28,7 +28,7 @@ class ExampleSettings:
     bottom_patches: int = 12  # bottom examples that get a patch (the site shows 12; all are kept in summary.npz)
     band_patches: bool = False  # band samples link to thumbnails; patches for them cost ~35 % more bytes
     patch_size: int = 80  # largest side of a stored patch, in pixels
-    patch_format: str = "jpg"  # "jpg", "webp" (smaller, ~10x slower to encode), "png" (lossless)
+    patch_format: str = "jpg"  # "jpg", "webp" (smaller, much slower to encode), "png" (lossless)
     patch_quality: int = 90
     pack_images: int = 64  # dataset images whose patches share one pack file (microscope/packs.py)
     thumb_size: int = 160

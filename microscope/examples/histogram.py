@@ -73,7 +73,7 @@ class GridHistogram:
         # 0x4B000000 + key, so the key is read from the bits instead of converted (which costs as
         # much as all the rest).
         # The keys go to a buffer kept between batches: a fresh tensor this size (tens of MB) comes
-        # from mmap as untouched pages, and faulting them in cost 7x the multiplication itself.
+        # from mmap as untouched pages, and faulting them in costs more than the multiplication itself (bench/NOTES.md).
         scale = torch.pow(2.0, -self.exponent.double()).to(values.dtype)
         shift = (self._offsets - 1 - self.low + _MAGIC).to(values.dtype)
         if self._keys is None or self._keys.numel() < values.numel() or self._keys.dtype != values.dtype \

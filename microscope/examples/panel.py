@@ -62,25 +62,37 @@ def finite(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _example(data: ExamplesData, kind: str, rank: int, index: int, value: float, y: int, x: int, refs) -> dict:
+@dataclass(frozen=True)
+class Slot:
+    """One stored example: of which kind and rank, which image, its value and position."""
+
+    kind: str  # "top", "bottom", "band<b>"
+    rank: int
+    index: int
+    value: float
+    y: int
+    x: int
+
+
+def _example(data: ExamplesData, slot: Slot, refs) -> dict:
     files = data.dataset.files if data.dataset else []
     square = None
-    if y >= 0 and x >= 0 and data.result.grid.rf_size is not None:
-        top, left, side = data.result.grid.receptive_square(y, x)
+    if slot.y >= 0 and slot.x >= 0 and data.result.grid.rf_size is not None:
+        top, left, side = data.result.grid.receptive_square(slot.y, slot.x)
         crop = data.result.view.crop  # fractions of the model's square view, as the shipped photos show it
         square = [round(float(top) / crop, 3), round(float(left) / crop, 3), round(side / crop, 3)]
     box = None if square is None else [round(min(1.0, max(0.0, v)), 3) for v in
                                        (square[0], square[1], square[0] + square[2], square[1] + square[2])]
-    return {"rank": rank, "index": index, "value": value, "y": y, "x": x,
-            "image": files[index] if 0 <= index < len(files) else None,
-            "patch": refs.get((kind, rank)), "square": square, "box": box}
+    return {"rank": slot.rank, "index": slot.index, "value": slot.value, "y": slot.y, "x": slot.x,
+            "image": files[slot.index] if 0 <= slot.index < len(files) else None,
+            "patch": refs.get((slot.kind, slot.rank)), "square": square, "box": box}
 
 
 def _ranked(data: ExamplesData, prefix: str, unit: int, refs) -> list[dict]:
     s = data.summary
     values, index = getattr(s, f"{prefix}_values")[unit], getattr(s, f"{prefix}_index")[unit]
     ys, xs = getattr(s, f"{prefix}_y")[unit], getattr(s, f"{prefix}_x")[unit]
-    return [_example(data, prefix, rank, int(i), float(v), int(ys[rank]), int(xs[rank]), refs)
+    return [_example(data, Slot(prefix, rank, int(i), float(v), int(ys[rank]), int(xs[rank])), refs)
             for rank, (v, i) in enumerate(zip(values.tolist(), index.tolist())) if i >= 0 and math.isfinite(v)]
 
 
@@ -88,8 +100,9 @@ def _bands(data: ExamplesData, unit: int, refs) -> list[dict]:
     s = data.summary
     bands = []
     for band in range(s.band_index.shape[1]):
-        samples = [_example(data, f"band{band}", i, int(s.band_index[unit, band, i]), float(s.band_values[unit, band, i]),
-                            int(s.band_y[unit, band, i]), int(s.band_x[unit, band, i]), refs)
+        samples = [_example(data, Slot(f"band{band}", i, int(s.band_index[unit, band, i]),
+                                       float(s.band_values[unit, band, i]), int(s.band_y[unit, band, i]),
+                                       int(s.band_x[unit, band, i])), refs)
                    for i in range(s.band_index.shape[2])
                    if s.band_index[unit, band, i] >= 0 and math.isfinite(s.band_values[unit, band, i])]
         low, high = s.band_value_range[unit, band]

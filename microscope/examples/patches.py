@@ -96,7 +96,7 @@ def cut_patches(view: np.ndarray, layer: LayerInfo, y: np.ndarray, x: np.ndarray
 
 def shrink(view: np.ndarray, height: int, width: int) -> np.ndarray:
     """(H, W, 3) uint8 -> (height, width, 3), bicubic and antialiased (torch's uint8 kernel, within
-    1 grey level of Pillow's BICUBIC and 4x faster)."""
+    1 grey level of Pillow's BICUBIC, and faster)."""
     pixels = resize_rgb(torch.from_numpy(view).permute(2, 0, 1), height, width, "bicubic")
     return pixels.permute(1, 2, 0).numpy()
 

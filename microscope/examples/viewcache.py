@@ -2,13 +2,13 @@
 
 Every image of the pass is decoded and resized by the loader's workers; after the pass, the
 patches and thumbnails need the same views of the example images - for a few thousand images and
-many layers, nearly all of them. Decoding a photo again costs 1-2.5 ms (ImageNet), as much as
-cutting and encoding all its patches for one layer, so the pass writes each batch's views
+many layers, nearly all of them. Decoding a photo again costs about as much as cutting and encoding
+all its patches for one layer (bench/NOTES.md), so the pass writes each batch's views
 (3 x crop x crop bytes each, 150 KB at 224 px) into one flat file, at offset index x size.
 
 Only views written by this process are read back (`present`): after a resumed run the earlier
 ones are decoded again, so a file left by a killed or power-cut run is never trusted. The file is
-temporary (it lives beside the pass's checkpoint and goes with it) and is only made when it fits:
+temporary (it lives beside the pass's shard states and goes before them) and is only made when it fits:
 at most MAX_BYTES, and at most a quarter of the disk's free space. Bigger datasets decode twice.
 """
 from __future__ import annotations

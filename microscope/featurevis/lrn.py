@@ -1,11 +1,11 @@
 """Local response normalisation with a hand-written backward pass, for optimising through old networks.
 
 torch's `LocalResponseNorm` sums squares across channels with a 3-D average pool and lets autograd
-differentiate a dozen elementwise steps; on a CPU its forward and backward took about a third of each
-feature-visualization step of InceptionV1 (which normalises twice, on its widest activations). This
-version sums over channels with a 1-D pool along the contiguous channel axis of a channels_last tensor
-and differentiates in closed form, 2-3x faster, equal to torch's to float rounding (a test checks
-values and gradients).
+differentiate a dozen elementwise steps; on a CPU its forward and backward are a large share of each
+feature-visualization step of InceptionV1 (which normalises twice, on its widest activations; see
+bench/NOTES.md). This version sums over channels with a 1-D pool along the contiguous channel axis of a
+channels_last tensor and differentiates in closed form: faster, and equal to torch's to float rounding
+(a test checks values and gradients).
 
     y_c = x_c / d_c^beta,   d_c = k + alpha/n * sum_{j in window(c)} x_j^2
     dL/dx_i = g_i / d_i^beta - (2 alpha beta / n) x_i * sum_{c : i in window(c)} g_c y_c / d_c

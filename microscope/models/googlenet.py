@@ -120,5 +120,4 @@ SPEC = ModelSpec(
     categories=tuple(TORCHVISION_WEIGHTS.meta["categories"]),
     layers=_layers(),
     input_size=224,
-    weights_formats=(".pth", ".pt"),
 )

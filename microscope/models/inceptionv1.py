@@ -219,5 +219,4 @@ SPEC = ModelSpec(
     categories=categories(lucent_labels_file()),
     layers=_layers(),
     input_size=224,
-    weights_formats=(".pth", ".pt"),
 )

@@ -199,5 +199,4 @@ SPEC = ModelSpec(
     categories=tuple(_IMAGENET_CATEGORIES),
     layers=_layers(),
     input_size=224,
-    weights_formats=(".caffemodel", ".npz"),
 )

@@ -6,7 +6,7 @@ them from the built network.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -42,7 +42,6 @@ class WeightsSpec:
     sha1: str | None = None  # some upstream files are only published with a sha1
     size: int | None = None  # bytes, for the progress bar when the server gives none
     licence: str = ""
-    # Optional local alternative formats the loader accepts besides the downloaded file (e.g. ".npz").
     notes: str = ""
 
 
@@ -74,7 +73,6 @@ class ModelSpec:
     categories: tuple[str, ...]  # class names, index = logit index
     layers: tuple[LayerSpec, ...]
     input_size: int = 224
-    weights_formats: tuple[str, ...] = field(default_factory=tuple)  # accepted local suffixes
 
     def layer(self, name: str) -> LayerSpec:
         for layer in self.layers:

@@ -23,7 +23,7 @@ from pathlib import Path
 from microscope import __version__
 from microscope.errors import UsageError
 from microscope.names import segment
-from microscope.site import charts
+from microscope.site.charts import network_diagram
 from microscope.site.assets import PAGE_BUDGET
 from microscope.site.output import SiteWriter, folder_size
 from microscope.site.pages import LayerContext, build_layer, layer_units
@@ -141,8 +141,8 @@ def build_site(store_root, out_dir, *, models=None, layers=None, labels=None, pr
     report = SiteReport(out_dir=out, part_budget=part_budget())
     report.unit_budget = sum(report.part_budget.values())
 
-    fresh = {name: _build_model(store, catalogues[name], writer, renderer, layers, label_map, progress, report)
-             for name in chosen}
+    build = SiteBuild(store, writer, renderer, layers, label_map, progress, report)
+    fresh = {name: _build_model(build, catalogues[name]) for name in chosen}
     site_models = _site_models(writer, fresh)  # every model in the site, including ones not rebuilt now
     for path, content in static_files().items():
         writer.write(f"static/{path}", content)
@@ -187,7 +187,22 @@ def _existing_layer(writer: SiteWriter, layer_dir: str, name: str) -> dict | Non
     return {k: v for k, v in record.items() if k != "units"}
 
 
-def _build_model(store: Store, model: ModelRecord, writer, renderer, only_layers, labels, progress, report) -> dict:
+@dataclass
+class SiteBuild:
+    """What every model's pages are built with."""
+
+    store: Store
+    writer: SiteWriter
+    renderer: Renderer
+    only_layers: list[str] | None  # an incremental build of these layers
+    labels: dict[str, dict[int, dict]]
+    progress: bool
+    report: SiteReport
+
+
+def _build_model(build: SiteBuild, model: ModelRecord) -> dict:
+    store, writer, renderer, only_layers = build.store, build.writer, build.renderer, build.only_layers
+    labels, progress, report = build.labels, build.progress, build.report
     model_dir = f"models/{segment(model.name)}"
     title = model.title or model.name
     built: dict[str, dict] = {}
@@ -233,7 +248,7 @@ def _build_model(store: Store, model: ModelRecord, writer, renderer, only_layers
         "n_layers": sum(1 for r in rows if r["url"]), "estimate": estimate,
     }
     # The main path only (branches run in parallel inside their block): convolutions, blocks, logits.
-    diagram = charts.network_diagram([r for r in rows if r["kind"] in PROMINENT_KINDS
+    diagram = network_diagram([r for r in rows if r["kind"] in PROMINENT_KINDS
                                       or (r["kind"] == "logits" and r["url"])])
     writer.write_text(f"{model_dir}/model.json", json.dumps(site_record, indent=1, allow_nan=False) + "\n")
     writer.write_text(f"{model_dir}/index.html", renderer.render(

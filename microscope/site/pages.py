@@ -66,6 +66,7 @@ def build_layer(ctx: LayerContext, progress: bool) -> dict:
         "model": ctx.model.name, "layer": ctx.layer.name, **{k: v for k, v in vars(ctx.layer).items() if k != "name"},
         "dir": seg, "n_units": len(records), "unit_ranges": ranges([r["unit"] for r in records]),
         "views": {view.name: view.layer_json(ctx.data[view.name]) for view in views},
+        "titles": [view.title for view in views],
         "missing": [view.missing for name, view in VIEWS.items() if name not in ctx.data and view.level == "unit"],
         "labels": {str(r["unit"]): r["label"] for r in records if r["label"]}, "thumbs": thumbs,
         "bytes": {part: sum(r["bytes"].get(part, 0) for r in records) for part in [*VIEWS, "page"]},

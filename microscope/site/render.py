@@ -1,4 +1,8 @@
-"""The Jinja environment: templates from the top-level `templates/`, autoescaped, strict.
+"""The Jinja environment: templates from the package `microscope.templates`, autoescaped, strict.
+
+The templates and static files are edited in the repository's top-level `templates/` and `static/`
+folders, which the package maps to `microscope.templates` and `microscope.static` (pyproject.toml):
+an editable install reads them there, an installed wheel carries copies.
 
 Autoescaping is what keeps a layer called `a<b"c` or a label holding `<script>` inert: every value
 reaches the HTML through Jinja, which escapes `<`, `>`, `&` and both quotes, also inside attributes.
@@ -6,6 +10,7 @@ StrictUndefined makes a template typo an error at build time instead of an empty
 """
 from __future__ import annotations
 
+import importlib.resources
 import math
 from pathlib import Path
 
@@ -13,9 +18,15 @@ import jinja2
 
 from microscope.errors import UsageError
 
-PROJECT = Path(__file__).resolve().parents[2]
-TEMPLATES = PROJECT / "templates"
-STATIC = PROJECT / "static"
+STATIC_SUFFIXES = (".css", ".js", ".svg")  # what the site ships of microscope.static
+
+
+def _folder(package: str) -> Path:
+    try:
+        return Path(str(importlib.resources.files(package)))
+    except ModuleNotFoundError:
+        raise UsageError(f"the site's files ({package}) are missing from this installation of microscope; "
+                         "reinstall it (pip install microscope, or pip install -e . in a checkout)") from None
 
 
 def number(value, digits: int = 4) -> str:
@@ -41,11 +52,14 @@ def megabytes(value) -> str:
     return f"{value / 1e6:.1f} MB"
 
 
-def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
-    if not templates.is_dir():
-        raise UsageError(f"site templates not found at {templates}; run from a full checkout of microscope")
+def environment(templates: Path | None = None) -> jinja2.Environment:
+    from microscope.views import VIEWS
+
+    templates = templates or _folder("microscope.templates")
+    # A view registered from outside the package (a plugin, a test) brings its partial in its own folder.
+    folders = [str(templates)] + [str(view.template_folder) for view in VIEWS.values() if view.template_folder]
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates)),
+        loader=jinja2.FileSystemLoader(folders),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -58,11 +72,11 @@ def environment(templates: Path = TEMPLATES) -> jinja2.Environment:
     return env
 
 
-def static_files(static: Path = STATIC) -> dict[str, bytes]:
-    """The site's CSS and JS, by path relative to the static folder."""
-    if not static.is_dir():
-        raise UsageError(f"site assets not found at {static}; run from a full checkout of microscope")
-    return {p.relative_to(static).as_posix(): p.read_bytes() for p in sorted(static.rglob("*")) if p.is_file()}
+def static_files(static: Path | None = None) -> dict[str, bytes]:
+    """The site's CSS, scripts and icon, by path relative to the static folder."""
+    static = static or _folder("microscope.static")
+    return {p.relative_to(static).as_posix(): p.read_bytes() for p in sorted(static.rglob("*"))
+            if p.is_file() and p.suffix in STATIC_SUFFIXES}
 
 
 class Renderer:

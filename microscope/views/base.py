@@ -7,6 +7,7 @@ and shows it on the site. One module says all of it:
   ("network": the model with weights; "images": a dataset to run it over);
 - `options`: click options it adds to `build` and to its own command, and `settings(values)`,
   its typed settings from them;
+- `check(request, session)`: refuse bad input before anything is written;
 - `plan(request, session)`: the jobs that are not done yet (microscope/jobs.py), and
   `run(job, session, report)`: do one of them, writing its results into the store;
 - for the site: `read` a layer's stored results (typed records, no torch), the `units` they cover,
@@ -78,6 +79,7 @@ class View:
     needs: ClassVar[tuple[str, ...]] = ("network",)
     missing: ClassVar[str] = ""  # what a page says for a layer without results: how to compute them
     budget: ClassVar[dict[str, int]] = {}  # expected site bytes per unit, for the size estimate
+    template_folder: ClassVar[Any] = None  # a folder holding views/<name>.html, for views outside microscope
 
     # The pipeline side ---------------------------------------------------------------------------
 
@@ -92,6 +94,10 @@ class View:
     def default_settings(self) -> Any:
         """The settings when nothing is given (library use)."""
         return None
+
+    def check(self, request, session) -> None:
+        """Raise UsageError for anything of the request this view cannot do. Writes nothing: every view
+        is checked before the first result is written."""
 
     def plan(self, request, session) -> ViewPlan:
         raise NotImplementedError

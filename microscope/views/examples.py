@@ -73,36 +73,37 @@ class ExamplesView(View):
 
     # Plan and run --------------------------------------------------------------------------------
 
+    def check(self, request, session) -> None:
+        if request.images is not None:
+            request_images(request, session)  # an empty folder, a bad CSV: said now
+
     def plan(self, request, session) -> ViewPlan:
         from microscope.examples.config import ExampleSettings, identity
         from microscope.examples.steps import PassPlan, shard_ranges
-        from microscope.images import ImageDataset, View as ImageView
 
         if request.images is None:
             return ViewPlan([], what="layers")
         settings: Settings = request.settings.get(self.name) or Settings()
         examples = settings.examples or ExampleSettings()
         network, store = session.network(), session.store
-        dataset = ImageDataset(request.images.folder, labels=request.images.labels, view=ImageView(*settings.view))
-        if len(dataset) >= 2**31:
-            raise UsageError(f"{len(dataset)} images is more than the examples stage indexes (2**31 - 1); split the folder")
+        images = request_images(request, session)
         model = network.spec.name
         results = {}
         for layer in request.layers:
-            found = identity(network, dataset, layer, settings.top_k, examples)
+            found = identity(network, images, layer, settings.top_k, examples)
             results[layer] = {"key": hash_json(found, digits=32), "identity": found}
         todo = [layer for layer in request.layers if not is_current(store, model, layer, results[layer]["key"])]
         if not todo:
             return ViewPlan([], todo=0, done=len(request.layers), what="layers")
         batch = settings.image_batch_size
-        plan = PassPlan(model=model, fingerprint=dataset.fingerprint(), folder=str(request.images.folder),
+        plan = PassPlan(model=model, fingerprint=images.fingerprint(), folder=str(request.images.folder),
                         labels=request.images.labels, view=tuple(settings.view),
                         key=hash_json({"results": [results[layer]["key"] for layer in todo], "batch_size": batch}),
                         layers=tuple(todo), results={layer: results[layer] for layer in todo},
-                        shards=tuple(shard_ranges(len(dataset), settings.shards, batch)), top_k=settings.top_k,
+                        shards=tuple(shard_ranges(len(images), settings.shards, batch)), top_k=settings.top_k,
                         settings=examples.as_json(), batch_size=batch, workers=settings.workers,
                         checkpoint_every=settings.checkpoint_every)
-        session.memo(("dataset", plan.fingerprint, plan.view), lambda: dataset)
+        session.memo(("dataset", plan.fingerprint, plan.view), lambda: images)
         return ViewPlan(pass_jobs(store, plan), todo=len(todo), done=len(request.layers) - len(todo), what="layers")
 
     def run(self, job, session, report) -> None:
@@ -153,6 +154,20 @@ class ExamplesView(View):
     def finish_model(self, state: dict, incremental: bool) -> None:
         for photos in state.get("photos", {}).values():
             photos.save(keep_old=incremental)
+
+
+def request_images(request, session):
+    """The request's images, as the examples view sees them (scanned once per session)."""
+    from microscope.images import ImageDataset, View as ImageView
+
+    settings: Settings = request.settings.get("examples") or Settings()
+
+    def scan():
+        found = ImageDataset(request.images.folder, labels=request.images.labels, view=ImageView(*settings.view))
+        if len(found) >= 2**31:
+            raise UsageError(f"{len(found)} images is more than the examples view indexes (2**31 - 1); split the folder")
+        return found
+    return session.memo(("request images", request.images, tuple(settings.view)), scan)
 
 
 def pass_jobs(store: Store, plan) -> list:

@@ -93,6 +93,17 @@ class FeatureVisView(View):
 
     # Plan and run --------------------------------------------------------------------------------
 
+    def check(self, request, session) -> None:
+        from microscope.catalogue import catalogue
+        from microscope.featurevis.render import resolve_precision
+
+        settings: Settings = request.settings[self.name]
+        network = session.network()
+        resolve_precision(settings.precision, network.device)
+        for info in catalogue(network, list(request.layers)):
+            request.units.resolve(info.channels, info.name)
+            _check_size(network, info.name, settings.size)
+
     def plan(self, request, session):
         from microscope.featurevis.batch import optimised_layer
         from microscope.featurevis.render import resolve_precision
@@ -105,7 +116,6 @@ class FeatureVisView(View):
         catalogue = store.read_model(model)
         jobs, reused, todo_count = [], 0, 0
         for layer in request.layers:
-            _check_size(network, layer, settings.size)
             units = request.units.resolve(catalogue.layer(layer).channels, layer)
             config = RenderConfig(model=model, weights_id=network.weights_id, layer=layer,
                                   optimised_layer=optimised_layer(network, layer), recipe=settings.recipe.as_dict(),

@@ -1,0 +1,1 @@
+"""The site's CSS, scripts and icon (edited here, shipped in the package as microscope.static)."""

@@ -1,0 +1,1 @@
+"""The site's Jinja templates (edited here, shipped in the package as microscope.templates)."""

@@ -1,0 +1,1 @@
+"""Template partials, one per view (microscope/views)."""

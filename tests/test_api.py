@@ -1,0 +1,71 @@
+"""The notebook API reads what the site reads: the same numbers, the same pixels, no torch."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import microscope
+from microscope.errors import UsageError
+from microscope.store import load_npz
+from site_fixtures import ACTIVATION_MAX, FILES, TOP_K, make_store, patch_colour, render_colour
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("store"))
+
+
+def test_models_layers_and_units(store):
+    reader = microscope.open_store(store.root)
+    assert reader.models == ["tiny"]
+    model = reader.model("tiny")
+    assert model.layers == ["conv1", "mixed_a", 'a<b"c']
+    conv = model.layer("conv1")
+    assert conv.units == [0, 1, 2, 3] and set(conv.data) == {"featurevis", "examples"}
+    assert model.layer("mixed_a").summary is None
+
+
+def test_examples_as_arrays_and_patches_as_images(store):
+    summary = load_npz(store.summary_file("tiny", "conv1"))
+    files = microscope.open_store(store.root).model("tiny").layer("conv1").data["examples"].dataset.files
+    for unit in range(4):
+        u = microscope.open_store(store.root).model("tiny").layer("conv1").unit(unit)
+        valid = summary["top_index"][unit] >= 0
+        assert [e.value for e in u.top] == pytest.approx(summary["top_values"][unit][valid].tolist())
+        assert [e.image for e in u.top] == [files[i] for i in summary["top_index"][unit][valid]]
+        assert [(e.y, e.x) for e in u.top] == list(zip(summary["top_y"][unit][valid], summary["top_x"][unit][valid]))
+        patches = u.patches("top")
+        assert len(patches) == valid.sum() <= TOP_K
+        for rank, patch in enumerate(patches):
+            assert np.abs(np.asarray(patch)[12, 12].astype(int) - patch_colour(unit, 0, rank)).max() <= 2
+        counts, edges = u.histogram
+        assert np.array_equal(counts, summary["hist_counts"][unit]) and edges.shape == (counts.size + 1,)
+        assert u.stats["max"] == pytest.approx(float(summary["top_values"][unit, 0]))
+
+
+def test_renders_and_their_records(store):
+    unit = microscope.open_store(store.root).model("tiny").layer("mixed_a").unit(3)
+    assert set(unit.records) == {"channel", "neuron", "negative", "diversity"}
+    assert unit.records["channel"].images[0].activation_max == ACTIVATION_MAX
+    picture = unit.render("diversity", image=1)
+    assert picture.size == (40, 40) and picture.getpixel((5, 5)) == render_colour(2, 3, FILES.index("diversity-1.png"))
+    with pytest.raises(UsageError, match="no sparkle render of unit 3"):
+        unit.render("sparkle")
+    with pytest.raises(UsageError, match="units 0-4"):
+        microscope.open_store(store.root).model("tiny").layer("mixed_a").unit(5)
+
+
+def test_bad_paths_are_one_line(tmp_path):
+    with pytest.raises(UsageError, match="no artifact store"):
+        microscope.open_store(tmp_path / "nothing")
+    empty = microscope.open_store(tmp_path)
+    with pytest.raises(UsageError, match="model 'x' is not in the store"):
+        empty.model("x")
+
+
+def test_reading_does_not_import_torch(store):
+    code = (f"import sys, microscope; u = microscope.open_store({str(store.root)!r}).model('tiny').layer('conv1').unit(1);"
+            "u.render(); u.patches(); assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

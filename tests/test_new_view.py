@@ -1,0 +1,117 @@
+"""docs/architecture.md, walked: a new view in one class, its record and its partial, registered from
+outside the package - computed by the pipeline, skipped when done, and shown on every unit page."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from microscope import views
+from microscope.jobs import make_job
+from microscope.network import load_network
+from microscope.pipeline import run_views
+from microscope.selection import Units
+from microscope.site import build_site
+from microscope.store.typed import JsonRecord
+from microscope.views import Panel, View, ViewPlan
+
+LAYER = "conv2"
+PARTIAL = """{% macro unit_panel(p) %}
+<section class="full grey">
+  <h2 class="section">Response to grey</h2>
+  <p>Mean activation on a mid-grey image: <b class="grey-value">{{ p.mean|number }}</b>.</p>
+</section>
+{% endmacro %}
+"""
+
+
+@dataclass(frozen=True)
+class GreyResponse(JsonRecord):
+    """<layer>/grey.json: every unit's mean activation on a mid-grey image."""
+
+    FORMAT = 1
+    layer: str
+    weights_id: str
+    means: list[float]
+
+
+class GreyView(View):
+    name = "grey"
+    title = "Response to grey"
+    needs = ("network",)
+    missing = "No response to grey was measured for this layer."
+    runs: list[str] = []
+
+    @staticmethod
+    def path(store, model: str, layer: str):
+        return store.layer_dir(model, layer) / "grey.json"
+
+    def plan(self, request, session) -> ViewPlan:
+        network, store = session.network(), session.store
+        jobs = [make_job(self.name, "measure", layer, {"layer": layer, "weights_id": network.weights_id})
+                for layer in request.layers
+                if getattr(store.read(self.path(store, network.spec.name, layer), GreyResponse), "weights_id", None)
+                != network.weights_id]
+        return ViewPlan(jobs, todo=len(jobs), done=len(request.layers) - len(jobs), what="layers")
+
+    def run(self, job, session, report) -> None:
+        network = session.network()
+        with torch.no_grad():
+            activation = network.activations(torch.full((1, 3, 64, 64), 0.5), [job.layer])[job.layer]
+        means = [float(v) for v in activation.mean(dim=(0, 2, 3))]
+        session.store.write(self.path(session.store, network.spec.name, job.layer),
+                            GreyResponse(job.layer, network.weights_id, means))
+        self.runs.append(job.layer)
+        report(1)
+
+    def read(self, store, model, layer):
+        return store.read(self.path(store, model.name, layer.name), GreyResponse)
+
+    def units(self, data) -> set[int]:
+        return set(range(len(data.means)))
+
+    def unit_panel(self, data, unit, page) -> Panel:
+        return Panel(data={"mean": data.means[unit]}, json={"mean": data.means[unit]},
+                     provenance=[f"Response to grey: a 64 px mid-grey image, weights {data.weights_id}."],
+                     summary={"grey": {"mean": data.means[unit]}})
+
+
+@pytest.fixture
+def grey(tmp_path):
+    folder = tmp_path / "templates"
+    (folder / "views").mkdir(parents=True)
+    (folder / "views" / "grey.html").write_text(PARTIAL)
+    view = GreyView()
+    view.template_folder = folder
+    views.register(view)
+    yield view
+    views.unregister("grey")
+
+
+def test_a_new_view_is_computed_skipped_when_done_and_shown(grey, tmp_path):
+    network = load_network("inceptionv1-caffe", weights="random", seed=0, progress=False)
+    store = tmp_path / "store"
+    outcome = run_views(network, ["grey", "featurevis"], store=store, layers=[LAYER], units=Units(((0, 1),)),
+                        settings={"featurevis": views.VIEWS["featurevis"].default_settings().__class__(
+                            objectives=("channel",), steps=2, size=48)})
+    assert grey.runs == [LAYER] and outcome.plans["grey"].todo == 1 and not outcome.failed
+    again = run_views(network, ["grey"], store=store, layers=[LAYER])
+    assert grey.runs == [LAYER] and again.plans["grey"].done == 1  # done: not run twice
+
+    with torch.no_grad():
+        expected = network.activations(torch.full((1, 3, 64, 64), 0.5), [LAYER])[LAYER].mean(dim=(0, 2, 3))
+    site = tmp_path / "site"
+    build_site(store, site, progress=False)
+    layer_dir = site / "models" / "inceptionv1-caffe" / LAYER
+    for unit in range(3):
+        page = (layer_dir / str(unit) / "index.html").read_text()
+        data = json.loads((layer_dir / str(unit) / "unit.json").read_text())
+        assert data["grey"]["mean"] == pytest.approx(float(expected[unit]))
+        assert 'class="grey-value"' in page and "Response to grey: a 64 px mid-grey image" in page
+        # The other views' panels are still there: renders for units 0-1 only, a note elsewhere.
+        assert ("channel.webp" in page) == (unit < 2)
+    listed = json.loads((layer_dir / "layer.json").read_text())
+    assert listed["units"][0]["grey"]["mean"] == pytest.approx(float(expected[0]))
+    assert len(listed["units"]) == 192 and set(listed["views"]) == {"featurevis", "grey"}

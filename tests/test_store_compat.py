@@ -1,0 +1,85 @@
+"""The restructured pipeline computes exactly what the code before it computed.
+
+The code of commit cdaa800 (the last one before views, jobs and the typed store) is taken out of
+this repository's history and run beside today's, on the same small build. Whatever the format
+around them became, every array, patch, thumbnail and render must be the same, bit for bit.
+"""
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from microscope.packs import kind_name, read_patch_index
+from microscope.store import ExamplesSummary, RenderRecord, Store, load_npz
+
+REPO = Path(__file__).resolve().parents[1]
+BEFORE = "cdaa800"
+MODEL = "inceptionv1-caffe"
+BUILD = ["build", "--model", MODEL, "--weights", "random", "--steps", "6", "--size", "48", "--objectives",
+         "channel,diversity", "--units", "0-3", "--batch-size", "2", "--top", "4", "--layers", "conv1,inception_3a",
+         "--quiet"]
+
+
+def old_code(target: Path) -> Path:
+    found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{BEFORE}^{{commit}}"], capture_output=True)
+    if found.returncode != 0:
+        pytest.skip(f"commit {BEFORE} is not in this checkout's history (a shallow clone or an export)")
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", BEFORE], capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+def test_a_small_build_is_identical_to_the_one_before_the_restructure(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (40 + 8 * i, 56, 3), dtype=np.uint8)).save(photos / f"photo{i}.png")
+    for name, code in (("old", old_code(tmp_path / "code")), ("new", REPO)):
+        command = [sys.executable, str(code / "build.py"), *BUILD, "--images", str(photos),
+                   "--store", str(tmp_path / name), "--out", str(tmp_path / f"{name}-site")]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 0, (name, result.stderr[-2000:])
+
+    old, store = tmp_path / "old" / MODEL, Store(tmp_path / "new")
+    compared = 0
+    for layer in ("conv1", "inception_3a"):
+        before = load_npz(old / layer / "examples" / "summary.npz")
+        after = store.read(store.summary_file(MODEL, layer), ExamplesSummary)
+        for name, array in before.items():
+            now = getattr(after, name)
+            assert array.dtype == now.dtype and np.array_equal(array, now, equal_nan=array.dtype.kind == "f"), name
+            compared += 1
+        packed = {}
+        for index_file in (old / layer / "examples" / "patches").glob("*.idx.npz"):
+            index = load_npz(index_file)
+            data = index_file.with_name(index_file.name.replace(".idx.npz", ".bin")).read_bytes()
+            for unit, kind, rank, offset, length in zip(*(index[k] for k in ("unit", "kind", "rank", "offset", "length"))):
+                packed[(int(unit), kind_name(int(kind)), int(rank))] = data[offset:offset + length]
+        refs = read_patch_index(store, store.patches_dir(MODEL, layer))
+        now = {(unit, kind, rank): ref.read() for unit, found in refs.items() for (kind, rank), ref in found.items()}
+        assert now == packed and len(packed) > 100
+        compared += len(packed)
+    for thumb in old.glob("datasets/*/thumbs/*.jpg"):
+        assert thumb.read_bytes() == (store.model_dir(MODEL) / thumb.relative_to(old)).read_bytes()
+        compared += 1
+    for provenance in sorted(old.glob("*/featurevis/*/provenance.json")):
+        unit, layer = int(provenance.parent.name), provenance.parents[2].name
+        for objective, entry in json.loads(provenance.read_text())["objectives"].items():
+            record = store.read(store.render_file(MODEL, layer, unit, objective), RenderRecord)
+            assert [image.file for image in record.images] == entry["files"]
+            for i, image in enumerate(record.images):
+                assert (provenance.parent / image.file).read_bytes() == \
+                    (store.unit_dir(MODEL, layer, unit) / image.file).read_bytes()
+                assert (image.objective_final, image.loss_curve) == (entry["objective_final"][i], entry["loss_curve"][i])
+                assert (image.activation_mean, image.activation_max) == \
+                    (entry["activation_mean"][i], entry["activation_max"][i])
+                compared += 1
+    assert compared > 1000
