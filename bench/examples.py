@@ -121,7 +121,7 @@ def stage(network, dataset, layers: list[str], bares: list[BareForward], every: 
         if done % every == 0:
             aside[0] += bares[(done // every) % len(bares)].run()
 
-    run_views(network, ["examples"], store=store, layers=layers,
+    outcome = run_views(network, ["examples"], store=store, layers=layers,
               images=Images(str(dataset.root), str(dataset.root.parent / "labels.csv")),
               settings={"examples": Settings(top_k=48, image_batch_size=batch_size, workers=workers)},
               executor=LocalExecutor(on_progress=on_batch))
@@ -131,9 +131,11 @@ def stage(network, dataset, layers: list[str], bares: list[BareForward], every: 
             bare.run()
     refs = [ref for layer in layers for unit in read_patch_index(Store(store), Store(store).patches_dir(
             network.spec.name, layer)).values() for ref in unit.values()]
+    steps = ", ".join(f"{stage.split()[-1]} {seconds:.1f}" for stage, seconds in outcome.run.seconds.items()
+                      if not stage.endswith("pass"))
     return {"pass": len(dataset) / (marks[-1] - start), "stage": len(dataset) / (end - start),
             "pass_s": marks[-1] - start, "after": end - marks[-1], "patches": len(refs),
-            "patch_bytes": sum(ref.length for ref in refs) / max(1, len(refs))}
+            "patch_bytes": sum(ref.length for ref in refs) / max(1, len(refs)), "steps": steps}
 
 
 def main() -> None:
@@ -177,6 +179,7 @@ def main() -> None:
                   f"| **{ratios(result['stage'])}** | {result['pass_s']:.0f} | {result['after']:.1f} "
                   f"| {result['patches']} | {result['patch_bytes']:.0f} "
                   f"| {break_even(result, alone)} / {break_even(result, twins)} |", flush=True)
+            print(f"<!-- seconds of the view's other steps, {title}: {result['steps']} -->", flush=True)
 
 
 def break_even(result: dict, bare: float, target: float = 0.8) -> str:

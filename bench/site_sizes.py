@@ -108,8 +108,7 @@ def make_store(root: Path, units: int, noise: float) -> None:
                 patch = photo.crop((x, y, x + 139, y + 139)).resize((80, 80), Image.Resampling.LANCZOS)
                 entries.append((unit, kind, rank, image_bytes(patch, ".jpg", quality=90)))  # as the view stores them
         # one pack per unit: the site reads them alike
-        for name, stamp in write_pack(store.patches_dir(model, "mixed4a"), unit, entries).items():
-            files[f"patches/{name}"] = stamp
+        files[f"patches/{unit:06d}.idx.npz"] = write_pack(store.patches_dir(model, "mixed4a"), unit, entries)
     store.write(store.result_file(model, "mixed4a"), ExamplesResult(
         key="bench", identity={}, model=model, weights_id="bench", layer="mixed4a",
         dataset=DatasetRef(fingerprint, "imagenet-val-1300", len(photos)), view=ViewSettings(224, 224), top_k=k,

@@ -62,9 +62,10 @@ def _options(*decorators):
 
 
 def _view_options(*names):
+    """The options of these views (of every registered view if none is named)."""
     from microscope.views import VIEWS
 
-    return _options(*[option for name in names for option in VIEWS[name].options()])
+    return _options(*[option for name in names or VIEWS for option in VIEWS[name].options()])
 
 
 model_option = click.option("--model", "model", default="inceptionv1", show_default=True,
@@ -188,7 +189,7 @@ def _compute(values: dict, views: list[str]) -> None:
 @main.command()
 @common_options
 @images_options
-@_view_options("featurevis", "examples")
+@_view_options()
 @click.option("--out", default="site", show_default=True, help="Output folder of the static site.")
 @click.option("--labels-file", "labels_file", default=None, help="YAML: layer -> unit -> label (and note).")
 @click.option("--log-file", default=None, help="Append a timestamped log of the run to this file.")

@@ -143,6 +143,7 @@ class LocalExecutor:
     def _fan_out(self, jobs, session, report, bars, broken) -> None:
         began = time.perf_counter()
         context = multiprocessing.get_context("fork")
+        finished = []
         with ProcessPoolExecutor(min(self.processes, len(jobs)), mp_context=context,
                                  initializer=_adopt, initargs=(session,)) as pool:
             futures = [(job, pool.submit(_run_adopted, job)) for job in jobs]
@@ -154,8 +155,11 @@ class LocalExecutor:
                 except Exception as error:  # noqa: BLE001
                     self._failed(job, error, report, broken)
                 else:
-                    report.count(job, (time.perf_counter() - began) / len(jobs))
+                    finished.append(job)
                 bars.finished(job, job.work)
+        wall = time.perf_counter() - began  # the pool's start and end included: that is what the run waits
+        for job in finished:
+            report.count(job, wall / len(finished))
 
     @staticmethod
     def _failed(job: Job, error: Exception, report: RunReport, broken: set[str]) -> None:

@@ -65,18 +65,16 @@ class PatchRef:
         return io.BytesIO(self.read())
 
 
-def write_pack(directory: Path, chunk: int, entries: list[tuple[int, int, int, bytes]]) -> dict[str, FileStamp]:
+def write_pack(directory: Path, chunk: int, entries: list[tuple[int, int, int, bytes]]) -> FileStamp:
     """Write the pack of `chunk`: entries are (unit, kind, rank, encoded image), stored in this order.
-    Returns the stamps of its two files, by name."""
+    Returns the stamp of its index (which holds the stamp of the .bin)."""
     offsets = np.cumsum([0] + [len(data) for *_, data in entries])
-    stamps = {f"{pack_stem(chunk)}.bin": atomic_write_bytes(directory / f"{pack_stem(chunk)}.bin",
-                                                           b"".join(data for *_, data in entries), sync=False)}
+    stamp = atomic_write_bytes(directory / f"{pack_stem(chunk)}.bin", b"".join(data for *_, data in entries),
+                               sync=False)
     columns = np.array([entry[:3] for entry in entries], dtype=np.int64).reshape(-1, 3)
     index = PatchIndex(unit=columns[:, 0], kind=columns[:, 1], rank=columns[:, 2], offset=offsets[:-1],
-                       length=np.diff(offsets))
-    stamps[f"{pack_stem(chunk)}.idx.npz"] = Store.write(directory / f"{pack_stem(chunk)}.idx.npz", index,
-                                                         sync=False)
-    return stamps
+                       length=np.diff(offsets), bin_size=np.array(stamp.size), bin_sha256=np.array(stamp.sha256))
+    return Store.write(directory / f"{pack_stem(chunk)}.idx.npz", index, sync=False)
 
 
 def pack_complete(directory: Path, chunk: int) -> bool:
@@ -97,18 +95,17 @@ def complete_chunks(directory: Path) -> set[int]:
     return done
 
 
-def pack_files(directory: Path) -> list[str]:
-    """Names of the complete packs' files in `directory`, sorted."""
-    chunks = sorted(complete_chunks(directory))
-    return [name for chunk in chunks for name in (f"{pack_stem(chunk)}.bin", f"{pack_stem(chunk)}.idx.npz")]
+def pack_indexes(directory: Path) -> list[str]:
+    """Names of the complete packs' index files in `directory`, sorted (each stamps its .bin)."""
+    return [f"{pack_stem(chunk)}.idx.npz" for chunk in sorted(complete_chunks(directory))]
 
 
 def read_patch_index(store: Store, directory: Path, stamps: dict[str, FileStamp] | None = None
                      ) -> dict[int, dict[tuple[str, int], PatchRef]] | None:
     """unit -> {(kind name, rank): PatchRef} of every pack in a layer's patches/ folder.
 
-    `stamps` (name -> FileStamp, as the layer's result records them) are checked: None if any
-    pack is missing or damaged (said once, by the store).
+    `stamps` (index name -> FileStamp, as the layer's result records them) are checked, and each
+    pack against the stamp its index holds: None if any pack is missing or damaged (said once).
     """
     found: dict[int, dict[tuple[str, int], PatchRef]] = {}
     if not directory.is_dir():
@@ -119,11 +116,10 @@ def read_patch_index(store: Store, directory: Path, stamps: dict[str, FileStamp]
         index = store.read(directory / name, PatchIndex, stamps.get(name) if stamps else None)
         if index is None:
             return None
-        bin_stamp = stamps.get(pack.name) if stamps else None
-        problem = bin_stamp.problem(pack) if bin_stamp else (None if pack.is_file() else "missing")
-        if problem or (index.length.size and int((index.offset + index.length).max()) > pack.stat().st_size):
-            return store.damaged(pack, problem or "shorter than its index says")
-        rows = zip(*(getattr(index, key).tolist() for key in ("unit", "kind", "rank", "offset", "length")))
+        problem = index.bin_stamp.problem(pack)
+        if problem:
+            return store.damaged(pack, problem)
+        rows = zip(*(getattr(index, key).tolist() for key in PatchIndex.COLUMNS))
         for unit, kind, rank, offset, length in rows:
             found.setdefault(unit, {})[(kind_name(kind), rank)] = PatchRef(pack, offset, length)
     return found

@@ -77,7 +77,8 @@ def resolve_images(images: str | None, labels: str | None) -> Images | None:
         raise UsageError(f"image folder {images} not found; pass an existing folder or 'imagenette' to --images")
     if labels not in (None, "folders") and not Path(labels).is_file():
         raise UsageError(f"labels file {labels} not found; pass a file,class_index CSV or 'folders'")
-    return Images(str(images), labels)
+    # Absolute: a job may run in another process, from another folder.
+    return Images(str(Path(images).resolve()), labels if labels in (None, "folders") else str(Path(labels).resolve()))
 
 
 def request_from(values: dict, views: list[str], session: Session | None = None) -> tuple[Request, Session]:
@@ -91,7 +92,10 @@ def request_from(values: dict, views: list[str], session: Session | None = None)
     images = resolve_images(values.get("images"), values.get("labels"))
     store = Path(values.get("store") or default_store_root())
     usable_folder(store, "artifact store", "--store", create=False)
-    run = RunSpec(store=str(store), model=values["model"], weights=values.get("weights"), seed=values.get("seed", 0),
+    weights = values.get("weights")
+    if weights not in (None, "random"):
+        weights = str(Path(weights).expanduser().resolve())
+    run = RunSpec(store=str(store.resolve()), model=values["model"], weights=weights, seed=values.get("seed", 0),
                   device=values.get("device", "auto"), progress=not values.get("quiet", False))
     session = session or Session(run)
     network = session.network()
@@ -152,7 +156,8 @@ def run_views(network, views: list[str], *, store, layers: list[str], units: Uni
     """
     if not layers:
         raise UsageError("no layers chosen; pass one or more of: " + ", ".join(network.spec.layer_names[:8]) + ", ...")
-    run = RunSpec(store=str(Path(store)), model=network.spec.name, weights=None, seed=seed, progress=progress)
+    run = RunSpec(store=str(Path(store).resolve()), model=network.spec.name, weights=None, seed=seed,
+                  progress=progress)
     session = Session(run, network=network)
     settings = dict(settings or {})
     for name in views:

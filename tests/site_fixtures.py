@@ -143,8 +143,7 @@ def write_examples(store: Store, model: str, info: LayerInfo) -> None:
                 packs.setdefault(int(image) // 4, []).append((unit, kind_index, rank,
                                                               image_bytes(patch, ".webp", lossless=True)))
     for chunk, entries in packs.items():
-        for name, stamp in write_pack(store.patches_dir(model, layer), chunk, entries).items():
-            files[f"patches/{name}"] = stamp
+        files[f"patches/{chunk:06d}.idx.npz"] = write_pack(store.patches_dir(model, layer), chunk, entries)
     store.write(store.result_file(model, layer), ExamplesResult(
         key="test", identity={"version": 2}, model=model, weights_id="random-seed0", layer=layer,
         dataset=DatasetRef(FINGERPRINT, "photos", N_IMAGES), view=ViewSettings(32, 32), top_k=TOP_K,

@@ -280,7 +280,7 @@ def test_store_layout_dataset_index_and_result(network, dataset, computed):
         assert result.skipped_files == [("photo99.png", result.skipped_files[0][1])]  # relative: no local paths
         assert (result.view.resize, result.view.crop) == (64, 64) and result.top_k == TOP
         assert result.histogram_of == f"{layer}_pre_relu"
-        assert set(result.files) >= {"summary.npz", "patches/000000.bin", "patches/000000.idx.npz"}
+        assert set(result.files) >= {"summary.npz", "patches/000000.idx.npz"}  # each index stamps its pack
         for name, stamp in result.files.items():
             assert stamp.problem(store.examples_dir(MODEL, layer) / name) is None
         assert not store.pending_file(MODEL, layer).exists()
@@ -350,6 +350,15 @@ def test_damaged_results_are_said_in_one_line_and_recomputed(network, photos, co
     assert any("summary.npz" in record.getMessage() and "damaged" in record.getMessage()
                and "\n" not in record.getMessage() for record in caplog.records)
     assert all(same(first["conv1"][k], again["conv1"][k]) for k in first["conv1"])
+    pack = store.patches_dir(MODEL, "conv1") / "000000.bin"
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside a patch: same size, other content
+    pack.write_bytes(bytes(data))
+    caplog.clear()
+    again = examples(network, photos, tmp_path, layers=["conv1"])
+    assert any("000000.bin" in record.getMessage() and "content changed" in record.getMessage()
+               for record in caplog.records)
+    assert pack.read_bytes() != bytes(data)  # cut again
     result = store.result_file(MODEL, "conv1")
     result.write_text(result.read_text().replace('"format": 1', '"format": 99'))  # a future version
     caplog.clear()

@@ -27,7 +27,7 @@ from microscope.examples.patches import PAD_COLOUR, LayerPatches, PatchFormat, c
 from microscope.examples.stream import PassSettings, Shard, activation_shapes, extracted, merge_shards, run_shard
 from microscope.examples.viewcache import ViewCache
 from microscope.images import ImageDataset, View
-from microscope.packs import complete_chunks, pack_files
+from microscope.packs import complete_chunks, pack_indexes
 from microscope.store import (DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp, PassShard,
                               PatchSettings, Store, ThumbSettings, ViewSettings)
 from microscope.store.schema import PATCHES
@@ -110,7 +110,21 @@ def run_pass(session, plan: PassPlan, first: int, last: int, report) -> None:
     views = session.memo(("views", plan.key), lambda: ViewCache.create(
         store.pass_dir(plan.model, plan.key) / "views", len(dataset), dataset.view.crop))
     options = PassSettings(plan.top_k, plan.example_settings(), plan.batch_size, plan.workers, plan.checkpoint_every)
-    run_shard(network, dataset, plan.shard(store, first, last), options, store, views=views, report=report)
+    record = run_shard(network, dataset, plan.shard(store, first, last), options, store, views=views, report=report)
+    session.memo(("shard", plan.key, first, last), lambda: record)  # the summaries need not read it back
+
+
+def shard_records(session, plan: PassPlan) -> list[PassShard]:
+    """The states of the pass's shards: this process's, else read from the store (once)."""
+    store = session.store
+    records = [session.memo(("shard", plan.key, first, last),
+                            lambda first=first, last=last: store.read(plan.shard(store, first, last).path, PassShard))
+               for first, last in plan.shards]
+    if any(record is None for record in records):
+        for first, last in plan.shards:
+            session.forget(("shard", plan.key, first, last))
+        raise RuntimeError("a shard of the examples pass is missing or damaged; run the build again to redo it")
+    return records
 
 
 def geometry(session, plan: PassPlan) -> dict:
@@ -125,14 +139,12 @@ def geometry(session, plan: PassPlan) -> dict:
 
 def summarize(session, plan: PassPlan, layer: str) -> None:
     network, store = session.network(), session.store
-    records = [store.read(plan.shard(store, first, last).path, PassShard) for first, last in plan.shards]
-    if any(record is None for record in records):
-        raise RuntimeError("a shard of the examples pass is missing or damaged; run the build again to redo it")
+    records = shard_records(session, plan)
     settings = plan.example_settings()
-    shapes = activation_shapes(network, list(plan.layers), plan.view[1])
-    state, skipped = merge_shards(network, records, shapes, plan.top_k, settings)
-    accumulator = state[layer]
+    shapes = session.memo(("shapes", plan.key), lambda: activation_shapes(network, list(plan.layers), plan.view[1]))
+    accumulator = merge_shards(network, records, shapes, plan.top_k, settings, layer)
     if accumulator.images == 0:
+        skipped = skipped_files(records)
         first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise UsageError(f"none of the {len(skipped)} images in {plan.folder} could be read{first}; "
                          "pass a folder of readable photos with --images")
@@ -145,6 +157,21 @@ def summarize(session, plan: PassPlan, layer: str) -> None:
     summary = ExamplesSummary(**arrays)
     store.write(store.summary_file(plan.model, layer), summary)
     session.memo(("summary", plan.key, layer), lambda: summary)
+    # What the patch jobs need, made here: forked workers inherit it instead of each tracing the graph again.
+    patches_of(session, plan, layer)
+
+
+def patches_of(session, plan: PassPlan, layer: str) -> LayerPatches:
+    """The patches to cut for one layer (from its summary: this process's, else the stored one)."""
+    def make():
+        store, settings = session.store, plan.example_settings()
+        summary = session.memo(("summary", plan.key, layer), lambda: store.read(
+            store.summary_file(plan.model, layer), ExamplesSummary))
+        if summary is None:
+            raise RuntimeError(f"the examples summary of {layer} is missing; run the build again")
+        return LayerPatches.from_summary(geometry(session, plan)[layer], store.patches_dir(plan.model, layer), summary,
+                                         settings.band_patches, settings.bottom_patches)
+    return session.memo(("layer patches", plan.key, layer), make)
 
 
 def claim(store: Store, plan: PassPlan, layer: str) -> None:
@@ -178,16 +205,10 @@ def class_summary(top_index: np.ndarray, labels, n: int) -> tuple[np.ndarray, np
 def layer_patches(session, plan: PassPlan) -> tuple[list[LayerPatches], set[int]]:
     """Every layer's patches to cut and the images that need a thumbnail (those of any example)."""
     def make():
-        store, settings = session.store, plan.example_settings()
-        infos = geometry(session, plan)
-        found, thumbs = [], set()
+        found = [patches_of(session, plan, layer) for layer in plan.layers]  # (each reads its summary)
+        thumbs = set()
         for layer in plan.layers:
-            summary = session.memo(("summary", plan.key, layer), lambda layer=layer: store.read(
-                store.summary_file(plan.model, layer), ExamplesSummary))
-            if summary is None:
-                raise RuntimeError(f"the examples summary of {layer} is missing; run the build again")
-            found.append(LayerPatches.from_summary(infos[layer], store.patches_dir(plan.model, layer), summary,
-                                                   settings.band_patches, settings.bottom_patches))
+            summary = session.memo(("summary", plan.key, layer), lambda: None)
             for indices in (summary.top_index, summary.bottom_index, summary.band_index):
                 thumbs.update(np.unique(indices[indices >= 0]).tolist())
         return found, thumbs
@@ -219,9 +240,9 @@ def finish(session, plan: PassPlan, layer: str) -> None:
     os.sync()  # patches and thumbnails are written without fsync; flush them all at once
     directory = store.examples_dir(plan.model, layer)
     files = [store.summary_file(plan.model, layer).name] + \
-        [f"{PATCHES}/{name}" for name in pack_files(store.patches_dir(plan.model, layer))]
-    records = [store.read(plan.shard(store, first, last).path, PassShard) for first, last in plan.shards]
-    skipped = [tuple(item) for record in records if record for item in record.info()["skipped"]]
+        [f"{PATCHES}/{name}" for name in pack_indexes(store.patches_dir(plan.model, layer))]
+    records = shard_records(session, plan)
+    skipped = skipped_files(records)
     dataset = open_dataset(session, plan)
     result = ExamplesResult(
         key=plan.results[layer]["key"], identity=plan.results[layer]["identity"], model=plan.model,
@@ -238,13 +259,20 @@ def finish(session, plan: PassPlan, layer: str) -> None:
     store.pending_file(plan.model, layer).unlink(missing_ok=True)
 
 
+def skipped_files(records: list[PassShard]) -> list[tuple[str, str]]:
+    return [tuple(item) for record in sorted(records, key=lambda r: r.info()["first"]) for item in record.info()["skipped"]]
+
+
 def _images(records: list[PassShard], layer: str, plan: PassPlan) -> int:
     """Images the pass read: the layer's accumulator count, summed over the shards."""
     position = plan.layers.index(layer)
-    return sum(int(record.state[f"{position}/images"]) for record in records if record is not None)
+    return sum(int(record.state[f"{position}/images"]) for record in records)
 
 
 def clean(session, plan: PassPlan) -> None:
     shutil.rmtree(session.store.pass_dir(plan.model, plan.key), ignore_errors=True)
-    for key in [("patches", plan.key), ("geometry", plan.key)] + [("summary", plan.key, l) for l in plan.layers]:
+    keys = [("patches", plan.key), ("geometry", plan.key), ("shapes", plan.key)]
+    keys += [(name, plan.key, layer) for layer in plan.layers for name in ("summary", "layer patches")]
+    keys += [("shard", plan.key, first, last) for first, last in plan.shards]
+    for key in keys:
         session.forget(key)

@@ -161,7 +161,7 @@ def run_shard(network, dataset, shard: Shard, options: PassSettings, store: Stor
                     update(outputs, batch.indices.to(network.device))
                     if views is not None:
                         views.put(batch.indices, batch.images)
-                if done % options.checkpoint_every == 0 or done == total:
+                if done % options.checkpoint_every == 0 and done < total:  # the last state is the shard itself
                     store.write(shard.partial, shard_record(shard, done, total, skipped, state))
                 if report is not None:
                     report(1)
@@ -187,16 +187,19 @@ def load_state(state: dict[str, LayerAccumulator], record: PassShard) -> None:
         state[layer].load_state_arrays({k[len(prefix):]: v for k, v in record.state.items() if k.startswith(prefix)})
 
 
-def merge_shards(network, records: list[PassShard], shapes: dict, top_k: int,
-                 settings: ExampleSettings) -> tuple[dict[str, LayerAccumulator], list]:
-    """One state per layer from the shards of a pass (in any order), and every skipped file."""
-    layers = records[0].info()["layers"]
-    state = new_state(network, layers, shapes, top_k, settings)
-    skipped = []
-    for record in sorted(records, key=lambda r: r.info()["first"]):
-        part = new_state(network, layers, shapes, top_k, settings)
-        load_state(part, record)
-        for layer in layers:
-            state[layer].merge(part[layer])
-        skipped += [tuple(item) for item in record.info()["skipped"]]
-    return state, skipped
+def merge_shards(network, records: list[PassShard], shapes: dict, top_k: int, settings: ExampleSettings,
+                 layer: str) -> LayerAccumulator:
+    """One layer's state from the shards of a pass (in any order): exactly one pass's state."""
+    position = records[0].info()["layers"].index(layer)
+    prefix = f"{position}/"
+
+    def state_of(record: PassShard) -> LayerAccumulator:
+        accumulator = new_state(network, [layer], shapes, top_k, settings)[layer]
+        accumulator.load_state_arrays({k[len(prefix):]: v for k, v in record.state.items() if k.startswith(prefix)})
+        return accumulator
+
+    ordered = sorted(records, key=lambda r: r.info()["first"])
+    merged = state_of(ordered[0])
+    for record in ordered[1:]:
+        merged.merge(state_of(record))
+    return merged

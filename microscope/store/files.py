@@ -90,18 +90,21 @@ def atomic_write_json(path: str | Path, obj: Any) -> FileStamp:
     return atomic_write_text(path, json_text(obj))
 
 
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """Like np.savez_compressed, at zlib level 1 (a few times faster, slightly larger files)."""
+def npz_bytes(arrays: dict[str, np.ndarray], compress: bool = True) -> bytes:
+    """Like np.savez_compressed at zlib level 1 (a few times faster, slightly larger files), or
+    like np.savez when not `compress` (for big temporary state that is written often)."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buffer, "w", compression=method, compresslevel=1 if compress else None) as archive:
         for name, array in arrays.items():
             with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
                 np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
     return buffer.getvalue()
 
 
-def atomic_save_npz(path: str | Path, arrays: dict[str, np.ndarray], sync: bool = True) -> FileStamp:
-    return atomic_write_bytes(path, npz_bytes(arrays), sync=sync)
+def atomic_save_npz(path: str | Path, arrays: dict[str, np.ndarray], sync: bool = True,
+                    compress: bool = True) -> FileStamp:
+    return atomic_write_bytes(path, npz_bytes(arrays, compress), sync=sync)
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:

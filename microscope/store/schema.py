@@ -227,21 +227,31 @@ class ExamplesSummary(ArrayRecord):
 
 @dataclass
 class PatchIndex(ArrayRecord):
-    """patches/<chunk>.idx.npz: one row per patch of the pack <chunk>.bin (see microscope/packs.py)."""
+    """patches/<chunk>.idx.npz: one row per patch of the pack <chunk>.bin (see microscope/packs.py),
+    and the pack's size and sha256 (so that a layer's result need only stamp the small indexes)."""
 
-    ARRAYS = {name: ("i", 1) for name in ("unit", "kind", "rank", "offset", "length")}
+    COLUMNS = ("unit", "kind", "rank", "offset", "length")
+    ARRAYS = {**{name: ("i", 1) for name in COLUMNS}, "bin_size": ("i", 0), "bin_sha256": ("U", 0)}
 
     unit: np.ndarray
     kind: np.ndarray
     rank: np.ndarray
     offset: np.ndarray
     length: np.ndarray
+    bin_size: np.ndarray
+    bin_sha256: np.ndarray
+
+    @property
+    def bin_stamp(self) -> FileStamp:
+        return FileStamp(int(self.bin_size), str(self.bin_sha256))
 
     def check(self) -> None:
-        if len({getattr(self, name).shape for name in self.ARRAYS}) != 1:
+        if len({getattr(self, name).shape for name in self.COLUMNS}) != 1:
             raise RecordError("patch index columns differ in length")
         if (self.offset < 0).any() or (self.length < 0).any():
             raise RecordError("patch index has negative offsets or lengths")
+        if self.length.size and int((self.offset + self.length).max()) > int(self.bin_size):
+            raise RecordError("patch index points past the end of its pack")
 
 
 @dataclass
@@ -254,6 +264,7 @@ class PassShard(ArrayRecord):
     """
 
     ARRAYS = {"meta": ("U", 0)}
+    COMPRESS = False  # tens of MB, written at every checkpoint, read once: time matters more than bytes
 
     meta: np.ndarray
     state: dict[str, np.ndarray] = field(default_factory=dict)
@@ -274,14 +285,17 @@ class PassShard(ArrayRecord):
         return cls(meta=np.array(json.dumps(info, sort_keys=True)), state=state)
 
     def info(self) -> dict:
-        try:
-            info = json.loads(str(self.meta))
-        except ValueError as error:
-            raise RecordError(f"pass shard meta is not JSON ({error})") from None
-        if not isinstance(info, dict) or not {"key", "first", "last", "batches", "total", "layers",
-                                               "skipped"} <= set(info):
-            raise RecordError("pass shard meta lacks its key, range or layers")
-        return info
+        """The parsed `meta` (parsed once)."""
+        if getattr(self, "_info", None) is None:
+            try:
+                info = json.loads(str(self.meta))
+            except ValueError as error:
+                raise RecordError(f"pass shard meta is not JSON ({error})") from None
+            if not isinstance(info, dict) or not {"key", "first", "last", "batches", "total", "layers",
+                                                   "skipped"} <= set(info):
+                raise RecordError("pass shard meta lacks its key, range or layers")
+            self._info = info
+        return self._info
 
 
 # ------------------------------------------------------------------------------------------------
@@ -398,7 +412,7 @@ class Store:
         """Write a record atomically; returns the stamp of the file it became."""
         if isinstance(record, JsonRecord):
             return atomic_write_json(path, record.to_json())
-        return atomic_save_npz(path, record.to_arrays(), sync=sync)
+        return atomic_save_npz(path, record.to_arrays(), sync=sync, compress=record.COMPRESS)
 
     def read(self, path: Path, kind: type, stamp: FileStamp | None = None):
         """The record at `path`, or None if it is missing, damaged or of another format (said once)."""
@@ -421,7 +435,7 @@ class Store:
         """Say once, in one line, that a stored file cannot be trusted; returns None for the caller."""
         if path not in self._reported:
             self._reported.add(path)
-            log.warning("store: %s is damaged or of another version (%s); it will be recomputed", path, problem)
+            log.warning("store: %s is damaged or of another version (%s); the next build recomputes it", path, problem)
         return None
 
     def read_model(self, model: str) -> ModelRecord | None:

@@ -133,6 +133,7 @@ class ArrayRecord:
 
     FORMAT: ClassVar[int] = 1
     ARRAYS: ClassVar[dict[str, tuple[str, int]]] = {}
+    COMPRESS: ClassVar[bool] = True  # zlib level 1; False for big temporary state
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"format": np.array(self.FORMAT)}

@@ -16,7 +16,9 @@ import click
 
 from microscope.errors import UsageError
 from microscope.jobs import hash_json, make_job
+from microscope.packs import read_patch_index
 from microscope.store import ExamplesResult, PassShard, Store
+from microscope.store.schema import PATCHES
 from microscope.store.typed import to_json
 from microscope.views.base import Panel, UnitPage, View, ViewPlan
 
@@ -223,7 +225,8 @@ def is_current(store: Store, model: str, layer: str, key: str) -> bool:
         if problem:
             store.damaged(path.parent / name, problem)
             return False
-    return True
+    packs = {name.split("/", 1)[1]: stamp for name, stamp in result.files.items() if name.startswith(f"{PATCHES}/")}
+    return read_patch_index(store, store.patches_dir(model, layer), packs) is not None  # each pack against its index
 
 
 VIEW = ExamplesView()
