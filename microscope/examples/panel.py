@@ -157,15 +157,13 @@ def unit_panel(data: ExamplesData, unit: int, page: UnitPage) -> Panel:
     shown["bands"] = [item for band in bands for item in band["shown"]]
     square = next((item["square"] for item in top + bottom if item["square"]), None)
     sharp = square is None or square[2] * SIZES.photo >= SIZES.patch  # the photo shows the field sharply enough
-    strips, files = {}, []
+    strips = {}
     for kind, items in shown.items():
         for item in items:
             photo = photos.path(item["index"]) if photos else None
             item["photo"] = posixpath.relpath(photo, page.folder) if photo else None
         if kind == "top" or not sharp or not all(item["photo"] for item in items):
             strips[kind] = _strip(page, kind, items)
-            if strips[kind]:
-                files.append(strips[kind]["file"])
         else:
             strips[kind] = None
     s = data.summary
@@ -197,7 +195,7 @@ def unit_panel(data: ExamplesData, unit: int, page: UnitPage) -> Panel:
               "histogram": histogram, "stats": {k: _significant(v) for k, v in stats.items()},
               "top_classes": [{k: v for k, v in c.items() if k != "share"} for c in classes],
               "dataset": dataset, "provenance": settings},
-        provenance=[line], settings={"examples": settings}, files=files,
+        provenance=[line], settings={"examples": settings},
         thumb=Thumb(top[0]["patch"], 1, "top dataset example") if top and top[0]["patch"] else None,
         summary={"examples": {"max": _significant(stats["max"]) if "max" in stats else None,
                               "mean": _significant(stats["mean"]),

@@ -52,7 +52,7 @@ class Panel:
     json: dict  # its block of unit.json
     provenance: list[str] = field(default_factory=list)  # one sentence per stage
     settings: dict = field(default_factory=dict)  # everything that produced it, shown under "All settings"
-    files: list[str] = field(default_factory=list)  # site files it wrote, for the size report
+    files: list[str] = field(default_factory=list)  # site files it wrote (page.produce records them)
     thumb: Thumb | None = None
     summary: dict = field(default_factory=dict)  # its few numbers in the layer's unit list (layer.json)
 

@@ -208,8 +208,7 @@ class FeatureVisView(View):
         line = (f"Feature visualizations: recipe {config.recipe.get('version')}, seed {config.seed}, "
                 f"{config.steps} steps at {config.size} px, optimising {config.optimised_layer}.")
         return Panel(data={"renders": renders}, json=json_block, provenance=[line],
-                     settings={"featurevis": {**to_json(config), "objectives": sorted(records)}},
-                     files=[r["file"] for r in renders], thumb=thumb,
+                     settings={"featurevis": {**to_json(config), "objectives": sorted(records)}}, thumb=thumb,
                      summary={"featurevis": {r["objective"]: r["file"] for r in renders}})
 
     def layer_json(self, data: LayerRenders) -> dict:
