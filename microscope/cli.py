@@ -175,6 +175,14 @@ def featurevis(**values):
     _compute(values, ["featurevis"])
 
 
+@main.command()
+@common_options
+@_view_options("circuits")
+def circuits(**values):
+    """Expanded weights between the chosen layers and their neighbours, into the artifact store."""
+    _compute(values, ["circuits"])
+
+
 def _compute(values: dict, views: list[str]) -> None:
     from microscope.pipeline import compute, request_from
 

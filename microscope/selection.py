@@ -68,6 +68,21 @@ def resolve_layers(network, names: tuple[str, ...] | None) -> list[str]:
     return list(names)
 
 
+def layer_chain(layers) -> list[str]:
+    """The layers as the site lists them, in network order: every conv and block layer, then the logits.
+    Consecutive ones are what "previous layer" means for circuits. `layers`: LayerSpecs or LayerInfos."""
+    return [layer.name for layer in layers if layer.kind in MAIN_KINDS or layer.kind == "logits"]
+
+
+def neighbours(layers, name: str) -> tuple[str | None, str | None]:
+    """(previous, next) of `name` in the chain; None at the ends, or for a layer not in it (a branch)."""
+    chain = layer_chain(layers)
+    if name not in chain:
+        return None, None
+    at = chain.index(name)
+    return (chain[at - 1] if at else None), (chain[at + 1] if at + 1 < len(chain) else None)
+
+
 def parse_objectives(text: str, known: dict) -> tuple[str, ...]:
     """Comma-separated objective names, each one of `known`, in the order given, without repeats."""
     names = tuple(dict.fromkeys(name.strip() for name in str(text).split(",") if name.strip()))

@@ -11,7 +11,8 @@ import numpy as np
 from PIL import Image
 
 from microscope.packs import write_pack
-from microscope.store import (DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp, LayerInfo,
+from microscope.store import (CircuitArrays, CircuitResult, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary,
+                              FileStamp, LayerInfo,
                               ModelRecord, PatchSettings, RenderConfig, RenderImage, RenderRecord, Store, ThumbSettings,
                               ViewSettings, atomic_write_bytes)
 from microscope.store.files import image_bytes
@@ -52,7 +53,7 @@ def catalogue() -> list[LayerInfo]:
 
 
 def make_store(root: Path, model: str = "tiny", featurevis_layers=("conv1", "mixed_a", WEIRD_LAYER),
-               examples_layers=("conv1", WEIRD_LAYER), featurevis_units=None) -> Store:
+               examples_layers=("conv1", WEIRD_LAYER), featurevis_units=None, circuits=("mixed_a",)) -> Store:
     """A store with one model: featurevis and/or examples for the given layers."""
     store = Store(root)
     layers = catalogue()
@@ -72,7 +73,29 @@ def make_store(root: Path, model: str = "tiny", featurevis_layers=("conv1", "mix
             write_featurevis(store, model, info.name, position, units)
         if info.name in examples_layers:
             write_examples(store, model, info)
+    chain = [info for info in layers if info.kind in ("conv", "block", "logits")]
+    for previous, info in zip(chain, chain[1:]):
+        if info.name in circuits:
+            write_circuits(store, model, previous, info)
     return store
+
+
+def write_circuits(store: Store, model: str, previous: LayerInfo, layer: LayerInfo, top: int = 2) -> None:
+    """As microscope/views/circuits.py writes them: 3x3 maps, sums, each unit's 2 + 2 strongest inputs."""
+    rng = np.random.default_rng(2)
+    maps = rng.normal(size=(layer.channels, previous.channels, 3, 3))
+    sums = maps.sum(axis=(2, 3))
+    order = [np.concatenate([np.argsort(-row, kind="stable")[:top], np.argsort(row, kind="stable")[:top]]) for row in sums]
+    top_index = np.array(order, np.int64)
+    folder = store.circuits_dir(model, layer.name)
+    stamp = store.write(folder / "weights.npz", CircuitArrays(
+        sums=sums, top_index=top_index, top_value=np.take_along_axis(sums, top_index, 1),
+        maps=np.take_along_axis(maps, top_index[:, :, None, None], 1).astype(np.float32),
+        box=np.tile(np.array([0, 0, 3, 3], np.int32), (layer.channels, 1))))
+    store.write(folder / "result.json", CircuitResult(
+        key="test", model=model, weights_id="random-seed0", previous=previous.name, layer=layer.name,
+        target=f"{layer.name}_pre_relu", top=top, input_size=7, centre=[3, 3], local=True,
+        linearised=["2 x ReLU -> identity"], files={"weights.npz": stamp}))
 
 
 def write_featurevis(store: Store, model: str, layer: str, layer_index: int, units) -> None:

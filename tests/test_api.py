@@ -23,7 +23,7 @@ def test_models_layers_and_units(store):
     model = reader.model("tiny")
     assert model.layers == ["conv1", "mixed_a", 'a<b"c']
     conv = model.layer("conv1")
-    assert conv.units == [0, 1, 2, 3] and set(conv.data) == {"featurevis", "examples"}
+    assert conv.units == [0, 1, 2, 3] and set(conv.data) == {"featurevis", "examples", "circuits"}
     assert model.layer("mixed_a").summary is None
 
 

@@ -80,6 +80,12 @@ def test_models_and_layers_print_their_tables():
     assert last_line(layers).startswith("logits")
 
 
+def test_circuits_prints_what_it_computed(tmp_path):
+    result = cli("circuits", *TINY, "--circuit-top", "3", "--store", tmp_path)
+    assert "circuit: 1 layer pairs computed, 0 reused" in result.stdout  # conv1 -> conv2_reduce (conv1 has no inputs)
+    assert (tmp_path / "inceptionv1-caffe" / "conv2_reduce" / "circuits" / "result.json").is_file()
+
+
 def test_evaluate_prints_accuracy_as_its_last_line(photos):
     result = cli("evaluate", *MODEL, "--images", photos, "--labels", photos / "labels.csv", "--quiet")
     assert re.fullmatch(r"inceptionv1-caffe: top-1 [\d.]+ %  top-5 [\d.]+ %  on 5 images \(0 unreadable, skipped\)",
@@ -163,6 +169,8 @@ BAD = [
     (["featurevis", *TINY, "--layers", ","], "--layers is empty"),
     (["featurevis", *TINY, "--device", "tpu"], "unknown device 'tpu'"),
     (["featurevis", *TINY, "--format", "gif"], "'gif' is not one of"),
+    (["circuits", *MODEL, "--layers", "inception_9z"], "unknown layer 'inception_9z'"),
+    (["circuits", *TINY, "--circuit-top", "0"], "--circuit-top"),
     (["site", "--store", "/no/store"], "no artifact store at /no/store"),
     (["site", "--store", "{store}", "--out", "/proc/x"], "cannot write the site at --out /proc/x"),
     (["site", "--store", "{store}", "--out", "{files}/afile"], "is a file, not a folder"),

@@ -47,3 +47,11 @@ def test_installed_wheel_builds_a_site_from_another_folder(tmp_path):
     assert (site / "static" / "microscope.css").is_file() and not (site / "static" / "__init__.py").exists()
     page = (site / "models" / "inceptionv1-caffe" / "conv1" / "1" / "index.html").read_text()
     assert "Feature visualization" in page and "Dataset examples" in page and 'src="channel.webp"' in page
+
+
+def test_every_package_of_the_source_is_in_the_wheel():
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(path.parent.relative_to(REPO).parts) for path in (REPO / "microscope").rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject.toml's packages: {sorted(found - listed)}"

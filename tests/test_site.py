@@ -153,7 +153,7 @@ def test_unit_page_shows_renders_examples_and_navigation(built):
     assert all(img.get("alt") for img in shown), "every image has alt text"
     assert shown[0]["alt"] == "channel feature visualization of conv1 unit 1"
     description = re.search(r'<meta name="description" content="([^"]+)">', (unit_dir(site, "conv1", 1) / "index.html").read_text())
-    assert description.group(1).startswith("Feature visualization and dataset examples of unit 1 of conv1 (curve")
+    assert description.group(1).startswith("Feature visualization, dataset examples and circuit of unit 1 of conv1 (curve")
     text = " ".join(page.text)
     assert "Negative examples" in text and "Top classes" in text and "<cls2>" in text
     assert "Provenance" in text and "Across the range" in text
@@ -227,13 +227,13 @@ def test_layer_json_indexes_every_unit(built):
     _, site, _ = built
     data = json.loads((site / "models" / "tiny" / "mixed_a" / "layer.json").read_text())
     assert data["layer"] == "mixed_a" and [u["unit"] for u in data["units"]] == list(range(5))
-    assert list(data["views"]) == ["featurevis"] and data["views"]["featurevis"]["units"] == 5
+    assert list(data["views"]) == ["featurevis", "circuits"] and data["views"]["featurevis"]["units"] == 5
     assert data["missing"] == ["No dataset examples were computed for this layer (run with --images)."]
     for unit in data["units"]:
         assert (site / "models" / "tiny" / "mixed_a" / unit["url"]).is_file()
         assert (site / "models" / "tiny" / "mixed_a" / str(unit["unit"]) / unit["featurevis"]["channel"]).is_file()
     conv = json.loads((site / "models" / "tiny" / "conv1" / "layer.json").read_text())
-    assert set(conv["views"]) == {"featurevis", "examples"}
+    assert set(conv["views"]) == {"featurevis", "examples", "circuits"}  # conv1 feeds mixed_a
     assert conv["units"][0]["examples"]["max"] == pytest.approx(
         float(json.loads((site / "models/tiny/conv1/0/unit.json").read_text())["examples"]["stats"]["max"]))
 
@@ -345,7 +345,8 @@ def test_damaged_or_unknown_records_are_said_once_and_left_out(tmp_path, caplog)
 
 
 def test_units_with_renders_for_part_of_a_layer(tmp_path):
-    make_store(tmp_path / "store", featurevis_layers=("mixed_a",), examples_layers=(), featurevis_units=[1, 3])
+    make_store(tmp_path / "store", featurevis_layers=("mixed_a",), examples_layers=(), featurevis_units=[1, 3],
+               circuits=())
     build_site(tmp_path / "store", tmp_path / "site", progress=False)
     layer = tmp_path / "site" / "models" / "tiny" / "mixed_a"
     assert sorted(p.name for p in layer.iterdir() if p.is_dir()) == ["1", "3"]

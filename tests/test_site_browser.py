@@ -110,7 +110,7 @@ def test_home_to_layer_to_unit_and_arrow_keys(browser, server, tmp_path):
     assert undecoded_images(page) == []
     assert page.locator("#grid img").count() == 4
 
-    page.click("#grid a >> nth=1")
+    page.click("#grid > li >> nth=1 >> a >> nth=0")  # the tile (its second link goes to the circuit)
     page.wait_for_url("**/models/tiny/conv1/1/index.html")
     settle(page)
     assert undecoded_images(page) == []

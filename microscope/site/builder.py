@@ -200,6 +200,15 @@ class SiteBuild:
     report: SiteReport
 
 
+def _existing_units(writer: SiteWriter, model_dir: str, name: str) -> list[int]:
+    """The units listed by a layer page already in the site (a layer not rebuilt now)."""
+    try:
+        record = json.loads(writer.path(f"{model_dir}/{segment(name)}/layer.json").read_text(encoding="utf-8"))
+        return [int(unit["unit"]) for unit in record.get("units", [])]
+    except (OSError, ValueError, TypeError, KeyError):
+        return []
+
+
 def _build_model(build: SiteBuild, model: ModelRecord) -> dict:
     store, writer, renderer, only_layers = build.store, build.writer, build.renderer, build.only_layers
     labels, progress, report = build.labels, build.progress, build.report
@@ -207,21 +216,30 @@ def _build_model(build: SiteBuild, model: ModelRecord) -> dict:
     title = model.title or model.name
     built: dict[str, dict] = {}
     states: dict[str, dict] = {}
+    layer_data: dict[str, dict] = {}  # layer -> view -> its data, for the layers built now
     for info in model.layers:
-        layer_dir = f"{model_dir}/{segment(info.name)}"
         if only_layers and info.name not in only_layers:
-            existing = _existing_layer(writer, layer_dir, info.name)
+            existing = _existing_layer(writer, f"{model_dir}/{segment(info.name)}", info.name)
             if existing:
                 built[info.name] = existing
             continue
-        data = {name: found for name, view in VIEWS.items()
-                if (found := view.read(store, model, info)) is not None}
+        layer_data[info.name] = {name: found for name, view in VIEWS.items()
+                                 if (found := view.read(store, model, info)) is not None}
+    # Which units have pages, in every layer: pages link across layers (a circuit's inputs and outputs).
+    index = {name: set(units) for name, record in built.items() if (units := _existing_units(writer, model_dir, name))}
+    index.update({name: set(layer_units(data)) for name, data in layer_data.items()})
+    for info in model.layers:
+        if info.name not in layer_data:
+            continue
+        layer_dir = f"{model_dir}/{segment(info.name)}"
+        data = layer_data[info.name]
         if not layer_units(data):
             if only_layers:
                 report.warnings.append(f"{model.name}/{info.name}: nothing computed yet, no pages written")
                 writer.prune(layer_dir)  # pages of artifacts that are gone must go too
             continue
-        context = LayerContext(model, info, layer_dir, data, labels.get(info.name, {}), states, writer, renderer)
+        context = LayerContext(model, info, layer_dir, data, labels.get(info.name, {}), states, writer, renderer,
+                               index, labels)
         built[info.name] = build_layer(context, progress)
         if only_layers:
             writer.prune(layer_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from microscope.site.assets import SIZES, AssetCache, render_webp
 from microscope.site.output import SiteWriter
 from microscope.site.render import Renderer
 from microscope.store import LayerInfo, ModelRecord
-from microscope.views import VIEWS, Panel, UnitPage
+from microscope.views import VIEWS, LayerPage, Panel, UnitPage
 
 THUMB = "thumb.webp"
 # Settings not worth a row of their own: shown elsewhere on the page, or bulky (unit.json has them).
@@ -37,6 +38,21 @@ class LayerContext:
     states: dict[str, dict]  # view name -> its state while this model is built
     writer: SiteWriter
     renderer: Renderer
+    index: dict[str, set[int]]  # layer -> the units with a page in this site (to link to other layers)
+    all_labels: dict[str, dict[int, dict]]  # layer -> unit -> {"label", "note"}, every layer's
+
+    def other(self, folder: str):
+        """other(layer, unit) for a page in `folder`: links to another unit, only where its page is."""
+        def other(layer: str, unit: int) -> dict:
+            label = (self.all_labels.get(layer, {}).get(unit) or {}).get("label")
+            if unit not in self.index.get(layer, ()):
+                return {"href": None, "thumb": None, "label": label}
+            target = f"{self.model_dir}/{segment(layer)}/{unit}"
+            href = posixpath.relpath(f"{target}/index.html", folder)
+            thumb = posixpath.relpath(f"{target}/{THUMB}", folder) if self.writer.path(f"{target}/{THUMB}").is_file() \
+                else None
+            return {"href": href, "thumb": thumb, "label": label}
+        return other
 
     @property
     def model_dir(self) -> str:
@@ -77,9 +93,24 @@ def build_layer(ctx: LayerContext, progress: bool) -> dict:
     title = ctx.model.title or ctx.model.name
     ctx.writer.write_text(f"{ctx.layer_dir}/index.html", ctx.renderer.render(
         "layer.html", root="../../../", page_title=f"{ctx.layer.name} - {title}", model=ctx.model,
-        model_title=title, layer=record, units=record["units"]))
+        model_title=title, layer=record, units=record["units"], panels=layer_panels(ctx, views)))
     ctx.writer.write_text(f"{ctx.layer_dir}/layer.json", json.dumps(record, indent=1, allow_nan=False) + "\n")
     return {k: v for k, v in record.items() if k != "units"}  # what the model page and search need
+
+
+def layer_panels(ctx: LayerContext, views) -> list[dict]:
+    """The views' parts of the layer page, with the files they write beside it."""
+    def write(name: str, data: bytes) -> int:
+        ctx.writer.write(f"{ctx.layer_dir}/{name}", data)
+        return len(data)
+
+    page = LayerPage(ctx.model, ctx.layer, ctx.layer_dir, write)
+    found = []
+    for view in views:
+        panel = view.layer_panel(ctx.data[view.name], page)
+        if panel is not None:
+            found.append({"name": view.name, "title": view.title, "template": view.template, "data": panel.data})
+    return found
 
 
 def build_unit(ctx: LayerContext, cache: AssetCache, unit: int, neighbours: tuple[int | None, int | None]) -> dict:
@@ -101,7 +132,7 @@ def build_unit(ctx: LayerContext, cache: AssetCache, unit: int, neighbours: tupl
             shown.append({"name": name, "title": view.title, "template": None, "data": None, "missing": view.missing})
             continue
         page = UnitPage(ctx.model, ctx.layer, unit, folder, facts, ctx.states.setdefault(name, {}), produce,
-                        ctx.writer, ctx.model_dir)
+                        ctx.writer, ctx.model_dir, ctx.other(folder))
         start = len(written)
         panel = view.unit_panel(ctx.data[name], unit, page)
         panel.files = written[start:]
@@ -126,7 +157,8 @@ def build_unit(ctx: LayerContext, cache: AssetCache, unit: int, neighbours: tupl
     ctx.writer.write_text(f"{folder}/index.html", page)
     sizes["page"] = ctx.writer.bytes_by_path[f"{folder}/index.html"] + ctx.writer.bytes_by_path[f"{folder}/unit.json"]
     record = {"unit": unit, "label": label["label"], "thumb": thumb, "thumb_rank": thumb_rank,
-              "thumb_pixelated": pixelated, "bytes": sizes}
+              "thumb_pixelated": pixelated, "bytes": sizes,
+              "links": [list(link) for panel in panels.values() for link in panel.links]}
     for panel in panels.values():
         record.update(panel.summary)
     return record

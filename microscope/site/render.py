@@ -52,6 +52,12 @@ def megabytes(value) -> str:
     return f"{value / 1e6:.1f} MB"
 
 
+def sentence(items) -> str:
+    """["a", "b", "c"] -> "a, b and c"."""
+    items = [str(item) for item in items]
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
 def environment(templates: Path | None = None) -> jinja2.Environment:
     from microscope.views import VIEWS
 
@@ -69,6 +75,7 @@ def environment(templates: Path | None = None) -> jinja2.Environment:
     env.filters["number"] = number
     env.filters["percent"] = percent
     env.filters["megabytes"] = megabytes
+    env.filters["sentence"] = sentence
     return env
 
 

@@ -1,12 +1,12 @@
 """The artifact store: typed records at fixed paths (schema.py), written atomically (files.py)."""
 from microscope.store.files import (FileStamp, atomic_save_npz, atomic_write_bytes, atomic_write_json,
                                     atomic_write_text, load_npz, usable_folder)
-from microscope.store.schema import (DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, LayerInfo,
+from microscope.store.schema import (CircuitArrays, CircuitResult, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, LayerInfo,
                                      ModelRecord, PassShard, PatchIndex, PatchSettings, RenderConfig, RenderImage,
                                      RenderRecord, Store, ThumbSettings, ViewSettings)
 from microscope.store.typed import RecordError
 
-__all__ = ["DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary", "FileStamp", "LayerInfo",
+__all__ = ["CircuitArrays", "CircuitResult", "DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary", "FileStamp", "LayerInfo",
            "ModelRecord", "PassShard", "PatchIndex", "PatchSettings", "RecordError", "RenderConfig", "RenderImage",
            "RenderRecord", "Store", "ThumbSettings", "ViewSettings", "atomic_save_npz", "atomic_write_bytes",
            "atomic_write_json", "atomic_write_text", "load_npz", "usable_folder"]

@@ -8,6 +8,8 @@
     <root>/<model>/<layer>/examples/patches/<chunk>.*   patch packs (microscope/packs.py, PatchIndex)
     <root>/<model>/<layer>/examples/result.json         ExamplesResult, written last: the layer is complete
     <root>/<model>/<layer>/featurevis/<unit>/<objective>.json  RenderRecord, written after its images
+    <root>/<model>/<layer>/circuits/weights.npz         CircuitArrays: expanded weights from the previous layer
+    <root>/<model>/<layer>/circuits/result.json         CircuitResult, written last
 
 Model and layer folders are `names.segment(name)`: the name itself when it is a safe folder name.
 Every record carries a format number; `Store.read` returns None for a record that is missing, and
@@ -340,6 +342,56 @@ class RenderRecord(JsonRecord):
 
 
 # ------------------------------------------------------------------------------------------------
+# Circuits
+
+
+@dataclass(frozen=True)
+class CircuitResult(JsonRecord):
+    """circuits/result.json of a layer L: its expanded weights from the previous layer P, written last."""
+
+    key: str  # hash of everything that determines the weights
+    model: str
+    weights_id: str
+    previous: str  # P
+    layer: str  # L
+    target: str  # the layer differentiated: L's pre-ReLU twin, or L
+    top: int  # strongest inputs kept per sign
+    input_size: int  # side of P's grid the maps were computed on
+    centre: list[int]  # (y, x) of L's position differentiated
+    local: bool  # False: L is global (logits), each map is one number
+    linearised: list[str]  # what the linearisation replaced, e.g. "2 x MaxPool2d -> AvgPool2d"
+    files: dict[str, FileStamp]
+
+
+@dataclass
+class CircuitArrays(ArrayRecord):
+    """circuits/weights.npz (C_out units of L, C_in of P, t inputs kept per sign, K x K' canvas).
+
+    sums (C_out, C_in) float64: each expanded-weight map summed over its positions - what inputs are
+    ranked by; top_index (C_out, 2t): the t inputs with the largest sums, then the t with the smallest,
+    from the extreme inward (ties to the lower index); top_value (C_out, 2t) their sums; maps
+    (C_out, 2t, K, K') float32, centred on L's position, one canvas for the pair; box (C_out, 4) int32:
+    (top, left, height, width) of each output unit's non-zero support in the canvas.
+    """
+
+    ARRAYS = {"sums": ("f", 2), "top_index": ("i", 2), "top_value": ("f", 2), "maps": ("f", 4), "box": ("i", 2)}
+
+    sums: np.ndarray
+    top_index: np.ndarray
+    top_value: np.ndarray
+    maps: np.ndarray
+    box: np.ndarray
+
+    def check(self) -> None:
+        outputs, pairs = self.top_index.shape
+        if self.sums.shape[0] != outputs or self.top_value.shape != (outputs, pairs) or \
+                self.maps.shape[:2] != (outputs, pairs) or self.box.shape != (outputs, 4):
+            raise RecordError("circuit arrays disagree on the number of units or of inputs kept")
+        if pairs and (self.top_index.min() < 0 or self.top_index.max() >= self.sums.shape[1]):
+            raise RecordError("circuit top_index points outside the previous layer")
+
+
+# ------------------------------------------------------------------------------------------------
 # The store
 
 
@@ -404,6 +456,9 @@ class Store:
 
     def render_file(self, model: str, layer: str, unit: int, objective: str) -> Path:
         return self.unit_dir(model, layer, unit) / f"{segment(objective)}.json"
+
+    def circuits_dir(self, model: str, layer: str) -> Path:
+        return self.layer_dir(model, layer) / "circuits"
 
     # Typed reads and writes ----------------------------------------------------------------------
 

@@ -6,11 +6,12 @@ A new view is one module (see base.py and docs/architecture.md) plus its templat
 from __future__ import annotations
 
 from microscope.errors import UsageError
-from microscope.views.base import Panel, Thumb, UnitPage, View, ViewPlan
+from microscope.views.base import LayerPage, Panel, Thumb, UnitPage, View, ViewPlan
+from microscope.views.circuits import VIEW as CIRCUITS
 from microscope.views.examples import VIEW as EXAMPLES
 from microscope.views.featurevis import VIEW as FEATUREVIS
 
-VIEWS: dict[str, View] = {view.name: view for view in (FEATUREVIS, EXAMPLES)}
+VIEWS: dict[str, View] = {view.name: view for view in (FEATUREVIS, EXAMPLES, CIRCUITS)}
 
 
 def register(view: View) -> None:
@@ -28,4 +29,4 @@ def get_view(name: str) -> View:
     return VIEWS[name]
 
 
-__all__ = ["Panel", "Thumb", "UnitPage", "VIEWS", "View", "ViewPlan", "get_view", "register", "unregister"]
+__all__ = ["LayerPage", "Panel", "Thumb", "UnitPage", "VIEWS", "View", "ViewPlan", "get_view", "register", "unregister"]

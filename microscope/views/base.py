@@ -55,6 +55,7 @@ class Panel:
     files: list[str] = field(default_factory=list)  # site files it wrote (page.produce records them)
     thumb: Thumb | None = None
     summary: dict = field(default_factory=dict)  # its few numbers in the layer's unit list (layer.json)
+    links: list = field(default_factory=list)  # (text, "#fragment") links from the unit's tile on the layer page
 
 
 @dataclass
@@ -70,6 +71,17 @@ class UnitPage:
     produce: Callable  # produce(name, sources, settings, make) -> metadata; writes folder/name once
     writer: Any  # the site's writer, for images shared by many pages (site/output.py)
     model_dir: str  # site-relative folder of the model, e.g. models/inceptionv1
+    other: Callable  # other(layer, unit) -> {"href", "thumb", "label"} of another unit, relative; None if absent
+
+
+@dataclass
+class LayerPage:
+    """What a layer panel may know of the layer page it goes on, and how it writes files beside it."""
+
+    model: ModelRecord
+    layer: LayerInfo
+    folder: str  # site-relative folder of the layer page
+    write: Callable  # write(name, bytes) -> size: a file in the layer's folder
 
 
 class View:
@@ -118,6 +130,10 @@ class View:
         return {}
 
     def unit_panel(self, data, unit: int, page: UnitPage) -> Panel | None:
+        return None
+
+    def layer_panel(self, data, page: LayerPage) -> Panel | None:
+        """Its part of the layer page (the partial's `layer_panel` macro), if any."""
         return None
 
     def layer_json(self, data) -> dict:
