@@ -15,7 +15,7 @@ def catalogue(network: Network, names: list[str] | None = None, size: int | None
     Fields are walked on the same graph the stages run (`Network.extractor(names)`, cached), so
     asking for a pass's own layers costs no extra tracing.
     """
-    names = list(names) if names is not None else network.spec.layer_names
+    names = list(names) if names is not None else [layer.name for layer in network.layers]
     size = size or network.spec.input_size
     extractor = network.extractor(names)
     node_fields = graph_fields(extractor.graph_module)
@@ -23,7 +23,8 @@ def catalogue(network: Network, names: list[str] | None = None, size: int | None
         shapes = {k: v.shape for k, v in extractor(torch.zeros(1, 3, size, size, device=network.device)).items()}
     infos = []
     for layer in extractor.layers:
-        shape, field = shapes[layer.name], union([node_fields[node] for node in layer.nodes])
+        nodes = layer.nodes or network.layer(network.derived[layer.name].source).nodes  # derived: position-wise
+        shape, field = shapes[layer.name], union([node_fields[node] for node in nodes])
         local = isinstance(field, Field)
         infos.append(LayerInfo(
             name=layer.name, kind=layer.kind, channels=int(shape[1]),

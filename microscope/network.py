@@ -3,6 +3,10 @@
 `Network.extractor(layers)` returns a module that maps RGB images in [0, 1] to a dict of the chosen
 layers' activations. It is built with torch.fx (torchvision's feature extraction), so the graph is
 truncated after the deepest chosen layer: nothing past it is computed, in inference or optimisation.
+
+Besides the model's own layers a network can carry derived layers (`Network.derive`): a module
+applied to another layer's activation at every position, such as a sparse autoencoder's features
+(microscope/sae). Every stage sees them as layers like the others.
 """
 from __future__ import annotations
 
@@ -19,24 +23,53 @@ from microscope.errors import UsageError
 from microscope.models import LayerSpec, ModelSpec, get_spec
 
 
-class LayerExtractor(nn.Module):
-    """Preprocess, run the truncated graph, and assemble each layer from its fx nodes."""
+@dataclass(frozen=True)
+class Derived:
+    """A layer computed from another layer's activation by `module` ((N, C, H, W) -> (N, F, H, W))."""
 
-    def __init__(self, spec: ModelSpec, module: nn.Module, layers: list[LayerSpec]):
+    spec: LayerSpec
+    source: str
+    module: nn.Module
+
+
+class LayerExtractor(nn.Module):
+    """Preprocess, run the truncated graph, and assemble each layer from its fx nodes (or derive it)."""
+
+    def __init__(self, network: "Network", layers: list[LayerSpec]):
         super().__init__()
-        self.preprocessing = spec.preprocessing
+        self.preprocessing = network.spec.preprocessing
         self.layers = layers
-        nodes = sorted({node for layer in layers for node in layer.nodes})
-        self.graph_module = create_feature_extractor(module, return_nodes=nodes)
+        self.derived = nn.ModuleDict()
+        self.sources: dict[str, str] = {}
+        base = []
+        for layer in layers:
+            found = network.derived.get(layer.name)
+            if found is None:
+                base.append(layer)
+            else:
+                self.derived[_key(layer.name)] = found.module
+                self.sources[layer.name] = found.source
+                base.append(network.layer(found.source))
+        self.base = list({layer.name: layer for layer in base}.values())
+        nodes = sorted({node for layer in self.base for node in layer.nodes})
+        self.graph_module = create_feature_extractor(network.module, return_nodes=nodes)
         _disable_inplace(self.graph_module)
 
     def forward(self, rgb01: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = self.graph_module(self.preprocessing(rgb01))
+        found = {}
+        for layer in self.base:
+            parts = [outputs[node] for node in layer.nodes]
+            found[layer.name] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         result = {}
         for layer in self.layers:
-            parts = [outputs[node] for node in layer.nodes]
-            result[layer.name] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+            source = self.sources.get(layer.name)
+            result[layer.name] = found[layer.name] if source is None else self.derived[_key(layer.name)](found[source])
         return result
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "_").replace("/", "__")  # ModuleDict keys cannot hold dots
 
 
 def _disable_inplace(graph_module: torch.fx.GraphModule) -> None:
@@ -58,14 +91,31 @@ class Network:
     module: nn.Module
     weights_id: str  # sha256 of the weights file, or "random-seed<N>"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    derived: dict[str, Derived] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # derived layer -> why it cannot be used
     _extractors: dict = field(default_factory=dict, repr=False)
 
+    @property
+    def layers(self) -> list[LayerSpec]:
+        """Every layer: the model's, then the derived ones."""
+        return list(self.spec.layers) + [found.spec for found in self.derived.values()]
+
+    def derive(self, spec: LayerSpec, source: str, module: nn.Module) -> None:
+        """Add a layer computed from `source`'s activation (a sparse autoencoder's features, say)."""
+        self.layer(source)
+        self.derived[spec.name] = Derived(spec, source, module.to(self.device).eval().requires_grad_(False))
+        self._extractors.clear()
+
     def layer(self, name: str) -> LayerSpec:
+        if name in self.derived:
+            return self.derived[name].spec
+        if name in self.refused:
+            raise UsageError(self.refused[name])
         try:
             return self.spec.layer(name)
         except KeyError:
             main = [layer.name for layer in self.spec.layers if layer.kind not in ("branch", "pre_relu")]
-            close = difflib.get_close_matches(name, self.spec.layer_names, n=1)
+            close = difflib.get_close_matches(name, [layer.name for layer in self.layers] + list(self.refused), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise UsageError(
                 f"unknown layer {name!r} for model {self.spec.name}; {hint}valid layers: {', '.join(main)} "
@@ -76,7 +126,7 @@ class Network:
         key = tuple(layer_names)
         if key not in self._extractors:
             layers = [self.layer(name) for name in key]
-            self._extractors[key] = LayerExtractor(self.spec, self.module, layers).to(self.device).eval()
+            self._extractors[key] = LayerExtractor(self, layers).to(self.device).eval()
         return self._extractors[key]
 
     def activations(self, rgb01: torch.Tensor, layer_names: list[str]) -> dict[str, torch.Tensor]:

@@ -12,7 +12,9 @@ Per channel, from the layer's activation A and its pre-ReLU twin P (A itself whe
   layer, its non-zero fraction), read exactly off P's histogram (A > 0 exactly where P > 0).
 
 A twin is taken to be what its name says, A = relu(P) element for element (true of every model of
-the zoo: the twin is the convolution, or concatenation of branch convolutions, before the ReLU).
+the zoo: the twin is the convolution, or concatenation of branch convolutions, before the ReLU),
+unless `exact_twin` is False (a sparse autoencoder's TopK code is zero where P is positive too):
+then P's maximum is found on P and A's non-zero fraction is counted on A.
 
 Memory is fixed by k, the histogram and band sizes - never by the number of images. Activations are
 read in a (batch, positions, channels) view, which is free for channels_last tensors.
@@ -70,8 +72,10 @@ class LayerAccumulator:
 
     def __init__(self, channels: int, width: int, *, top_k: int, histogram_bins: int = 128,
                  band_bins: int = 32, band_samples: int = 8, seed: int = 0,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", exact_twin: bool = True):
         self.width = width  # of the activation grid, to turn flat positions into (y, x)
+        self.exact_twin = exact_twin
+        self.positive = torch.zeros(channels, dtype=torch.int64, device=device)  # counted when not exact_twin
         self.top = TopExamples(channels, top_k, device)
         self.bottom = TopExamples(channels, top_k, device)  # ranks -min, so the lowest minimum first
         self.bands = BandSampler(channels, band_bins, band_samples, seed, device)
@@ -89,7 +93,11 @@ class LayerAccumulator:
         self.top.update(top, indices, top_at)
         self.bottom.update(-bottom, indices, bottom_at)
         self.bands.update(top, indices, top_at)
-        self.histogram.update(low, bottom.amin(0), self._maximum(top, low, pre_relu is not None))
+        if self.exact_twin:
+            self.histogram.update(low, bottom.amin(0), self._maximum(top, low, pre_relu is not None))
+        else:
+            self.histogram.update(low, bottom.amin(0), low.amax(dim=(0, 1)))
+            self.positive += (values > 0).sum(dim=(0, 1))
         self.total += values.sum(dim=1).sum(0, dtype=torch.float64)
         self.images += activation.shape[0]
 
@@ -127,8 +135,8 @@ class LayerAccumulator:
         out["hist_counts"] = self.histogram.counts.cpu().numpy()
         out["hist_edges"] = self.histogram.edges().cpu().numpy()
         out["mean"] = (self.total / positions.clamp_min(1)).cpu().numpy()
-        out["nonzero_fraction"] = (self.histogram.positive_counts().double()
-                                   / positions.clamp_min(1)).cpu().numpy()
+        positive = self.histogram.positive_counts() if self.exact_twin else self.positive
+        out["nonzero_fraction"] = (positive.double() / positions.clamp_min(1)).cpu().numpy()
         out["n_positions"] = positions.cpu().numpy()
         return out
 
@@ -145,6 +153,7 @@ class LayerAccumulator:
         for name in self.PARTS:
             getattr(self, name).merge(getattr(other, name))
         self.total += other.total.to(self.total.device)
+        self.positive += other.positive.to(self.positive.device)
         self.images += other.images
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -152,6 +161,7 @@ class LayerAccumulator:
         arrays = {f"{name}/{key}": value.cpu().numpy()
                   for name in self.PARTS for key, value in getattr(self, name).state_dict().items()}
         arrays["total"] = self.total.cpu().numpy()
+        arrays["positive"] = self.positive.cpu().numpy()
         arrays["images"] = np.array(self.images, dtype=np.int64)
         return arrays
 
@@ -162,4 +172,5 @@ class LayerAccumulator:
             getattr(self, name).load_state_dict({key[len(prefix):]: torch.from_numpy(np.array(value)).to(device)
                                                  for key, value in arrays.items() if key.startswith(prefix)})
         self.total = torch.from_numpy(np.array(arrays["total"])).to(device)
+        self.positive = torch.from_numpy(np.array(arrays["positive"])).to(device)
         self.images = int(arrays["images"])

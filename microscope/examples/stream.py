@@ -117,7 +117,8 @@ class PassSettings:
 def new_state(network, layers, shapes: dict, top_k: int, settings: ExampleSettings) -> dict[str, LayerAccumulator]:
     return {layer: LayerAccumulator(shapes[layer][0], shapes[layer][2], top_k=top_k,
                                     histogram_bins=settings.histogram_bins, band_bins=settings.band_bins,
-                                    band_samples=settings.band_samples, seed=settings.seed, device=network.device)
+                                    band_samples=settings.band_samples, seed=settings.seed, device=network.device,
+                                    exact_twin=network.layer(layer).relu_of_twin)
             for layer in layers}
 
 

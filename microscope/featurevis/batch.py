@@ -40,7 +40,7 @@ def optimised_layer(network: Network, layer: str) -> str:
 
 def featurevis_extractor(network: Network, layers: list[str]) -> LayerExtractor:
     """The network truncated after `layers`, weights frozen, with the fast LRN (see `lrn.py`)."""
-    extractor = LayerExtractor(network.spec, network.module, [network.layer(name) for name in layers])
+    extractor = LayerExtractor(network, [network.layer(name) for name in layers])
     extractor = with_fast_lrn(extractor).to(network.device).eval()
     return extractor.requires_grad_(False)  # no parameter gradients, ever
 

@@ -56,9 +56,10 @@ class LayerSpec:
 
     name: str
     nodes: tuple[str, ...]
-    kind: str = "block"  # "conv", "block", "branch", "logits"
+    kind: str = "block"  # "conv", "block", "branch", "logits" (and "sae" for derived layers)
     pre_relu: str | None = None  # name of this layer's pre-ReLU twin, used by feature visualization
     description: str = ""
+    relu_of_twin: bool = True  # the layer equals ReLU(twin) element for element (not so for a TopK code)
 
 
 @dataclass(frozen=True)

@@ -265,6 +265,7 @@ class PassShard(ArrayRecord):
     "<layer position>/<part>/<name>" (see microscope/examples/accumulator.py).
     """
 
+    FORMAT = 2  # 2: each layer's state counts its positive values ("positive"), see accumulator.py
     ARRAYS = {"meta": ("U", 0)}
     COMPRESS = False  # tens of MB, written at every checkpoint, read once: time matters more than bytes
 

@@ -1,0 +1,93 @@
+"""Training a TopK SAE from vectors on disk: it recovers known directions, and a resumed run is exact."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from microscope.errors import UsageError
+from microscope.sae.train import TrainSettings, Vectors, batch_indices, evaluate, train
+
+
+def sparse_data(directions: np.ndarray, n: int, active: int, seed: int) -> np.ndarray:
+    """Each row: `active` of the directions with coefficients in [1, 3], plus a little noise."""
+    rng = np.random.default_rng(seed)
+    count, width = directions.shape
+    rows = np.zeros((n, width), dtype=np.float32)
+    for i in range(n):
+        chosen = rng.choice(count, size=active, replace=False)
+        rows[i] = rng.uniform(1, 3, size=active) @ directions[chosen]
+    return rows + rng.normal(scale=0.01, size=rows.shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def directions() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    found = rng.normal(size=(48, 24))
+    return (found / np.linalg.norm(found, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_sae_recovers_the_directions_sparse_data_are_made_of(directions, tmp_path):
+    rows = sparse_data(directions, 12_000, active=3, seed=1)
+    np.save(tmp_path / "a.npy", rows[:7000])
+    np.save(tmp_path / "b.npy", rows[7000:10_000])
+    train_set = Vectors([np.load(tmp_path / "a.npy", mmap_mode="r"), np.load(tmp_path / "b.npy", mmap_mode="r")])
+    held_out = Vectors([rows[10_000:]])
+    settings = TrainSettings(features=96, k=4, steps=1500, batch_size=256, lr=3e-3, dead_after=20_000, seed=0)
+    trained = train(train_set, settings)
+    decoder = trained.sae.W_dec.detach().numpy()  # (width, features), unit columns
+    best = (directions @ decoder).max(axis=1)  # each true direction's closest feature
+    assert np.median(best) >= 0.95
+    assert (best >= 0.9).mean() >= 0.8, np.sort(best)[:10]
+    result = evaluate(trained, held_out)
+    assert result.fvu < 0.1 and result.l0 <= 4 + 1e-9 and result.vectors == 2000
+    assert result.firing.shape == (96,) and 0 <= result.dead_fraction < 1
+    assert trained.curve[-1][0] == 1500 and trained.curve[-1][1] < trained.curve[0][1]
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_resumed_run_ends_with_the_weights_of_one_that_never_stopped(directions, tmp_path):
+    rows = sparse_data(directions, 3000, active=3, seed=2)
+    vectors = Vectors([rows])
+    settings = TrainSettings(features=64, k=4, steps=40, batch_size=128, lr=1e-3, dead_after=512, checkpoint_every=7,
+                             curve_every=5, seed=3)
+    whole = train(vectors, settings)
+
+    def stop_at_17(step, fvu):
+        if step == 17:
+            raise Stop
+
+    checkpoint = tmp_path / "checkpoint.npz"
+    with pytest.raises(Stop):
+        train(vectors, settings, checkpoint, on_step=stop_at_17)
+    assert checkpoint.exists()
+    resumed = train(vectors, settings, checkpoint)
+    for (name, a), (_, b) in zip(whole.sae.named_parameters(), resumed.sae.named_parameters()):
+        assert torch.equal(a, b), name
+    assert resumed.curve == whole.curve and resumed.steps == 40
+    other = TrainSettings(**{**settings.__dict__, "seed": 4})  # another run's checkpoint is not reused
+    assert not torch.equal(train(vectors, other, checkpoint).sae.W_dec, whole.sae.W_dec)
+
+
+def test_batches_are_whole_seeded_permutations():
+    n, batch = 1000, 128
+    per_epoch = n // batch
+    first_epoch = np.concatenate([batch_indices(n, batch, 5, step) for step in range(per_epoch)])
+    assert len(set(first_epoch.tolist())) == per_epoch * batch
+    assert np.array_equal(batch_indices(n, batch, 5, 3), batch_indices(n, batch, 5, 3))
+    assert not np.array_equal(batch_indices(n, batch, 5, 0), batch_indices(n, batch, 5, per_epoch))
+
+
+@pytest.mark.parametrize("features,k,match", [(0, 1, "at least one feature"), (16, 16, "below the number"),
+                                              (16, 0, "at least 1")])
+def test_bad_settings_are_one_line(features, k, match):
+    with pytest.raises(UsageError, match=match):
+        train(Vectors([np.ones((600, 4), dtype=np.float32)]), TrainSettings(features=features, k=k, steps=1))
+
+
+def test_too_few_vectors_for_a_batch_is_one_line():
+    with pytest.raises(UsageError, match="only 10 training vectors"):
+        train(Vectors([np.ones((10, 4), dtype=np.float32)]), TrainSettings(features=8, k=2, steps=1))
