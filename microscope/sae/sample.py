@@ -1,0 +1,70 @@
+"""Activation vectors to train an SAE on: random positions of every image, away from the edges.
+
+Positions within `edge` steps of the grid's border are never sampled: their receptive fields hang
+over the zero padding, and what a layer does there is not what it does inside an image. The
+positions of image i are drawn from a generator seeded by (seed, i) alone, and whether image i is
+held out for evaluation by a seeded permutation of the image indices, so the same images give the
+same vectors however the work is split. Vectors are post-ReLU values: what the next layer reads,
+and what the neuron's own dataset examples rank.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from microscope.errors import UsageError
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    positions_per_image: int = 16
+    edge: int = 1  # grid positions left out along each border
+    held_out: float = 0.1  # fraction of images kept for evaluation
+    seed: int = 0
+
+    def check(self, layer: str, height: int, width: int) -> None:
+        if self.positions_per_image < 1:
+            raise UsageError(f"--positions-per-image must be at least 1, got {self.positions_per_image}")
+        if not 0 < self.held_out < 1:
+            raise UsageError(f"the held-out fraction must lie between 0 and 1, got {self.held_out}")
+        inner = max(0, height - 2 * self.edge) * max(0, width - 2 * self.edge)
+        if inner == 0:
+            raise UsageError(f"layer {layer} is too small to sample: its {height}x{width} grid has no position "
+                             f"{self.edge} or more steps from the edge; choose a layer with a larger grid")
+        if self.positions_per_image > inner:
+            raise UsageError(f"layer {layer} has {inner} positions away from the edge of its {height}x{width} grid, "
+                             f"fewer than --positions-per-image {self.positions_per_image}; ask for {inner} or fewer")
+
+
+def held_out_images(n_images: int, fraction: float, seed: int) -> np.ndarray:
+    """(n_images,) bool: the images kept for evaluation (at least one when there are two or more)."""
+    count = min(n_images - 1, max(1, math.ceil(fraction * n_images))) if n_images > 1 else 0
+    chosen = np.zeros(n_images, dtype=bool)
+    chosen[np.random.default_rng([seed, 1]).permutation(n_images)[:count]] = True
+    return chosen
+
+
+def positions(image: int, height: int, width: int, settings: SampleSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(y, x) of the positions sampled in image `image`, distinct, none near the edge."""
+    inner_h, inner_w = height - 2 * settings.edge, width - 2 * settings.edge
+    flat = np.random.default_rng([settings.seed, 0, image]).choice(inner_h * inner_w, settings.positions_per_image,
+                                                                   replace=False)
+    return flat // inner_w + settings.edge, flat % inner_w + settings.edge
+
+
+def vectors_of(activation: torch.Tensor, indices: torch.Tensor, settings: SampleSettings) -> tuple[np.ndarray, ...]:
+    """A batch's sampled vectors: (vectors (n*P, C) float32, image (n*P,), y, x)."""
+    _, channels, height, width = activation.shape
+    ys, xs, images = [], [], []
+    for image in indices.tolist():
+        y, x = positions(image, height, width, settings)
+        ys.append(y)
+        xs.append(x)
+        images.append(np.full(len(y), image))
+    y, x = np.concatenate(ys), np.concatenate(xs)
+    batch = np.repeat(np.arange(len(indices)), settings.positions_per_image)
+    values = activation[torch.from_numpy(batch), :, torch.from_numpy(y), torch.from_numpy(x)]
+    return values.float().cpu().numpy(), np.concatenate(images), y, x
