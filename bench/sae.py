@@ -1,7 +1,7 @@
 """A TopK SAE on a real layer: held-out FVU, L0, dead features, and time per epoch against a forward pass.
 
     .venv/bin/python bench/sae.py [--layer inception_3b] [--expansion 8] [--k 32] [--positions 16]
-                                  [--steps 3000] [--images ../shared/data] [--lr 4e-4]
+                                  [--steps 3000] [--images ../shared/data] [--lr 4e-4] [--dead-after N]
 
 Samples post-ReLU vectors of the layer (random positions away from the edge, 10 % of the images
 held out) from the real Caffe weights over the shared photos, trains on them (microscope/sae/train.py)
@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--dead-after", type=int, default=TrainSettings.dead_after,
+                        help="training vectors without firing before AuxK may use a latent")
     parser.add_argument("--images", default=str(SHARED / "data"))
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     args = parser.parse_args()
@@ -69,7 +71,8 @@ def main() -> None:
         train_set = Vectors([np.load(Path(folder) / "train.npy", mmap_mode="r")])
         held_out = Vectors([np.concatenate(eval_rows)])
         settings = TrainSettings(features=width * args.expansion, k=args.k, steps=args.steps,
-                                 batch_size=args.batch_size, lr=args.lr)
+                                 batch_size=args.batch_size, lr=args.lr,
+                                 dead_after=args.dead_after)
         began = time.perf_counter()
         trained = train(train_set, settings, on_step=lambda step, fvu: print(f"step {step} fvu {fvu:.4f}", flush=True)
                         if step % 250 == 0 else None)
