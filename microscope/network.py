@@ -39,16 +39,16 @@ class LayerExtractor(nn.Module):
         super().__init__()
         self.preprocessing = network.spec.preprocessing
         self.layers = layers
-        self.derived = nn.ModuleDict()
-        self.sources: dict[str, str] = {}
+        self.derived = nn.ModuleList()  # by position: any layer name, no key to escape
+        self.sources: dict[str, tuple[str, int]] = {}  # derived layer -> (source layer, its module's position)
         base = []
         for layer in layers:
             found = network.derived.get(layer.name)
             if found is None:
                 base.append(layer)
             else:
-                self.derived[_key(layer.name)] = found.module
-                self.sources[layer.name] = found.source
+                self.sources[layer.name] = (found.source, len(self.derived))
+                self.derived.append(found.module)
                 base.append(network.layer(found.source))
         self.base = list({layer.name: layer for layer in base}.values())
         nodes = sorted({node for layer in self.base for node in layer.nodes})
@@ -63,13 +63,12 @@ class LayerExtractor(nn.Module):
             found[layer.name] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         result = {}
         for layer in self.layers:
-            source = self.sources.get(layer.name)
-            result[layer.name] = found[layer.name] if source is None else self.derived[_key(layer.name)](found[source])
+            if layer.name in self.sources:
+                source, position = self.sources[layer.name]
+                result[layer.name] = self.derived[position](found[source])
+            else:
+                result[layer.name] = found[layer.name]
         return result
-
-
-def _key(name: str) -> str:
-    return name.replace(".", "_").replace("/", "__")  # ModuleDict keys cannot hold dots
 
 
 def _disable_inplace(graph_module: torch.fx.GraphModule) -> None:
