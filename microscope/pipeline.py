@@ -20,6 +20,7 @@ from microscope.executors import LocalExecutor, RunReport
 from microscope.selection import Units, resolve_layers
 from microscope.session import Images, Request, RunSpec, Session
 from microscope.store import Store, usable_folder
+from microscope.store.lock import writing
 from microscope.views import VIEWS, ViewPlan
 
 log = logging.getLogger("microscope.build")
@@ -115,20 +116,23 @@ def compute(request: Request, session: Session, executor=None) -> Outcome:
     for name in request.views:  # every check before the first write
         VIEWS[name].check(request, session)
     usable_folder(session.store.root, "artifact store", "--store")
-    record = model_record(network)
-    if session.store.read_model(network.spec.name) != record:
-        session.store.write(session.store.model_file(network.spec.name), record)
-    jobs = []
-    # Views that read the images go first: one pass over the data, then the rest.
-    for name in sorted(request.views, key=lambda name: "images" not in VIEWS[name].needs):
-        plan = VIEWS[name].plan(request, session)
-        outcome.plans[name] = plan
-        jobs += plan.jobs
-    outcome.seconds["plan"] = time.perf_counter() - began
-    log.info("model %s (weights %s), layers %s: %d jobs", network.spec.name, network.weights_id[:12],
-             list(request.layers), len(jobs))
-    executor = executor or LocalExecutor()
-    outcome.run = executor.run(jobs, session, progress=request.run.progress)
+    with writing(session.store.root) as swept:
+        if swept:
+            log.info("store: removed %d temp files an interrupted run left behind", swept)
+        record = model_record(network)
+        if session.store.read_model(network.spec.name) != record:
+            session.store.write(session.store.model_file(network.spec.name), record)
+        jobs = []
+        # Views that read the images go first: one pass over the data, then the rest.
+        for name in sorted(request.views, key=lambda name: "images" not in VIEWS[name].needs):
+            plan = VIEWS[name].plan(request, session)
+            outcome.plans[name] = plan
+            jobs += plan.jobs
+        outcome.seconds["plan"] = time.perf_counter() - began
+        log.info("model %s (weights %s), layers %s: %d jobs", network.spec.name, network.weights_id[:12],
+                 list(request.layers), len(jobs))
+        executor = executor or LocalExecutor()
+        outcome.run = executor.run(jobs, session, progress=request.run.progress)
     return outcome
 
 

@@ -94,7 +94,7 @@ def test_rebuild_one_layer_leaves_the_others_alone(tmp_path, photos):
     store_after, site_after = mtimes(tmp_path / "store"), mtimes(tmp_path / "site")
     changed = {name for name in store_after if store_after[name] != store_before.get(name)}
     assert changed and all(name.startswith("inceptionv1-caffe/conv2/featurevis") or
-                           name == "inceptionv1-caffe/model.json" for name in changed), sorted(changed)[:5]
+                           name in ("inceptionv1-caffe/model.json", ".lock") for name in changed), sorted(changed)[:5]
     untouched_pages = [name for name in site_before if "/conv1/" in name]
     assert untouched_pages and all(site_after[name] == site_before[name] for name in untouched_pages)
     record = json.loads((tmp_path / "store/inceptionv1-caffe/conv2/featurevis/0/channel.json").read_text())
@@ -148,3 +148,31 @@ def test_bad_input_is_one_clear_line(tmp_path, extra, message):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (tmp_path / "site").exists()  # nothing half-built
+
+
+def test_two_runs_at_once_and_leftovers_of_a_killed_run(tmp_path):
+    """A second run on a store in use stops at once with one line; once free, the next run sweeps the
+    temp files a killed writer left between creating and renaming them, and keeps everything else."""
+    store = tmp_path / "store"
+    leftover = store / "inceptionv1-caffe/conv1/featurevis/0/.channel.json.abc123.tmp"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               "from microscope.store.lock import writing\n"
+                               f"with writing({str(store)!r}):\n"
+                               "    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        leftover.parent.mkdir(parents=True)
+        leftover.write_bytes(b"")  # as if the holder were between creating and renaming it
+        busy = run_build(tmp_path, "--layers", "conv1", "--units", "0", check=False)
+        assert busy.returncode == 2
+        lines = busy.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"in use by another run (pid {holder.pid})" in lines[0], busy.stderr
+        assert leftover.exists()  # the holder might own it: nothing swept while the store is in use
+    finally:
+        holder.kill()
+        holder.wait()
+    done = run_build(tmp_path, "--layers", "conv1", "--units", "0")
+    assert "1 renders computed" in done.stdout
+    assert not leftover.exists() and not list(store.rglob("*.tmp"))
+    assert (store / ".lock").read_bytes() == b""  # no trace of the finished run's pid
