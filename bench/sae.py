@@ -3,8 +3,8 @@
     .venv/bin/python bench/sae.py [--layer inception_3b] [--expansion 8] [--k 32] [--positions 16]
                                   [--steps 3000] [--images ../shared/data] [--lr 4e-4] [--dead-after N]
 
-Samples post-ReLU vectors of the layer (random positions away from the edge, 10 % of the images
-held out) from the real Caffe weights over the shared photos, trains on them (microscope/sae/train.py)
+Samples post-ReLU vectors of the layer (random positions away from the edge; 10 % of the images
+held out, all their inner positions) from the real Caffe weights over the shared photos, trains on them (microscope/sae/train.py)
 and evaluates on the held-out images. Side by side in one run: the seconds of the bare forward pass
 over the same images (the network truncated after the layer, no sampling), and of one training epoch.
 """
@@ -25,6 +25,7 @@ from microscope.images import ImageDataset, View  # noqa: E402
 from microscope.network import load_network  # noqa: E402
 from microscope.sae.sample import SampleSettings, held_out_images, vectors_of  # noqa: E402
 from microscope.sae.train import TrainSettings, Vectors, evaluate, train  # noqa: E402
+from microscope.sae.vectors import inner_vectors  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -60,10 +61,9 @@ def main() -> None:
             activation = extractor(rgb)[args.layer]
             forward += time.perf_counter() - began
             began = time.perf_counter()
-            vectors, images, _, _ = vectors_of(activation, batch.indices, sampling)
-            keep = held[images]
-            train_rows.append(vectors[~keep])
-            eval_rows.append(vectors[keep])
+            keep = torch.from_numpy(held[batch.indices.numpy()])
+            train_rows.append(vectors_of(activation[~keep], batch.indices[~keep], sampling)[0])
+            eval_rows.append(inner_vectors(activation[keep], sampling.edge))  # every inner position, as `sae` does
             sample += time.perf_counter() - began
     width = train_rows[0].shape[1]
     with tempfile.TemporaryDirectory() as folder:

@@ -104,6 +104,14 @@ class LayerReader:
         examples = self.data.get("examples")
         return examples.summary if examples else None
 
+    @property
+    def sae(self):
+        """The layer's sparse autoencoder (of the layer itself, or the one whose features this layer is):
+        (SaeResult, SaeWeights) - config, held-out FVU / L0 / dead, loss curve; W_enc, W_dec, firing... -
+        or None."""
+        found = self.data.get("sae")
+        return None if found is None else (found.result, found.weights)
+
     def unit(self, unit: int) -> "UnitReader":
         if not 0 <= unit < self.info.channels:
             raise UsageError(f"unit {unit} is out of range: {self.info.name} has units 0-{self.info.channels - 1}")

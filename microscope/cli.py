@@ -62,10 +62,10 @@ def _options(*decorators):
 
 
 def _view_options(*names):
-    """The options of these views (of every registered view if none is named)."""
-    from microscope.views import VIEWS
+    """The options of these views (of every view `build` computes if none is named)."""
+    from microscope.views import VIEWS, build_views
 
-    return _options(*[option for name in names or VIEWS for option in VIEWS[name].options()])
+    return _options(*[option for name in names or build_views() for option in VIEWS[name].options()])
 
 
 model_option = click.option("--model", "model", default="inceptionv1", show_default=True,
@@ -183,6 +183,36 @@ def circuits(**values):
     _compute(values, ["circuits"])
 
 
+@main.command()
+@model_option
+@weights_option
+@click.option("--layer", required=True, help="The layer to encode, e.g. inception_3b (a conv or block layer).")
+@click.option("--images", required=True, help="Folder of images (searched recursively), or 'imagenette'.")
+@click.option("--labels", default=None, help="Dataset labels: file,class_index CSV, or 'folders'.")
+@store_option
+@device_option
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of everything random.")
+@quiet_option
+@_view_options("sae")
+def sae(layer, **values):
+    """Train a sparse autoencoder on a layer; its features become the layer <layer>_sae."""
+    from microscope.pipeline import compute, request_from
+    from microscope.sae.stored import read_sae, sae_layer
+
+    request, session = request_from({**values, "layers": (layer,)}, ["sae"])
+    outcome = compute(request, session)
+    found = read_sae(session.store, request.run.model, request.layers[0], session.network().weights_id)
+    click.echo(f"sae of {request.run.model}, " + outcome.summary())
+    if outcome.failed or found is None:
+        sys.exit(1)
+    result = found[0]
+    click.echo(f"{sae_layer(result.layer)}: {result.features} features, k {result.k}; held-out FVU {result.fvu:.3f}, "
+               f"L0 {result.l0:.1f}, dead {100 * result.dead_fraction:.1f} % (on {result.held_vectors} positions of "
+               f"held-out images)")
+    click.echo(f"next: python build.py build --model {request.run.model} --layers {sae_layer(result.layer)} "
+               f"--images {values['images']} --store {session.store.root}")
+
+
 def _compute(values: dict, views: list[str]) -> None:
     from microscope.pipeline import compute, request_from
 
@@ -204,11 +234,11 @@ def _compute(values: dict, views: list[str]) -> None:
 def build(out, labels_file, log_file, **values):
     """The whole microscope: dataset examples, feature visualizations and the site, resumable."""
     from microscope.pipeline import build as run_build, request_from
-    from microscope.views import VIEWS
+    from microscope.views import build_views
 
     _log_to(log_file)
     unit_labels = _read_labels(labels_file)
-    request, session = request_from(values, list(VIEWS))
+    request, session = request_from(values, build_views())
     outcome = run_build(request, session, out, unit_labels)
     if request.images is None:
         outcome.notes.append("no --images: the site shows feature visualizations only")

@@ -60,8 +60,11 @@ class Bars:
     def reporter(self, job: Job) -> Callable[[int], None]:
         seen = [0]
 
-        def report(n: int = 1) -> None:
+        def report(n: int = 1, status: str | None = None) -> None:
+            """`n` more units of work done; `status` (e.g. the current loss) shown beside the bar."""
             seen[0] += n
+            if status is not None:
+                self.bar(job.stage).set_postfix_str(status, refresh=False)
             self.bar(job.stage).update(n)
             if self.on_progress is not None:
                 self.on_progress(job, seen[0])

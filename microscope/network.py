@@ -30,6 +30,7 @@ class Derived:
     spec: LayerSpec
     source: str
     module: nn.Module
+    key: str = ""  # what determines the module (e.g. the SAE's key): part of every result's identity
 
 
 class LayerExtractor(nn.Module):
@@ -99,13 +100,21 @@ class Network:
         """Every layer: the model's, then the derived ones."""
         return list(self.spec.layers) + [found.spec for found in self.derived.values()]
 
-    def derive(self, spec: LayerSpec, source: str, module: nn.Module) -> None:
+    def derive(self, spec: LayerSpec, source: str, module: nn.Module, key: str = "") -> None:
         """Add a layer computed from `source`'s activation (a sparse autoencoder's features, say)."""
         self.layer(source)
-        self.derived[spec.name] = Derived(spec, source, module.to(self.device).eval().requires_grad_(False))
+        self.derived[spec.name] = Derived(spec, source, module.to(self.device).eval().requires_grad_(False), key)
+        self.refused.pop(spec.name, None)
         self._extractors.clear()
 
+    def derived_key(self, name: str) -> str | None:
+        """The key of a derived layer's module; None for the model's own layers."""
+        found = self.derived.get(name)
+        return None if found is None else found.key
+
     def layer(self, name: str) -> LayerSpec:
+        if "/" in name and name.replace("/", "_") in {**self.derived, **self.refused}:
+            name = name.replace("/", "_")  # inception_3b/sae, as papers write it, is inception_3b_sae
         if name in self.derived:
             return self.derived[name].spec
         if name in self.refused:

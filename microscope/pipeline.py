@@ -142,13 +142,45 @@ def build(request: Request, session: Session, out: str, unit_labels: dict | None
     from microscope.site.builder import check_out_dir
 
     check_out_dir(Path(out), create=False)  # before any work: a bad --out must not cost the compute
+    warning = size_warning(session.network())
+    if warning:
+        log.warning(warning)
     outcome = compute(request, session, executor)
+    if warning:
+        outcome.notes.append(warning)
     began = time.perf_counter()
     site = build_site(session.store.root, out, models=[request.run.model], layers=list(request.layers),
                       labels=unit_labels, progress=request.run.progress)
     outcome.seconds["site"] = time.perf_counter() - began
     outcome.site = site.summary()
     return outcome
+
+
+PAGES_LIMIT = 1_000_000_000  # GitHub Pages' limit on a site
+UNIT_BYTES = 94_000  # a unit page with all its images, as full builds of InceptionV1 measure it
+
+
+def size_warning(network) -> str | None:
+    """A line if a site of every unit of the model's layers (SAE layers included) would pass 1 GB,
+    naming what to leave out - said before the work, not after it."""
+    from microscope.catalogue import catalogue
+    from microscope.site.builder import ESTIMATE_KINDS
+
+    channels = {info.name: info.channels for info in catalogue(network) if info.kind in ESTIMATE_KINDS}
+    total = sum(channels.values()) * UNIT_BYTES
+    if total <= PAGES_LIMIT:
+        return None
+    saes = sorted((name for name in channels if network.derived_key(name) is not None), key=lambda n: -channels[n])
+    drop, left = [], total
+    for name in saes:
+        if left <= PAGES_LIMIT:
+            break
+        drop.append(f"{name} ({channels[name]} features, about {channels[name] * UNIT_BYTES / 1e9:.2f} GB)")
+        left -= channels[name] * UNIT_BYTES
+    advice = (f"build without {', '.join(drop)}, or give them their own site (--out)" if drop and left <= PAGES_LIMIT
+              else "build fewer layers or --units into each site (--out)")
+    return (f"a site of every unit of {network.spec.name} ({sum(channels.values())} units, about "
+            f"{total / 1e9:.2f} GB at {UNIT_BYTES // 1000} kB a unit) would pass GitHub Pages' 1 GB: {advice}")
 
 
 def run_views(network, views: list[str], *, store, layers: list[str], units: Units | None = None,

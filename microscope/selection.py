@@ -61,11 +61,9 @@ def parse_layers(text: str) -> tuple[str, ...] | None:
 
 def resolve_layers(network, names: tuple[str, ...] | None) -> list[str]:
     """The layers to work on; an unknown name is one line naming the valid ones."""
-    if names is None:
-        return [layer.name for layer in network.spec.layers if layer.kind in MAIN_KINDS]
-    for name in names:
-        network.layer(name)  # raises UsageError listing the valid layers
-    return list(names)
+    if names is None:  # 'all': the model's layers and the SAEs trained on them
+        return [layer.name for layer in network.layers if layer.kind in MAIN_KINDS + ("sae",)]
+    return list(dict.fromkeys(network.layer(name).name for name in names))  # unknown: one line naming the valid ones
 
 
 def layer_chain(layers) -> list[str]:

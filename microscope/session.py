@@ -49,6 +49,7 @@ class Session:
         self.spec = spec
         self.store = Store(spec.store)
         self._network = network
+        self._attached = False
         self._memo: dict[Any, Any] = {}
 
     def network(self):
@@ -58,7 +59,16 @@ class Session:
 
             self._network = load_network(self.spec.model, weights=self.spec.weights, device=self.spec.device,
                                          seed=self.spec.seed, progress=self.spec.progress)
+        if not self._attached:  # the store's SAEs become layers (microscope/sae/layer.py)
+            from microscope.sae.layer import attach_saes
+
+            attach_saes(self._network, self.store)
+            self._attached = True
         return self._network
+
+    def reattach(self) -> None:
+        """Look for SAEs in the store again (after one was trained)."""
+        self._attached = False
 
     def memo(self, key, make: Callable[[], Any]):
         """`make()`, once per key and process."""

@@ -99,8 +99,10 @@ def test_a_refused_derived_layer_is_one_line_and_close_names_are_suggested(netwo
     try:
         with pytest.raises(UsageError, match="other weights; retrain it"):
             network.layer("inception_3b_sae")
+        with pytest.raises(UsageError, match="other weights; retrain it"):
+            network.layer("inception_3b/sae")  # as papers write it: the same layer
         with pytest.raises(UsageError, match="did you mean 'inception_3b_sae'"):
-            network.layer("inception_3b/sae")
+            network.layer("inception_3b_sea")
     finally:
         network.refused.clear()
 

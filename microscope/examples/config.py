@@ -56,12 +56,16 @@ class ExampleSettings:
 
 def identity(network, dataset, layer: str, top_k: int, settings: ExampleSettings) -> dict:
     """Everything that determines a layer's result; equal identities mean equal results."""
-    return {
+    found = {
         "version": VERSION, "model": network.spec.name, "weights_id": network.weights_id, "layer": layer,
         "dataset": dataset.fingerprint(), "labels": _labels_id(dataset.labels),
         "view": {"resize": dataset.view.resize, "crop": dataset.view.crop}, "top_k": top_k,
         "settings": settings.as_json(), "pad_colour": list(PAD_COLOUR),
     }
+    derived = network.derived_key(layer)
+    if derived is not None:  # a derived layer (an SAE's features): another SAE, other results
+        found["derived"] = derived
+    return found
 
 
 def _labels_id(labels) -> str | None:

@@ -194,6 +194,7 @@ class Evaluation:
     l0: float  # mean number of active latents per vector
     dead_fraction: float  # latents never active on the held-out vectors
     firing: np.ndarray  # (features,) fraction of held-out vectors on which each latent is active
+    mean_activation: np.ndarray  # (features,) each latent's mean value where it is active (0 if never)
     vectors: int
 
 
@@ -207,6 +208,7 @@ def evaluate(trained: Trained, held_out: Vectors, chunk: int = 4096) -> Evaluati
     mean /= max(1, total)
     error = variance = 0.0
     active = torch.zeros(sae.features, dtype=torch.float64)
+    summed = torch.zeros(sae.features, dtype=torch.float64)
     l0 = 0.0
     for x in held_out.chunks(chunk):
         code = sae.encode(x / scale)
@@ -215,7 +217,9 @@ def evaluate(trained: Trained, held_out: Vectors, chunk: int = 4096) -> Evaluati
         variance += float((x.double() - mean).square().sum())
         fired = code != 0
         active += fired.sum(0).double()
+        summed += code.sum(0).double()
         l0 += float(fired.sum())
     firing = (active / max(1, total)).numpy()
     return Evaluation(fvu=error / max(variance, 1e-30), l0=l0 / max(1, total),
-                      dead_fraction=float((active == 0).double().mean()), firing=firing, vectors=total)
+                      dead_fraction=float((active == 0).double().mean()), firing=firing,
+                      mean_activation=(summed / active.clamp_min(1)).numpy(), vectors=total)

@@ -35,7 +35,7 @@ from microscope.views import VIEWS
 log = logging.getLogger(__name__)
 
 GENERATOR = f"microscope {__version__}"
-ESTIMATE_KINDS = ("conv", "block", "logits")  # "all layers" of a full site, for the size estimate
+ESTIMATE_KINDS = ("conv", "block", "logits", "sae")  # "all layers" of a full site, for the size estimate
 PROMINENT_KINDS = ("conv", "block")  # listed on the model page even before anything is computed
 
 

@@ -83,7 +83,8 @@ def build_layer(ctx: LayerContext, progress: bool) -> dict:
         "dir": seg, "n_units": len(records), "unit_ranges": ranges([r["unit"] for r in records]),
         "views": {view.name: view.layer_json(ctx.data[view.name]) for view in views},
         "titles": [view.title for view in views],
-        "missing": [view.missing for name, view in VIEWS.items() if name not in ctx.data and view.level == "unit"],
+        "missing": [view.missing for name, view in VIEWS.items()
+                    if name not in ctx.data and view.level == "unit" and view.missing and view.applies(ctx.layer)],
         "labels": {str(r["unit"]): r["label"] for r in records if r["label"]}, "thumbs": thumbs,
         "bytes": {part: sum(r["bytes"].get(part, 0) for r in records) for part in [*VIEWS, "page"]},
         "units_with": {name: sum(1 for r in records if r["bytes"].get(name)) for name in VIEWS},
@@ -129,6 +130,8 @@ def build_unit(ctx: LayerContext, cache: AssetCache, unit: int, neighbours: tupl
         if view.level != "unit":
             continue
         if name not in ctx.data:
+            if not (view.missing and view.applies(ctx.layer)):
+                continue
             shown.append({"name": name, "title": view.title, "template": None, "data": None, "missing": view.missing})
             continue
         page = UnitPage(ctx.model, ctx.layer, unit, folder, facts, ctx.states.setdefault(name, {}), produce,

@@ -4,9 +4,10 @@ from microscope.store.files import (FileStamp, atomic_save_npz, atomic_write_byt
 from microscope.store.schema import (CircuitArrays, CircuitResult, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, LayerInfo,
                                      ModelRecord, PassShard, PatchIndex, PatchSettings, RenderConfig, RenderImage,
                                      RenderRecord, Store, ThumbSettings, ViewSettings)
+from microscope.store.sae import SaeResult, SaeVectors, SaeWeights, VectorShard
 from microscope.store.typed import RecordError
 
 __all__ = ["CircuitArrays", "CircuitResult", "DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary", "FileStamp", "LayerInfo",
            "ModelRecord", "PassShard", "PatchIndex", "PatchSettings", "RecordError", "RenderConfig", "RenderImage",
-           "RenderRecord", "Store", "ThumbSettings", "ViewSettings", "atomic_save_npz", "atomic_write_bytes",
-           "atomic_write_json", "atomic_write_text", "load_npz", "usable_folder"]
+           "RenderRecord", "SaeResult", "SaeVectors", "SaeWeights", "Store", "ThumbSettings", "ViewSettings", "atomic_save_npz", "atomic_write_bytes",
+           "VectorShard", "atomic_write_json", "atomic_write_text", "load_npz", "usable_folder"]

@@ -10,6 +10,7 @@
     <root>/<model>/<layer>/featurevis/<unit>/<objective>.json  RenderRecord, written after its images
     <root>/<model>/<layer>/circuits/weights.npz         CircuitArrays: expanded weights from the previous layer
     <root>/<model>/<layer>/circuits/result.json         CircuitResult, written last
+    <root>/<model>/<layer>/sae/<weights>/...            a sparse autoencoder of the layer (store/sae.py)
 
 Model and layer folders are `names.segment(name)`: the name itself when it is a safe folder name.
 Every record carries a format number; `Store.read` returns None for a record that is missing, and
@@ -319,6 +320,7 @@ class RenderConfig:
     size: int
     precision: str
     image_format: str
+    derived: str | None = None  # key of a derived layer's module (an SAE): another SAE, other renders
 
 
 @dataclass(frozen=True)
@@ -460,6 +462,13 @@ class Store:
 
     def circuits_dir(self, model: str, layer: str) -> Path:
         return self.layer_dir(model, layer) / "circuits"
+
+    def sae_dir(self, model: str, layer: str, weights_id: str) -> Path:
+        """The SAE of `layer` for these weights (records in store/sae.py)."""
+        return self.layer_dir(model, layer) / "sae" / segment(weights_id[:16])
+
+    def sae_vectors_dir(self, model: str, layer: str, weights_id: str, key: str) -> Path:
+        return self.sae_dir(model, layer, weights_id) / "vectors" / segment(key[:16])
 
     # Typed reads and writes ----------------------------------------------------------------------
 

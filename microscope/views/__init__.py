@@ -10,8 +10,9 @@ from microscope.views.base import LayerPage, Panel, Thumb, UnitPage, View, ViewP
 from microscope.views.circuits import VIEW as CIRCUITS
 from microscope.views.examples import VIEW as EXAMPLES
 from microscope.views.featurevis import VIEW as FEATUREVIS
+from microscope.views.sae import VIEW as SAE
 
-VIEWS: dict[str, View] = {view.name: view for view in (FEATUREVIS, EXAMPLES, CIRCUITS)}
+VIEWS: dict[str, View] = {view.name: view for view in (FEATUREVIS, EXAMPLES, SAE, CIRCUITS)}
 
 
 def register(view: View) -> None:
@@ -23,10 +24,15 @@ def unregister(name: str) -> None:
     VIEWS.pop(name, None)
 
 
+def build_views() -> list[str]:
+    """The views `build` computes (an SAE is trained by its own command, then built like any layer)."""
+    return [name for name, view in VIEWS.items() if view.in_build]
+
+
 def get_view(name: str) -> View:
     if name not in VIEWS:
         raise UsageError(f"unknown view {name!r}; views: {', '.join(VIEWS)}")
     return VIEWS[name]
 
 
-__all__ = ["LayerPage", "Panel", "Thumb", "UnitPage", "VIEWS", "View", "ViewPlan", "get_view", "register", "unregister"]
+__all__ = ["LayerPage", "Panel", "Thumb", "UnitPage", "VIEWS", "View", "ViewPlan", "build_views", "get_view", "register", "unregister"]

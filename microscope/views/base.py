@@ -92,6 +92,7 @@ class View:
     missing: ClassVar[str] = ""  # what a page says for a layer without results: how to compute them
     budget: ClassVar[dict[str, int]] = {}  # expected site bytes per unit, for the size estimate
     template_folder: ClassVar[Any] = None  # a folder holding views/<name>.html, for views outside microscope
+    in_build: ClassVar[bool] = True  # computed by `build` (else only by its own command)
 
     # The pipeline side ---------------------------------------------------------------------------
 
@@ -118,6 +119,10 @@ class View:
         raise NotImplementedError
 
     # The site side (no torch) --------------------------------------------------------------------
+
+    def applies(self, layer: LayerInfo) -> bool:
+        """Whether a page of this layer without the view's results says they are missing."""
+        return True
 
     def read(self, store: Store, model: ModelRecord, layer: LayerInfo) -> Any | None:
         """The layer's stored results, or None if it has none."""

@@ -20,7 +20,7 @@ import click
 
 from microscope.errors import UsageError
 from microscope.jobs import hash_json, make_job
-from microscope.selection import neighbours
+from microscope.selection import MAIN_KINDS, neighbours
 from microscope.store import CircuitArrays, CircuitResult, Store
 from microscope.views.base import Panel, UnitPage, View, ViewPlan
 
@@ -69,6 +69,9 @@ class CircuitsView(View):
 
     def default_settings(self) -> Settings:
         return Settings()
+
+    def applies(self, layer) -> bool:
+        return layer.kind in MAIN_KINDS + ("logits",)  # the chain of layers; not branches or SAE features
 
     # Plan and run --------------------------------------------------------------------------------
 

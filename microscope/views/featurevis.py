@@ -120,7 +120,8 @@ class FeatureVisView(View):
             config = RenderConfig(model=model, weights_id=network.weights_id, layer=layer,
                                   optimised_layer=optimised_layer(network, layer), recipe=settings.recipe.as_dict(),
                                   seed=request.run.seed, steps=settings.steps, size=settings.size,
-                                  precision="fp32" if autocast is None else "bf16", image_format=settings.image_format)
+                                  precision="fp32" if autocast is None else "bf16", image_format=settings.image_format,
+                                  derived=network.derived_key(layer))
             for start in range(0, len(units), batch_size):
                 chunk = units[start:start + batch_size]
                 for name in settings.objectives:

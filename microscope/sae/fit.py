@@ -1,0 +1,57 @@
+"""Train a layer's SAE on its stored vectors, evaluate it on the held-out ones, and store it.
+
+The trainer checkpoints into the SAE's folder every few hundred steps, so a killed run continues
+where it stopped; the weights and, last, the result are written when training is done, and the
+checkpoint is removed then.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from microscope.errors import UsageError
+from microscope.sae.train import TrainSettings, Vectors, evaluate, train
+from microscope.sae.vectors import load_parts, read_vectors
+from microscope.store import SaeResult, SaeWeights, Store
+
+
+def fit(network, dataset, spec: dict, store: Store, report) -> SaeResult:
+    model, layer = network.spec.name, spec["layer"]
+    folder = store.sae_dir(model, layer, network.weights_id)
+    vectors_folder = store.sae_vectors_dir(model, layer, network.weights_id, spec["vectors"])
+    record = read_vectors(store, vectors_folder, spec["vectors"])
+    if record is None:
+        raise UsageError(f"the activation vectors of {layer} are missing from the store; run the command again")
+    train_parts, held_parts = load_parts(vectors_folder, record)
+    training = TrainSettings(**spec["training"])
+    began = time.perf_counter()
+    trained = train(Vectors(train_parts), training, checkpoint=folder / "checkpoint.npz",
+                    on_step=lambda step, fvu: report(1, f"FVU {fvu:.3f}"))
+    seconds_training = time.perf_counter() - began
+    began = time.perf_counter()
+    held = Vectors(held_parts)
+    evaluation = evaluate(trained, held)
+    seconds_evaluation = time.perf_counter() - began
+    sae = trained.sae
+    decoder = sae.W_dec.detach().numpy().astype(np.float32)
+    # Decoder columns have unit norm, so a column's entry c is its cosine with neuron c's direction.
+    nearest = decoder.argmax(axis=0)
+    weights = SaeWeights(
+        W_enc=sae.W_enc.detach().numpy().astype(np.float32), b_enc=sae.b_enc.detach().numpy().astype(np.float32),
+        W_dec=decoder, b_pre=sae.b_pre.detach().numpy().astype(np.float32),
+        firing=evaluation.firing.astype(np.float32), mean_activation=evaluation.mean_activation.astype(np.float32),
+        nearest_neuron=nearest.astype(np.int32), nearest_cosine=decoder[nearest, np.arange(decoder.shape[1])])
+    stamp = store.write(folder / "weights.npz", weights)
+    result = SaeResult(
+        key=spec["key"], model=model, weights_id=network.weights_id, layer=layer, width=record.width,
+        features=training.features, k=training.k, expansion=spec["expansion"], scale=trained.scale,
+        vectors=record.key, dataset=record.dataset, n_images=record.n_images, train_vectors=len(Vectors(train_parts)),
+        held_vectors=evaluation.vectors, sampling=record.sampling, training=spec["training"], fvu=evaluation.fvu,
+        l0=evaluation.l0, dead_fraction=evaluation.dead_fraction,
+        curve=[[float(step), float(value)] for step, value in trained.curve],
+        seconds={"vectors": record.seconds, "training": seconds_training, "evaluation": seconds_evaluation},
+        files={"weights.npz": stamp})
+    store.write(folder / "result.json", result)
+    (folder / "checkpoint.npz").unlink(missing_ok=True)
+    return result

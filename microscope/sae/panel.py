@@ -1,0 +1,116 @@
+"""The SAE view on the site (no torch): feature pages, neuron pages, and the SAE layer's page.
+
+A feature's decoder column has unit norm, so its entry c is the cosine between the feature's
+direction and neuron c's: the neurons it "is made of". The nearest neuron is the largest entry; a
+feature whose nearest cosine is below `MISSING_BELOW` points where no single neuron does (Gorton's
+"missing" features). Links go only to pages the site has.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from microscope.names import segment
+from microscope.sae.stored import SUFFIX, read_sae
+from microscope.site.charts import sparkline
+from microscope.store import SaeResult, SaeWeights, Store
+from microscope.views.base import Panel
+
+MISSING_BELOW = 0.5
+DECODER_TOP = 8  # neurons listed on a feature's page
+FEATURES_TOP = 6  # features listed on a neuron's page
+
+
+@dataclass
+class LayerSae:
+    role: str  # "features" (the page of an SAE feature) or "neurons" (of the layer it encodes)
+    source: str  # the layer the SAE encodes
+    sae_layer: str
+    result: SaeResult
+    weights: SaeWeights
+
+    @property
+    def units(self) -> int:
+        return self.result.features if self.role == "features" else self.result.width
+
+    def facts(self, unit: int) -> dict:
+        return {}
+
+    def layer_json(self) -> dict:
+        r = self.result
+        return {"role": self.role, "source": self.source, "sae_layer": self.sae_layer, "features": r.features,
+                "k": r.k, "expansion": r.expansion, "fvu": r.fvu, "l0": r.l0, "dead_fraction": r.dead_fraction,
+                "key": r.key}
+
+
+def read_layer(store: Store, model, layer) -> LayerSae | None:
+    if layer.kind == "sae" and layer.name.endswith(SUFFIX):
+        source = layer.name[:-len(SUFFIX)]
+        found = read_sae(store, model.name, source, model.weights_id)
+        return None if found is None else LayerSae("features", source, layer.name, *found)
+    if layer.kind not in ("conv", "block") or not (store.layer_dir(model.name, layer.name) / "sae").is_dir():
+        return None
+    found = read_sae(store, model.name, layer.name, model.weights_id)
+    return None if found is None else LayerSae("neurons", layer.name, layer.name + SUFFIX, *found)
+
+
+def _linked(page, layer: str, units, values, thumbs: bool) -> list[dict]:
+    found = []
+    for unit, value in zip(units, values):
+        other = page.other(layer, int(unit))
+        found.append({"unit": int(unit), "value": float(value), "href": other["href"], "label": other["label"],
+                      "thumb": other["thumb"] if thumbs else None})
+    return found
+
+
+def unit_panel(data: LayerSae, unit: int, page) -> Panel:
+    w = data.weights
+    if data.role == "neurons":
+        row = w.W_dec[unit]
+        chosen = np.argsort(-row, kind="stable")[:FEATURES_TOP]
+        entries = _linked(page, data.sae_layer, chosen, row[chosen], thumbs=False)
+        return Panel(data={"role": "neurons", "sae_layer": data.sae_layer, "features": entries},
+                     json={"sae_layer": data.sae_layer, "features": [[e["unit"], _short(e["value"])] for e in entries]},
+                     links=[("SAE", "#sae")])
+    column = w.W_dec[:, unit]
+    chosen = np.argsort(-column, kind="stable")[:DECODER_TOP]
+    entries = _linked(page, data.source, chosen, column[chosen], thumbs=True)
+    nearest, cosine = int(w.nearest_neuron[unit]), float(w.nearest_cosine[unit])
+    firing = float(w.firing[unit])
+    panel = {"role": "features", "source": data.source, "neurons": entries, "nearest": entries[0] if entries else None,
+             "nearest_cosine": cosine, "missing": cosine < MISSING_BELOW, "firing": firing,
+             "mean": float(w.mean_activation[unit]), "negative": int((column < 0).sum()),
+             "width": int(column.size), "k": data.result.k}
+    json_block = {"source": data.source, "nearest_neuron": nearest, "nearest_cosine": _short(cosine),
+                  "firing": _short(firing), "mean_activation": _short(float(w.mean_activation[unit])),
+                  "decoder_top": [[e["unit"], _short(e["value"])] for e in entries]}
+    line = (f"SAE feature {unit} of {data.source}: a TopK sparse autoencoder ({data.result.features} features, "
+            f"k {data.result.k}) trained on {data.result.train_vectors} activation vectors of {data.result.n_images} "
+            f"images; held-out FVU {data.result.fvu:.3f}.")
+    return Panel(data=panel, json=json_block, provenance=[line],
+                 settings={"sae": {"layer": data.source, "features": data.result.features, "k": data.result.k,
+                                   "training": data.result.training, "sampling": data.result.sampling}},
+                 summary={"firing": _short(firing), "nearest_cosine": _short(cosine)}, links=[("SAE", "#sae")])
+
+
+def layer_panel(data: LayerSae, page) -> Panel | None:
+    r, w = data.result, data.weights
+    if data.role == "neurons":
+        return Panel(data={"role": "neurons", "sae_layer": data.sae_layer, "features": r.features, "fvu": r.fvu,
+                           "href": f"../{segment(data.sae_layer)}/index.html"}, json={})
+    order = np.argsort(-w.firing, kind="stable")
+    features = [{"unit": int(f), "firing": float(w.firing[f]), "nearest": int(w.nearest_neuron[f]),
+                 "cosine": float(w.nearest_cosine[f]), "missing": bool(w.nearest_cosine[f] < MISSING_BELOW)}
+                for f in order]
+    curve = sparkline([value for _, value in r.curve], width=360, height=60)
+    panel = {"role": "features", "source": data.source, "features": features, "result": r, "curve": curve,
+             "curve_steps": int(r.curve[-1][0]) if r.curve else 0, "missing_count": sum(f["missing"] for f in features),
+             "dead_count": int((w.firing == 0).sum()), "missing_below": MISSING_BELOW,
+             "minutes": sum(r.seconds.values()) / 60}
+    return Panel(data=panel, json={})
+
+
+def _short(value: float) -> float | None:
+    return float(f"{value:.4g}") if math.isfinite(value) else None

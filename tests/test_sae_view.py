@@ -1,0 +1,224 @@
+"""SAE features as units, through the real command line: `sae` trains and stores an SAE, `build` makes its
+features' pages with every view, and the numbers on them are checked against the stored weights and a
+brute-force computation. Seeded random weights, 20 small generated photos, a few dozen training steps.
+"""
+import json
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from microscope.catalogue import catalogue
+from microscope.cli import main
+from microscope.images import ImageDataset, View
+from microscope.network import load_network
+from microscope.sae.stored import read_sae
+from microscope.store import ExamplesSummary, Store
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = ["--model", "inceptionv1-caffe", "--weights", "random"]
+LAYER, FEATURES = "inception_3a", "inception_3a_sae"
+TRAIN = ["--layer", LAYER, "--expansion", "2", "--k", "8", "--steps", "40", "--sae-batch-size", "64", "--quiet"]
+TOP = 4
+
+
+def cli(*args):
+    result = subprocess.run([sys.executable, str(REPO / "build.py"), *map(str, args)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(1)
+    grid = np.mgrid[0:96, 0:96].transpose(1, 2, 0)
+    for i in range(20):
+        blob = np.exp(-((grid - rng.uniform(0, 96, size=2)) ** 2).sum(-1) / rng.uniform(40, 400))
+        image = blob[..., None] * rng.uniform(0, 255, size=3) + rng.uniform(0, 60, size=(96, 96, 3))
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / f"p{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(photos, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sae")
+    store, site = root / "store", root / "site"
+    trained = cli("sae", *MODEL, *TRAIN, "--images", photos, "--store", store)
+    again = cli("sae", *MODEL, *TRAIN, "--images", photos, "--store", store)
+    cli("build", *MODEL, "--layers", f"{LAYER},{FEATURES}", "--units", "0-1", "--steps", "4", "--size", "48",
+        "--objectives", "channel", "--top", str(TOP), "--images", photos, "--store", store, "--out", site, "--quiet")
+    return Store(store), site, trained, again
+
+
+def test_sae_command_reports_and_reuses(built):
+    store, _, trained, again = built
+    result, weights = read_sae(store, "inceptionv1-caffe", LAYER, "random-seed0")
+    last = trained.stdout.strip().splitlines()
+    assert f"{FEATURES}: 512 features, k 8; held-out FVU {result.fvu:.3f}" in trained.stdout
+    assert last[-1].startswith("next: python build.py build") and FEATURES in last[-1]
+    assert "1 SAEs computed, 0 reused" in trained.stdout and "0 SAEs computed, 1 reused" in again.stdout
+    assert result.features == 512 and weights.W_dec.shape == (256, 512) and result.k == 8
+    assert np.allclose(np.linalg.norm(weights.W_dec, axis=0), 1, atol=1e-5)
+    assert 0 < result.fvu < 1 and 0 < result.l0 <= 8 and len(result.curve) == 4
+    # held out: 2 of 20 images, every position one step or more from the edge of the 28 x 28 grid
+    assert result.held_vectors == 2 * 26 * 26 and result.train_vectors == 18 * 16
+    assert not list(store.root.rglob("checkpoint.npz"))
+
+
+def encode(weights, scale, k, x):
+    """The stored SAE's code of (n, C) vectors, in float64 numpy: independent of the derived module."""
+    pre = (x.astype(np.float64) / scale - weights.b_pre) @ weights.W_enc.T.astype(np.float64) + weights.b_enc
+    cut = np.sort(pre, axis=1)[:, -k][:, None]
+    return np.where(pre >= cut, np.maximum(pre, 0), 0)
+
+
+def test_feature_examples_equal_brute_force(built, photos):
+    store, *_ = built
+    result, weights = read_sae(store, "inceptionv1-caffe", LAYER, "random-seed0")
+    summary = store.read(store.summary_file("inceptionv1-caffe", FEATURES), ExamplesSummary)
+    network = load_network("inceptionv1-caffe", weights="random", seed=0)
+    dataset = ImageDataset(photos, view=View(224, 224))
+    with torch.inference_mode():
+        images = torch.stack([dataset.load(i)[0] for i in range(len(dataset))]).float().div_(255)
+        activation = network.activations(images, [LAYER])[LAYER].numpy()
+    n, c, h, w = activation.shape
+    code = encode(weights, result.scale, result.k, activation.transpose(0, 2, 3, 1).reshape(-1, c))
+    per_image = code.reshape(n, h * w, -1).max(axis=1)  # (images, features)
+    for feature in range(result.features):
+        order = np.lexsort((np.arange(n), -per_image[:, feature]))[:TOP]
+        stored = summary.top_values[feature]
+        assert np.allclose(stored, per_image[order, feature], rtol=1e-4, atol=1e-5), feature
+        # the stored images hold the brute-force values rank for rank (the same images, up to near ties)
+        assert np.allclose(per_image[summary.top_index[feature], feature], per_image[order, feature],
+                           rtol=1e-4, atol=1e-5), feature
+
+
+class Page(HTMLParser):
+    def __init__(self, path: Path):
+        super().__init__()
+        self.links, self.text, self.classes = [], [], {}
+        self._open = None
+        self.feed(path.read_text(encoding="utf-8"))
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "a" and attrs.get("href"):
+            self.links.append(attrs["href"])
+        self._open = attrs.get("class")
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._open and data.strip():
+            self.classes.setdefault(self._open, data.strip())
+
+    @property
+    def words(self) -> str:
+        return " ".join(" ".join(self.text).split())
+
+
+def test_feature_neuron_and_layer_pages(built):
+    store, site, *_ = built
+    result, weights = read_sae(store, "inceptionv1-caffe", LAYER, "random-seed0")
+    model = site / "models/inceptionv1-caffe"
+    feature = int(np.argmax(weights.firing))
+    page = Page(model / FEATURES / str(feature) / "index.html")
+    nearest = int(np.argmax(weights.W_dec[:, feature]))
+    assert f"{LAYER} {nearest}" in page.words
+    assert float(page.classes["cosine"]) == pytest.approx(weights.W_dec[nearest, feature], abs=1e-3)
+    neuron_links = [href for href in page.links if href.startswith(f"../../{LAYER}/")]
+    top = np.argsort(-weights.W_dec[:, feature], kind="stable")[:8]
+    assert neuron_links[:9] == [f"../../{LAYER}/{nearest}/index.html"] + [f"../../{LAYER}/{u}/index.html" for u in top]
+    for href in neuron_links:
+        assert (model / FEATURES / str(feature) / href).resolve().is_file()
+    assert "Dataset examples" in page.words and "Feature visualization" in page.words
+    assert "No circuits" not in page.words  # circuits do not apply to SAE features
+    unit_json = json.loads((model / FEATURES / str(feature) / "unit.json").read_text())
+    assert unit_json["sae"]["nearest_neuron"] == nearest and unit_json["examples"]
+
+    neuron = Page(model / LAYER / str(nearest) / "index.html")
+    loading = np.argsort(-weights.W_dec[nearest], kind="stable")[:6]
+    assert [h for h in neuron.links if f"/{FEATURES}/" in h] == [f"../../{FEATURES}/{f}/index.html" for f in loading]
+
+    layer = Page(model / FEATURES / "index.html")
+    assert layer.classes["fvu"] == f"{result.fvu:.3g}"
+    assert layer.classes["dead"].startswith(f"{100 * result.dead_fraction:.1f} %")
+    html = (model / FEATURES / "index.html").read_text(encoding="utf-8")
+    table = html[html.index('<details class="sae-features">'):]
+    table = table[:table.index("</details>")]
+    listed = [int(unit) for unit in re.findall(r'href="(\d+)/index.html"', table)]
+    assert sorted(listed) == list(range(result.features))
+    assert np.all(np.diff(weights.firing[listed]) <= 0)  # by how often they fire
+    missing = int((weights.nearest_cosine < 0.5).sum())
+    assert layer.classes["missing-count"].startswith(f"{missing} ")
+    page_bytes = sum(p.stat().st_size for p in (model / FEATURES / str(feature)).iterdir())
+    assert page_bytes < 94_000
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--layer", LAYER, "--k", "512", "--expansion", "2"], "--k must be at least 1 and below the number of features (512)"),
+    (["--layer", LAYER, "--expansion", "0"], "--expansion must be 1 or more"),
+    (["--layer", "inception_5b", "--positions-per-image", "26"], "fewer than --positions-per-image 26"),
+    (["--layer", "logits"], "is not a layer of the model's grid"),
+    (["--layer", "inception_9z"], "unknown layer 'inception_9z'"),
+])
+def test_bad_sae_input_is_one_line(tmp_path, photos, extra, message):
+    result = CliRunner().invoke(main, ["sae", *MODEL, "--images", str(photos), "--store", str(tmp_path / "s"), *extra])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_an_sae_of_other_weights_is_refused(built, tmp_path):
+    store, *_ = built
+    before = sorted(p for p in store.root.rglob("*") if p.is_file() and p.name != ".lock")
+    result = CliRunner().invoke(main, ["build", "--model", "inceptionv1-caffe", "--weights", "random", "--seed", "1",
+                                       "--layers", FEATURES, "--store", str(store.root), "--out", str(tmp_path / "site")])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "trained for other weights" in lines[0] and "build.py sae" in lines[0], result.stderr
+    assert sorted(p for p in store.root.rglob("*") if p.is_file() and p.name != ".lock") == before
+    assert not (tmp_path / "site").exists()
+
+
+def test_the_notebook_api_reads_the_sae(built):
+    import microscope
+
+    store, *_ = built
+    result, weights = read_sae(store, "inceptionv1-caffe", LAYER, "random-seed0")
+    for name in (LAYER, FEATURES):
+        found_result, found_weights = microscope.open_store(store.root).model("inceptionv1-caffe").layer(name).sae
+        assert found_result == result and np.array_equal(found_weights.W_dec, weights.W_dec)
+
+
+def test_a_build_past_one_gigabyte_says_what_to_drop_before_the_work():
+    from torch import nn
+
+    from microscope.models import LayerSpec
+    from microscope.pipeline import UNIT_BYTES, size_warning
+
+    network = load_network("inceptionv1-caffe", weights="random", seed=0)
+    assert size_warning(network) is None  # every unit of the model alone fits
+    base = sum(layer.channels for layer in catalogue(network)
+               if layer.kind in ("conv", "block", "logits"))
+    assert base * UNIT_BYTES < 1e9
+    for source, features in (("inception_3b", 3840), ("inception_4c", 4096)):
+        spec = LayerSpec(name=f"{source}_sae", nodes=(), kind="sae", relu_of_twin=False)
+        width = 480 if source == "inception_3b" else 512
+        network.derive(spec, source, nn.Conv2d(width, features, 1), key=source)
+    warning = size_warning(network)
+    total = (base + 3840 + 4096) * UNIT_BYTES
+    assert warning.startswith(f"a site of every unit of inceptionv1-caffe ({base + 7936} units, about {total / 1e9:.2f} GB")
+    # the biggest SAE layer goes first, and dropping it is enough only if the rest fits
+    assert "inception_4c_sae (4096 features" in warning
+    assert ("inception_3b_sae (3840" in warning) == ((base + 3840) * UNIT_BYTES > 1e9)
