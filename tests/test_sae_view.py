@@ -93,7 +93,11 @@ def test_feature_examples_equal_brute_force(built, photos):
         activation = network.activations(images, [LAYER])[LAYER].numpy()
     n, c, h, w = activation.shape
     code = encode(weights, result.scale, result.k, activation.transpose(0, 2, 3, 1).reshape(-1, c))
-    per_image = code.reshape(n, h * w, -1).max(axis=1)  # (images, features)
+    code = code.reshape(n, h, w, -1)
+    per_image = code[:, 1:-1, 1:-1].reshape(n, (h - 2) * (w - 2), -1).max(axis=1)  # border positions are 0
+    found = summary.top_values > 0
+    assert found.any() and not np.isin(summary.top_y[found], [0, h - 1]).any()  # never at the border
+    assert not np.isin(summary.top_x[found], [0, w - 1]).any()
     for feature in range(result.features):
         order = np.lexsort((np.arange(n), -per_image[:, feature]))[:TOP]
         stored = summary.top_values[feature]

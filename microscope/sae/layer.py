@@ -1,6 +1,6 @@
 """A stored SAE as two derived layers of the network, so that every view treats its features as units.
 
-    <L>_sae       the TopK code at every position of L's grid: F features (kind "sae")
+    <L>_sae       the TopK code at every position of L's grid away from the border: F features (kind "sae")
     <L>_sae_pre   the encoder pre-activation (kind "pre_relu"), the twin feature visualization maximises:
                   a feature that is not in the top k has zero code and no gradient, its pre-activation
                   always has one
@@ -18,16 +18,18 @@ from microscope.models import LayerSpec
 from microscope.sae.stored import PRE_SUFFIX, read_sae, sae_layer
 from microscope.store import SaeWeights, Store
 
+LAYER_VERSION = 2  # bump when the derived layers compute differently: their examples and renders are redone
+
 
 class SaeEncoder(nn.Module):
     """(N, C, H, W) activations of L -> (N, F, H, W): the code, or with `pre` the pre-activation."""
 
-    def __init__(self, weights: SaeWeights, scale: float, k: int, pre: bool):
+    def __init__(self, weights: SaeWeights, scale: float, k: int, pre: bool, edge: int):
         super().__init__()
         self.register_buffer("W_enc", torch.from_numpy(weights.W_enc.astype("float32")))
         self.register_buffer("b_enc", torch.from_numpy(weights.b_enc.astype("float32")))
         self.register_buffer("b_pre", torch.from_numpy(weights.b_pre.astype("float32")))
-        self.scale, self.k, self.pre = float(scale), int(k), pre
+        self.scale, self.k, self.pre, self.edge = float(scale), int(k), pre, int(edge)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = x.permute(0, 2, 3, 1) / self.scale
@@ -35,7 +37,17 @@ class SaeEncoder(nn.Module):
         if not self.pre:
             top = torch.topk(pre, self.k, dim=-1)
             pre = torch.zeros_like(pre).scatter(-1, top.indices, top.values.clamp_min(0))
-        return pre.permute(0, 3, 1, 2)
+        return pre.permute(0, 3, 1, 2) * self.inner(x)
+
+    def inner(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, 1, H, W): 1 at positions `edge` or more steps from the border, where the SAE was trained.
+
+        Vectors at the border (receptive fields over the zero padding) were never in its training
+        data, and the code extrapolates wildly there: unmasked, many features' best dataset examples
+        were border positions, grey padding and all. There the features are 0, as undefined."""
+        mask = torch.zeros(1, 1, x.shape[2], x.shape[3], dtype=x.dtype, device=x.device)
+        mask[..., self.edge:x.shape[2] - self.edge, self.edge:x.shape[3] - self.edge] = 1
+        return mask
 
 
 def attach_saes(network, store: Store) -> None:
@@ -60,5 +72,6 @@ def attach_saes(network, store: Store) -> None:
         code = LayerSpec(name=name, nodes=(), kind="sae", pre_relu=pre.name, relu_of_twin=False,
                          description=f"{result.features} features of a TopK SAE (k {result.k}) of {layer.name}; "
                                      f"held-out FVU {result.fvu:.3f}")
-        network.derive(pre, layer.name, SaeEncoder(weights, result.scale, result.k, pre=True), key=result.key)
-        network.derive(code, layer.name, SaeEncoder(weights, result.scale, result.k, pre=False), key=result.key)
+        edge, key = int(result.sampling.get("edge", 1)), f"{result.key}/v{LAYER_VERSION}"
+        network.derive(pre, layer.name, SaeEncoder(weights, result.scale, result.k, True, edge), key=key)
+        network.derive(code, layer.name, SaeEncoder(weights, result.scale, result.k, False, edge), key=key)
