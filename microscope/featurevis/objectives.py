@@ -117,6 +117,19 @@ def direction(layer: str, vector: torch.Tensor, cossim_pow: float = 0.0) -> Obje
     return Objective(value, [layer], f"direction({layer}, cossim_pow={cossim_pow})")
 
 
+def direction_neuron(layer: str, vector: torch.Tensor, cossim_pow: float = 2.0) -> Objective:
+    """`direction` at the centre position only: dot(a, v) * max(0.1, cos(a, v))^cossim_pow - the
+    activation atlas's objective (Lucid), one mean vector `v` ((C,) or (N, C)) per batch element."""
+    def value(a: Activations) -> torch.Tensor:
+        activation = as_4d(a[layer]).float()
+        centre = activation[:, :, activation.shape[2] // 2, activation.shape[3] // 2]
+        vec = torch.as_tensor(vector, dtype=centre.dtype, device=centre.device).expand(centre.shape[0], -1)
+        dot = (centre * vec).sum(dim=1)
+        cossim = dot / ((centre.norm(dim=1) + 1e-4) * (vec.norm(dim=1) + 1e-4))
+        return dot * cossim.clamp(min=0.1) ** cossim_pow
+    return Objective(value, [layer], f"direction_neuron({layer}, cossim_pow={cossim_pow})")
+
+
 def gram_similarity(activation: torch.Tensor, group_size: int) -> torch.Tensor:
     """(N,): for each element, the summed cosine similarity of its Gram matrix to those of the other
     elements of its group (consecutive runs of `group_size` elements)."""

@@ -1,0 +1,6 @@
+"""Activation atlases (issue 14, under way): what a layer represents on real photos, laid out in 2D.
+
+`reservoir.py` keeps a uniform, seeded, mergeable sample of a layer's activation vectors from a stream;
+`layout.py` lays them out with UMAP and averages them over a grid of cells. Not yet wired into the
+examples pass, the store or the site.
+"""
