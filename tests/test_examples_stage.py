@@ -387,3 +387,29 @@ def test_bad_input_is_one_clear_usage_error(network, photos, tmp_path):
     empty.mkdir()
     with pytest.raises(UsageError, match="no images found"):
         ImageDataset(empty)
+
+
+def test_atlas_sample_equals_a_reservoir_of_every_drawn_position(network, dataset, photos, tmp_path):
+    """The pass's atlas vectors are exactly the bottom-k reservoir of all positions it drew, whatever the
+    batches and shards: recomputed here from the brute-force activations."""
+    from microscope.atlas.reservoir import Reservoir
+    from microscope.sae.sample import SampleSettings, positions
+    from microscope.store import AtlasVectors
+
+    settings = dataclasses.replace(SETTINGS, atlas_vectors=30, atlas_positions=3, seed=4)
+    examples(network, photos, tmp_path / "store", settings=settings, shards=2)
+    store = Store(tmp_path / "store")
+    for layer in LAYERS:
+        found = store.read(store.atlas_vectors_file(MODEL, layer), AtlasVectors)
+        indices, post, _ = brute_force(network, dataset, layer)
+        height = width = network.activations(torch.zeros(1, 3, 64, 64), [layer])[layer].shape[-1]
+        expected = Reservoir.empty(30, post.shape[1], 4)
+        for row, image in enumerate(indices):
+            y, x = positions(int(image), height, width, SampleSettings(positions_per_image=3, edge=1, seed=4))
+            expected.offer(post[row][:, y * width + x].T, np.full(3, image), y, x)
+        assert found.settings.tolist() == [30, post.shape[1], 4, 3]
+        assert np.array_equal(found.keys, expected.keys) and np.array_equal(found.image, expected.image)
+        assert np.array_equal(found.y, expected.y) and np.array_equal(found.x, expected.x)
+        assert np.allclose(found.vectors, expected.vectors, rtol=1e-5, atol=1e-6)
+        result = store.read(store.result_file(MODEL, layer), ExamplesResult)
+        assert "atlas_vectors.npz" in result.files

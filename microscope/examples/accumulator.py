@@ -21,9 +21,12 @@ read in a (batch, positions, channels) view, which is free for channels_last ten
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from microscope.atlas.reservoir import Reservoir
 from microscope.examples.bands import DEFAULT_BANDS, BandSampler
 from microscope.examples.histogram import GridHistogram
 from microscope.examples.topk import TopExamples
@@ -67,13 +70,48 @@ class Locator:
         return self.reduce(self.values[rows, :, channels], dim=1)
 
 
+@dataclass(frozen=True)
+class AtlasSampling:
+    """The atlas's sample: `positions` random inner positions of every image offered to a reservoir
+    of `capacity` vectors (microscope/atlas/reservoir.py), seeded."""
+
+    capacity: int
+    positions: int
+    seed: int = 0
+    edge: int = 1
+
+    @classmethod
+    def for_layer(cls, capacity: int, positions: int, seed: int, height: int, width: int, n_images: int | None):
+        """None where the layer has no inner position (logits) or no sample is wanted; `positions` 0:
+        enough per image to fill the reservoir from `n_images`, at least one, at most all inner ones."""
+        inner = max(0, height - 2) * max(0, width - 2)
+        if capacity < 1 or inner < 1:
+            return None
+        wanted = positions or max(1, -(-capacity // max(1, n_images or 1)))
+        return cls(capacity, min(wanted, inner), seed)
+
+    def draw(self, values: torch.Tensor, indices: torch.Tensor, height: int, width: int):
+        """(vectors, image, y, x) of the drawn positions of a batch; `values` is (N, H*W, C)."""
+        from microscope.sae.sample import SampleSettings, positions
+
+        settings = SampleSettings(positions_per_image=self.positions, edge=self.edge, seed=self.seed)
+        drawn = [positions(int(image), height, width, settings) for image in indices.tolist()]
+        y = np.concatenate([d[0] for d in drawn])
+        x = np.concatenate([d[1] for d in drawn])
+        rows = np.repeat(np.arange(len(drawn)), self.positions)
+        vectors = values[torch.from_numpy(rows).to(values.device), torch.from_numpy(y * width + x).to(values.device)]
+        return vectors.float().cpu().numpy(), indices.cpu().numpy()[rows], y, x
+
+
 class LayerAccumulator:
     PARTS = ("top", "bottom", "bands", "histogram")
 
     def __init__(self, channels: int, width: int, *, top_k: int, histogram_bins: int = 128,
                  band_bins: int = 32, band_samples: int = 8, seed: int = 0,
-                 device: torch.device | str = "cpu", exact_twin: bool = True):
+                 device: torch.device | str = "cpu", exact_twin: bool = True, atlas: AtlasSampling | None = None):
         self.width = width  # of the activation grid, to turn flat positions into (y, x)
+        self.atlas = atlas
+        self.reservoir = Reservoir.empty(atlas.capacity, channels, atlas.seed) if atlas else None
         self.exact_twin = exact_twin
         self.positive = torch.zeros(channels, dtype=torch.int64, device=device)  # counted when not exact_twin
         self.top = TopExamples(channels, top_k, device)
@@ -100,6 +138,8 @@ class LayerAccumulator:
             self.positive += (values > 0).sum(dim=(0, 1))
         self.total += values.sum(dim=1).sum(0, dtype=torch.float64)
         self.images += activation.shape[0]
+        if self.reservoir is not None:
+            self.reservoir.offer(*self.atlas.draw(values, indices, values.shape[1] // self.width, self.width))
 
     @staticmethod
     def _maximum(top: torch.Tensor, low: torch.Tensor, twin: bool) -> torch.Tensor:
@@ -155,6 +195,8 @@ class LayerAccumulator:
         self.total += other.total.to(self.total.device)
         self.positive += other.positive.to(self.positive.device)
         self.images += other.images
+        if self.reservoir is not None:
+            self.reservoir.merge(other.reservoir)
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The whole state as flat numpy arrays ("top/key", ..., "total", "images"), for the store."""
@@ -163,6 +205,8 @@ class LayerAccumulator:
         arrays["total"] = self.total.cpu().numpy()
         arrays["positive"] = self.positive.cpu().numpy()
         arrays["images"] = np.array(self.images, dtype=np.int64)
+        if self.reservoir is not None:
+            arrays.update(self.reservoir.state_arrays())
         return arrays
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
@@ -174,3 +218,5 @@ class LayerAccumulator:
         self.total = torch.from_numpy(np.array(arrays["total"])).to(device)
         self.positive = torch.from_numpy(np.array(arrays["positive"])).to(device)
         self.images = int(arrays["images"])
+        if self.reservoir is not None:
+            self.reservoir = Reservoir.from_state_arrays(arrays)

@@ -33,7 +33,9 @@ class ExampleSettings:
     pack_images: int = 64  # dataset images whose patches share one pack file (microscope/packs.py)
     thumb_size: int = 160
     class_summary: int = 5  # classes listed per channel in top_classes (with labels)
-    seed: int = 0  # of the band samples' priorities
+    seed: int = 0  # of the band samples' priorities (and of the atlas sample's)
+    atlas_vectors: int = 100_000  # activation vectors kept per layer for its atlas; 0: none
+    atlas_positions: int = 0  # inner positions drawn per image; 0: enough to fill atlas_vectors (at least 1)
 
     def __post_init__(self):
         if self.patch_format not in ("webp", "jpg", "png"):
@@ -42,6 +44,9 @@ class ExampleSettings:
                      "pack_images"):
             if getattr(self, name) < 1:
                 raise UsageError(f"examples setting {name} must be at least 1, got {getattr(self, name)}")
+        for name in ("atlas_vectors", "atlas_positions"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"examples setting {name} must be 0 or more, got {getattr(self, name)}")
         if self.bottom_patches < 0:
             raise UsageError(f"examples setting bottom_patches must be 0 or more, got {self.bottom_patches}")
         for name, start, stop in self.bands:

@@ -28,7 +28,7 @@ from microscope.examples.stream import PassSettings, Shard, activation_shapes, e
 from microscope.examples.viewcache import ViewCache
 from microscope.images import ImageDataset, View
 from microscope.packs import complete_chunks, pack_indexes
-from microscope.store import (DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp, PassShard,
+from microscope.store import (AtlasVectors, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp, PassShard,
                               PatchSettings, Store, ThumbSettings, ViewSettings)
 from microscope.store.schema import PATCHES
 
@@ -142,7 +142,8 @@ def summarize(session, plan: PassPlan, layer: str) -> None:
     records = shard_records(session, plan)
     settings = plan.example_settings()
     shapes = session.memo(("shapes", plan.key), lambda: activation_shapes(network, list(plan.layers), plan.view[1]))
-    accumulator = merge_shards(network, records, shapes, plan.top_k, settings, layer)
+    dataset = open_dataset(session, plan)
+    accumulator = merge_shards(network, records, shapes, plan.top_k, settings, layer, n_images=len(dataset))
     if accumulator.images == 0:
         skipped = skipped_files(records)
         first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
@@ -150,12 +151,19 @@ def summarize(session, plan: PassPlan, layer: str) -> None:
                          "pass a folder of readable photos with --images")
     claim(store, plan, layer)
     arrays = accumulator.summary(settings.bands)
-    dataset = open_dataset(session, plan)
     if dataset.labels is not None:
         arrays["top_classes"], arrays["top_class_counts"] = class_summary(
             arrays["top_index"], dataset.labels, settings.class_summary)
     summary = ExamplesSummary(**arrays)
     store.write(store.summary_file(plan.model, layer), summary)
+    atlas_file = store.atlas_vectors_file(plan.model, layer)
+    if accumulator.reservoir is not None:
+        kept, sampling = accumulator.reservoir, accumulator.atlas
+        store.write(atlas_file, AtlasVectors(
+            keys=kept.keys, vectors=kept.vectors, image=kept.image, y=kept.y, x=kept.x,
+            settings=np.array([kept.capacity, kept.width, kept.seed, sampling.positions], dtype=np.int64)))
+    else:
+        atlas_file.unlink(missing_ok=True)
     session.memo(("summary", plan.key, layer), lambda: summary)
     # What the patch jobs need, made here: forked workers inherit it instead of each tracing the graph again.
     patches_of(session, plan, layer)
@@ -239,7 +247,8 @@ def finish(session, plan: PassPlan, layer: str) -> None:
     network, store, settings = session.network(), session.store, plan.example_settings()
     os.sync()  # patches and thumbnails are written without fsync; flush them all at once
     directory = store.examples_dir(plan.model, layer)
-    files = [store.summary_file(plan.model, layer).name] + \
+    atlas = [store.atlas_vectors_file(plan.model, layer).name] if store.atlas_vectors_file(plan.model, layer).is_file() else []
+    files = [store.summary_file(plan.model, layer).name] + atlas + \
         [f"{PATCHES}/{name}" for name in pack_indexes(store.patches_dir(plan.model, layer))]
     records = shard_records(session, plan)
     skipped = skipped_files(records)

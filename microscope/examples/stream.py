@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from microscope.examples.accumulator import LayerAccumulator
+from microscope.examples.accumulator import AtlasSampling, LayerAccumulator
 from microscope.examples.config import ExampleSettings
 from microscope.examples.viewcache import ViewCache
 from microscope.store import PassShard, Store
@@ -114,11 +114,17 @@ class PassSettings:
     checkpoint_every: int = 50
 
 
-def new_state(network, layers, shapes: dict, top_k: int, settings: ExampleSettings) -> dict[str, LayerAccumulator]:
+def new_state(network, layers, shapes: dict, top_k: int, settings: ExampleSettings,
+              n_images: int | None = None) -> dict[str, LayerAccumulator]:
+    """Empty accumulators; `n_images` (the dataset's size) sets how many positions of each image the
+    atlas draws when the settings leave it to the pass (merging states does not need it)."""
     return {layer: LayerAccumulator(shapes[layer][0], shapes[layer][2], top_k=top_k,
                                     histogram_bins=settings.histogram_bins, band_bins=settings.band_bins,
                                     band_samples=settings.band_samples, seed=settings.seed, device=network.device,
-                                    exact_twin=network.layer(layer).relu_of_twin)
+                                    exact_twin=network.layer(layer).relu_of_twin,
+                                    atlas=AtlasSampling.for_layer(settings.atlas_vectors, settings.atlas_positions,
+                                                                  settings.seed, shapes[layer][1], shapes[layer][2],
+                                                                  n_images))
             for layer in layers}
 
 
@@ -141,7 +147,7 @@ def run_shard(network, dataset, shard: Shard, options: PassSettings, store: Stor
     twins = {layer: network.layer(layer).pre_relu for layer in layers}
     extractor = network.extractor(extracted(network, layers))
     shapes = activation_shapes(network, layers, dataset.view.crop)
-    state = new_state(network, layers, shapes, options.top_k, options.settings)
+    state = new_state(network, layers, shapes, options.top_k, options.settings, n_images=len(dataset))
     total = math.ceil((shard.last - shard.first) / options.batch_size)
     done, skipped = 0, []
     saved = store.read(shard.partial, PassShard)
@@ -189,13 +195,13 @@ def load_state(state: dict[str, LayerAccumulator], record: PassShard) -> None:
 
 
 def merge_shards(network, records: list[PassShard], shapes: dict, top_k: int, settings: ExampleSettings,
-                 layer: str) -> LayerAccumulator:
+                 layer: str, n_images: int | None = None) -> LayerAccumulator:
     """One layer's state from the shards of a pass (in any order): exactly one pass's state."""
     position = records[0].info()["layers"].index(layer)
     prefix = f"{position}/"
 
     def state_of(record: PassShard) -> LayerAccumulator:
-        accumulator = new_state(network, [layer], shapes, top_k, settings)[layer]
+        accumulator = new_state(network, [layer], shapes, top_k, settings, n_images)[layer]
         accumulator.load_state_arrays({k[len(prefix):]: v for k, v in record.state.items() if k.startswith(prefix)})
         return accumulator
 

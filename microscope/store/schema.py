@@ -6,6 +6,7 @@
     <root>/<model>/passes/<pass>/<first>-<last>.npz     PassShard: accumulators of one shard of images
     <root>/<model>/<layer>/examples/summary.npz         ExamplesSummary: top/bottom examples, bands, histogram
     <root>/<model>/<layer>/examples/patches/<chunk>.*   patch packs (microscope/packs.py, PatchIndex)
+    <root>/<model>/<layer>/examples/atlas_vectors.npz   AtlasVectors: the atlas's sample of activations (store/atlas.py)
     <root>/<model>/<layer>/examples/result.json         ExamplesResult, written last: the layer is complete
     <root>/<model>/<layer>/featurevis/<unit>/<objective>.json  RenderRecord, written after its images
     <root>/<model>/<layer>/circuits/weights.npz         CircuitArrays: expanded weights from the previous layer
@@ -440,6 +441,10 @@ class Store:
 
     def summary_file(self, model: str, layer: str) -> Path:
         return self.examples_dir(model, layer) / "summary.npz"
+
+    def atlas_vectors_file(self, model: str, layer: str) -> Path:
+        """The activation vectors the examples pass sampled for the layer's atlas (store/atlas.py)."""
+        return self.examples_dir(model, layer) / "atlas_vectors.npz"
 
     def result_file(self, model: str, layer: str) -> Path:
         return self.examples_dir(model, layer) / "result.json"
