@@ -95,6 +95,8 @@ def test_feature_examples_equal_brute_force(built, photos):
     code = encode(weights, result.scale, result.k, activation.transpose(0, 2, 3, 1).reshape(-1, c))
     code = code.reshape(n, h, w, -1)
     per_image = code[:, 1:-1, 1:-1].reshape(n, (h - 2) * (w - 2), -1).max(axis=1)  # border positions are 0
+    assert not store.atlas_vectors_file("inceptionv1-caffe", FEATURES).exists()  # the atlas is the source's
+    assert store.atlas_vectors_file("inceptionv1-caffe", LAYER).is_file()
     found = summary.top_values > 0
     assert found.any() and not np.isin(summary.top_y[found], [0, h - 1]).any()  # never at the border
     assert not np.isin(summary.top_x[found], [0, w - 1]).any()

@@ -122,10 +122,10 @@ def new_state(network, layers, shapes: dict, top_k: int, settings: ExampleSettin
                                     histogram_bins=settings.histogram_bins, band_bins=settings.band_bins,
                                     band_samples=settings.band_samples, seed=settings.seed, device=network.device,
                                     exact_twin=network.layer(layer).relu_of_twin,
-                                    atlas=AtlasSampling.for_layer(settings.atlas_vectors, settings.atlas_positions,
-                                                                  settings.seed, shapes[layer][1], shapes[layer][2],
-                                                                  n_images))
-            for layer in layers}
+                                    atlas=None if network.derived_key(layer) is not None else AtlasSampling.for_layer(
+                                        settings.atlas_vectors, settings.atlas_positions, settings.seed,
+                                        shapes[layer][1], shapes[layer][2], n_images))
+            for layer in layers}  # a derived layer (SAE features) is a function of its source: its atlas is the source's
 
 
 def activation_shapes(network, layers, size: int) -> dict[str, tuple[int, int, int]]:

@@ -16,7 +16,7 @@ from microscope.store.typed import ArrayRecord, RecordError
 
 @dataclass
 class AtlasVectors(ArrayRecord):
-    """keys (n,) uint64 ascending: the reservoir's priorities; vectors (n, C) float32 at dataset image
+    """keys (n,) uint64 ascending: the reservoir's priorities; vectors (n, C) float16 at dataset image
     `image`, grid position (y, x); settings (4,): capacity, width, seed, positions drawn per image."""
 
     ARRAYS = {"keys": ("u", 1), "vectors": ("f", 2), "image": ("i", 1), "y": ("i", 1), "x": ("i", 1),
