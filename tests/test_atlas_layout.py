@@ -66,3 +66,46 @@ def test_the_atlas_objective_is_lucids_direction_neuron():
         a, v = activation[i, :, 3, 3].double().numpy(), vectors[i].double().numpy()
         cos = a @ v / (np.linalg.norm(a) * np.linalg.norm(v))
         assert float(found[i]) == pytest.approx(a @ v * max(0.1, cos) ** 2, rel=1e-3)  # eps 1e-4 in the norms
+
+
+def test_a_stored_sample_is_laid_out_and_its_cell_means_match_the_stored_vectors(tmp_path):
+    """Through the store, as the atlas will run: the means per cell equal a brute-force recomputation from
+    the stored vectors and layout; the same seed gives the same layout; a small sample is one clear line."""
+    from microscope.atlas.compute import AtlasSettings, lay_out
+    from microscope.atlas.reservoir import Reservoir
+    from microscope.errors import UsageError
+    from microscope.store import (AtlasLayout, AtlasVectors, DatasetRef, ExamplesResult, LayerInfo, PatchSettings,
+                                  Store, ViewSettings)
+
+    store = Store(tmp_path / "store")
+    vectors, _ = clusters(n=400, width=6, seed=5)
+    reservoir = Reservoir.empty(400, 6, 0)
+    reservoir.offer(vectors, np.arange(400), np.zeros(400, np.int32), np.zeros(400, np.int32))
+    path = store.atlas_vectors_file("m", "L")
+    stamp = store.write(path, AtlasVectors(keys=reservoir.keys, vectors=reservoir.vectors, image=reservoir.image,
+                                           y=reservoir.y, x=reservoir.x, settings=np.array([400, 6, 0, 1])))
+    store.write(store.result_file("m", "L"), ExamplesResult(
+        key="k", identity={}, model="m", weights_id="w", layer="L", dataset=DatasetRef("f", "d", 400),
+        view=ViewSettings(224, 224), top_k=1, n_images=400, skipped=0, skipped_files=[], histogram_of="L",
+        grid=LayerInfo("L", "block", 6, 5, 5, 8, 40, 4.0, None), patches=PatchSettings("jpg", 80, 90, [0, 0, 0], ["top"], 0), batch_size=1,
+        files={"atlas_vectors.npz": stamp}))
+    settings = AtlasSettings(layout=LayoutSettings(n_neighbors=15, seed=1), coarse=4, fine=8, min_count=5)
+    first = lay_out(store, "m", "L", settings)
+    layout = store.read(store.atlas_dir("m", "L") / "layout.npz", AtlasLayout)
+    stored = store.read(path, AtlasVectors).vectors.astype(np.float64)
+    for side, count, mean in ((4, layout.count_coarse, layout.mean_coarse), (8, layout.count_fine, layout.mean_fine)):
+        row, column = cell_of(layout.xy, side)
+        for r in range(side):
+            for c in range(side):
+                members = (row == r) & (column == c)
+                assert count[r, c] == members.sum()
+                expected = stored[members].mean(0) if members.sum() > 5 else np.zeros(6)
+                assert np.allclose(mean[r, c], expected, atol=1e-5)
+    assert lay_out(store, "m", "L", settings) == first  # reused, not recomputed
+    (store.atlas_dir("m", "L") / "result.json").unlink()
+    lay_out(store, "m", "L", settings)
+    assert np.array_equal(store.read(store.atlas_dir("m", "L") / "layout.npz", AtlasLayout).xy, layout.xy)
+    with pytest.raises(UsageError, match="too few for a 60 x 60 grid; use at least 900"):
+        lay_out(store, "m", "L", AtlasSettings(coarse=60, fine=80))
+    with pytest.raises(UsageError, match="no atlas sample"):
+        lay_out(store, "m", "other")

@@ -442,6 +442,9 @@ class Store:
     def summary_file(self, model: str, layer: str) -> Path:
         return self.examples_dir(model, layer) / "summary.npz"
 
+    def atlas_dir(self, model: str, layer: str) -> Path:
+        return self.layer_dir(model, layer) / "atlas"
+
     def atlas_vectors_file(self, model: str, layer: str) -> Path:
         """The activation vectors the examples pass sampled for the layer's atlas (store/atlas.py)."""
         return self.examples_dir(model, layer) / "atlas_vectors.npz"

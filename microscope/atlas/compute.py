@@ -1,0 +1,74 @@
+"""Lay out a layer's stored atlas sample: UMAP, normalisation, and the coarse and fine grids' cell means.
+
+Reads `<layer>/examples/atlas_vectors.npz` (checked against the stamp the examples result holds),
+writes `<layer>/atlas/layout.npz`, then `result.json` last. Reused when the sample and the settings
+are unchanged. The icons and the page will be made from these cells.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from microscope.atlas.layout import LayoutSettings, grid_cells, normalise, umap_layout
+from microscope.errors import UsageError
+from microscope.jobs import hash_json
+from microscope.store import AtlasLayout, AtlasResult, AtlasVectors, ExamplesResult, Store
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class AtlasSettings:
+    layout: LayoutSettings = LayoutSettings()
+    coarse: int = 20  # grid side at the top level
+    fine: int = 40  # and the second level, for zooming in
+    min_count: int = 5  # a cell needs more vectors than this to get a mean (and an icon)
+
+    def check(self) -> None:
+        if not 1 <= self.coarse <= self.fine:
+            raise UsageError(f"atlas grids must satisfy 1 <= coarse <= fine, got {self.coarse} and {self.fine}")
+
+
+def sample_of(store: Store, model: str, layer: str) -> tuple[AtlasVectors, object]:
+    """The layer's atlas sample, verified against its examples result; one line if there is none."""
+    result = store.read(store.result_file(model, layer), ExamplesResult)
+    stamp = result.files.get("atlas_vectors.npz") if result is not None else None
+    if stamp is None:
+        raise UsageError(f"{layer} has no atlas sample in {store.root}; compute its dataset examples first "
+                         f"(build.py examples --layers {layer} --images DIR)")
+    vectors = store.read(store.atlas_vectors_file(model, layer), AtlasVectors, stamp)
+    if vectors is None:
+        raise UsageError(f"the atlas sample of {layer} is damaged; recompute its dataset examples")
+    return vectors, stamp
+
+
+def lay_out(store: Store, model: str, layer: str, settings: AtlasSettings = AtlasSettings()) -> AtlasResult:
+    settings.check()
+    sample, stamp = sample_of(store, model, layer)
+    if len(sample.keys) < settings.coarse * settings.coarse // 4:
+        raise UsageError(f"the atlas sample of {layer} has {len(sample.keys)} vectors, too few for a "
+                         f"{settings.coarse} x {settings.coarse} grid; use at least {settings.coarse ** 2 // 4} "
+                         "(more images, or more positions per image)")
+    key = hash_json({"version": VERSION, "vectors": stamp.sha256, "settings": asdict(settings)}, digits=32)
+    folder = store.atlas_dir(model, layer)
+    found = store.read(folder / "result.json", AtlasResult)
+    if found is not None and found.key == key and \
+            store.read(folder / "layout.npz", AtlasLayout, found.files.get("layout.npz")) is not None:
+        return found
+    vectors = sample.vectors.astype(np.float32)
+    began = time.perf_counter()
+    xy = normalise(umap_layout(vectors, settings.layout))
+    seconds_umap = time.perf_counter() - began
+    coarse, fine = (grid_cells(xy, vectors, side, settings.min_count) for side in (settings.coarse, settings.fine))
+    layout_stamp = store.write(folder / "layout.npz", AtlasLayout(
+        xy=xy, sizes=np.array([settings.coarse, settings.fine], dtype=np.int64),
+        count_coarse=coarse.count.astype(np.int64), mean_coarse=coarse.mean,
+        count_fine=fine.count.astype(np.int64), mean_fine=fine.mean))
+    result = AtlasResult(key=key, model=model, layer=layer, vectors=stamp, n_vectors=len(vectors),
+                         layout=asdict(settings.layout), sizes=[settings.coarse, settings.fine],
+                         min_count=settings.min_count, seconds={"umap": seconds_umap},
+                         files={"layout.npz": layout_stamp})
+    store.write(folder / "result.json", result)
+    return result
