@@ -54,6 +54,7 @@ class Reservoir:
                       np.zeros(0, np.int32) if y is None else np.asarray(y, np.int32),
                       np.zeros(0, np.int32) if x is None else np.asarray(x, np.int32))
         self._pending: list[tuple] = []
+        self._sorted = keys is None  # arrays handed in are sorted on first read; pruning unsorts them
         self._pending_count = 0
         self._threshold = None  # the largest kept priority once the reservoir is full: anything above loses
 
@@ -90,9 +91,10 @@ class Reservoir:
             order = np.argsort(keys, kind="stable")
             keys, vectors, image, y, x = keys[order], vectors[order], image[order], y[order], x[order]
         self._kept, self._pending, self._pending_count = (keys, vectors, image, y, x), [], 0
+        self._sorted = sort
 
     def _field(self, i: int) -> np.ndarray:
-        if self._pending or (len(self._kept[0]) > 1 and np.any(self._kept[0][1:] < self._kept[0][:-1])):
+        if self._pending or not self._sorted:
             self._prune(sort=True)
         return self._kept[i]
 

@@ -90,17 +90,12 @@ class AtlasSampling:
         wanted = positions or max(1, -(-capacity // max(1, n_images or 1)))
         return cls(capacity, min(wanted, inner), seed)
 
-    def draw(self, values: torch.Tensor, indices: torch.Tensor, height: int, width: int):
-        """(vectors, image, y, x) of the drawn positions of a batch; `values` is (N, H*W, C)."""
-        from microscope.sae.sample import SampleSettings, positions
+    def draw(self, activation: torch.Tensor, indices: torch.Tensor):
+        """(vectors, image, y, x) of the drawn positions of a batch's (N, C, H, W) activation."""
+        from microscope.sae.sample import SampleSettings, vectors_of
 
-        settings = SampleSettings(positions_per_image=self.positions, edge=self.edge, seed=self.seed)
-        drawn = [positions(int(image), height, width, settings) for image in indices.tolist()]
-        y = np.concatenate([d[0] for d in drawn])
-        x = np.concatenate([d[1] for d in drawn])
-        rows = np.repeat(np.arange(len(drawn)), self.positions)
-        vectors = values[torch.from_numpy(rows).to(values.device), torch.from_numpy(y * width + x).to(values.device)]
-        return vectors.float().cpu().numpy(), indices.cpu().numpy()[rows], y, x
+        return vectors_of(activation, indices, SampleSettings(positions_per_image=self.positions, edge=self.edge,
+                                                              seed=self.seed))
 
 
 class LayerAccumulator:
@@ -139,7 +134,7 @@ class LayerAccumulator:
         self.total += values.sum(dim=1).sum(0, dtype=torch.float64)
         self.images += activation.shape[0]
         if self.reservoir is not None:
-            self.reservoir.offer(*self.atlas.draw(values, indices, values.shape[1] // self.width, self.width))
+            self.reservoir.offer(*self.atlas.draw(activation, indices))
 
     @staticmethod
     def _maximum(top: torch.Tensor, low: torch.Tensor, twin: bool) -> torch.Tensor:

@@ -26,12 +26,12 @@ def fit(network, dataset, spec: dict, store: Store, report) -> SaeResult:
     train_parts, held_parts = load_parts(vectors_folder, record)
     training = TrainSettings(**spec["training"])
     began = time.perf_counter()
-    trained = train(Vectors(train_parts), training, checkpoint=folder / "checkpoint.npz",
+    train_set = Vectors(train_parts)
+    trained = train(train_set, training, checkpoint=folder / "checkpoint.npz",
                     on_step=lambda step, fvu: report(1, f"FVU {fvu:.3f}"))
     seconds_training = time.perf_counter() - began
     began = time.perf_counter()
-    held = Vectors(held_parts)
-    evaluation = evaluate(trained, held)
+    evaluation = evaluate(trained, Vectors(held_parts))
     seconds_evaluation = time.perf_counter() - began
     sae = trained.sae
     decoder = sae.W_dec.detach().numpy().astype(np.float32)
@@ -46,7 +46,7 @@ def fit(network, dataset, spec: dict, store: Store, report) -> SaeResult:
     result = SaeResult(
         key=spec["key"], model=model, weights_id=network.weights_id, layer=layer, width=record.width,
         features=training.features, k=training.k, expansion=spec["expansion"], scale=trained.scale,
-        vectors=record.key, dataset=record.dataset, n_images=record.n_images, train_vectors=len(Vectors(train_parts)),
+        vectors=record.key, dataset=record.dataset, n_images=record.n_images, train_vectors=len(train_set),
         held_vectors=evaluation.vectors, sampling=record.sampling, training=spec["training"], fvu=evaluation.fvu,
         l0=evaluation.l0, dead_fraction=evaluation.dead_fraction,
         curve=[[float(step), float(value)] for step, value in trained.curve],
