@@ -1,12 +1,16 @@
-"""The activation atlas's steps on a real layer: what sampling costs next to the forward pass, and UMAP.
+"""The activation atlas's steps on a real layer: sampling next to the forward pass, UMAP, icons, attribution.
 
     .venv/bin/python bench/atlas.py [--layer inception_4c] [--positions 4] [--capacity 100000]
                                     [--images ../shared/data] [--limit N] [--grid 20]
+                                    [--icons 16] [--icon-steps 128] [--icon-size 96] [--attributions 64]
 
 Side by side in one run over the same batches: the bare forward pass (the network truncated after the
 layer), and drawing `--positions` random inner positions per image into the reservoir
 (microscope/atlas/reservoir.py) - the work the examples pass will add. Then the UMAP layout of the
-kept vectors and the grid's cell means (microscope/atlas/layout.py).
+kept vectors and the grid's cell means (microscope/atlas/layout.py). Then one batch of `--icons` cell
+icons (microscope/atlas/icons.py's render) next to the same number of bare forward + backward passes of
+that batch, and the class attribution of `--attributions` positions (microscope/atlas/attribution.py,
+one forward-mode pass each) next to a bare forward pass of their photos.
 """
 from __future__ import annotations
 
@@ -37,6 +41,10 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=20)
     parser.add_argument("--images", default=str(SHARED / "data"))
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--icons", type=int, default=16)
+    parser.add_argument("--icon-steps", type=int, default=128)
+    parser.add_argument("--icon-size", type=int, default=96)
+    parser.add_argument("--attributions", type=int, default=64)
     args = parser.parse_args()
 
     network = load_network("inceptionv1-caffe", weights=str(SHARED / "weights" / "bvlc_googlenet.npz"), device="cpu",
@@ -64,16 +72,64 @@ def main() -> None:
     began = time.perf_counter()
     cells = grid_cells(xy, reservoir.vectors, args.grid)
     seconds_cells = time.perf_counter() - began
+    icons = bench_icons(network, args, cells)
+    attribution = bench_attribution(network, args, dataset, reservoir)
     rows = [
         ("layer", args.layer), ("images", last), ("vectors kept", f"{len(reservoir)} (capacity {args.capacity})"),
         ("bare forward pass", f"{forward:.1f} s"),
         ("sampling into the reservoir", f"{sample:.2f} s = {100 * sample / forward:.2f} % of the forward pass"),
         ("UMAP layout", f"{seconds_umap:.1f} s"),
         (f"{args.grid} x {args.grid} cell means", f"{seconds_cells:.3f} s, {int(cells.shown.sum())} cells with > 5 vectors"),
+        *icons, *attribution,
         ("threads", torch.get_num_threads()),
     ]
     for name, value in rows:
         print(f"{name:<32} {value}")
+
+
+def bench_icons(network, args, cells) -> list[tuple[str, str]]:
+    from microscope.featurevis.batch import featurevis_extractor
+    from microscope.featurevis.objectives import direction_neuron
+    from microscope.featurevis.param import FourierImage
+    from microscope.featurevis.recipe import Recipe
+    from microscope.featurevis.render import render
+
+    means = cells.mean[cells.shown][:args.icons]
+    extractor = featurevis_extractor(network, [args.layer])
+    recipe = Recipe()
+    image = FourierImage(list(range(len(means))), args.icon_size)
+    began = time.perf_counter()
+    render(extractor, direction_neuron(args.layer, torch.as_tensor(means)), image, args.icon_steps, transform_seed=0,
+           transforms=recipe.transforms)
+    seconds = time.perf_counter() - began
+    x = torch.rand(len(means), 3, args.icon_size, args.icon_size, requires_grad=True)
+    began = time.perf_counter()
+    for _ in range(args.icon_steps):
+        extractor(x)[args.layer].sum().backward()
+    bare = time.perf_counter() - began
+    return [(f"{len(means)} icons, {args.icon_steps} steps, {args.icon_size} px", f"{seconds:.1f} s = "
+             f"{seconds / len(means):.2f} s per icon, {seconds / bare:.2f} x bare forward+backward ({bare:.1f} s)")]
+
+
+def bench_attribution(network, args, dataset, reservoir) -> list[tuple[str, str]]:
+    from microscope.atlas.attribution import Attribution
+
+    attribution = Attribution(network, args.layer)
+    if attribution.logits is None:
+        return []
+    image = reservoir.image[:args.attributions]
+    picked = sorted(set(image.tolist()))
+    batch = next(dataset.batches(len(picked), only=picked))
+    began = time.perf_counter()
+    with torch.no_grad():
+        activation = network.activations(batch.images.float().div(255), [args.layer])[args.layer]
+    bare = time.perf_counter() - began
+    rows = np.searchsorted(batch.indices.numpy(), image)
+    began = time.perf_counter()
+    attribution(activation, rows, reservoir.y[:args.attributions], reservoir.x[:args.attributions])
+    seconds = time.perf_counter() - began
+    return [(f"class attribution of {len(image)} positions", f"{seconds:.1f} s = {1000 * seconds / len(image):.0f} ms "
+             f"each (all classes); forward pass of their {len(picked)} photos {bare:.1f} s")]
 
 
 if __name__ == "__main__":

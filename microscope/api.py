@@ -105,6 +105,16 @@ class LayerReader:
         return examples.summary if examples else None
 
     @property
+    def atlas(self):
+        """The layer's activation atlas, or None: `.cells["coarse" | "fine"]` (AtlasCells: row, column, count,
+        nearest units and cosines, top classes and attributions, patch rows), `.icon_pixels(level)` (uint8 array),
+        `.layout()` (AtlasLayout: xy of every sampled vector), `.result` (UMAP settings and seconds)."""
+        from microscope.views.atlas import AtlasData
+
+        found = self.data.get("atlas")
+        return found if isinstance(found, AtlasData) else None
+
+    @property
     def sae(self):
         """The layer's sparse autoencoder (of the layer itself, or the one whose features this layer is):
         (SaeResult, SaeWeights) - config, held-out FVU / L0 / dead, loss curve; W_enc, W_dec, firing... -

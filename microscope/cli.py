@@ -213,6 +213,32 @@ def sae(layer, **values):
                f"--images {values['images']} --store {session.store.root}")
 
 
+@main.command()
+@common_options
+@click.option("--images", required=True, help="The folder the layers' dataset examples were computed from.")
+@click.option("--labels", default=None, help="Dataset labels: file,class_index CSV, or 'folders'.")
+@_view_options("atlas")
+def atlas(**values):
+    """Activation atlases of the chosen layers, from the sample their dataset examples drew."""
+    from microscope.atlas.stored import read_atlas
+    from microscope.pipeline import compute, request_from
+    from microscope.views import VIEWS
+
+    request, session = request_from(values, ["atlas"])
+    outcome = compute(request, session)
+    click.echo(f"atlas of {request.run.model}, " + outcome.summary())
+    if outcome.failed:
+        sys.exit(1)
+    model = request.run.model
+    for layer in VIEWS["atlas"].layers_of(request, session):
+        found = read_atlas(session.store, model, layer)
+        if found is not None:
+            counts = " and ".join(f"{len(found.cells[level].row)} {level}" for level in found.cells)
+            click.echo(f"{layer}: {found.result.n_vectors} vectors, {counts} cells; UMAP "
+                       f"{found.result.seconds['umap']:.0f} s, icons {found.icons.seconds['icons']:.0f} s")
+    click.echo(f"next: python build.py site --store {session.store.root} --out site   (each layer page links its atlas)")
+
+
 def _compute(values: dict, views: list[str]) -> None:
     from microscope.pipeline import compute, request_from
 

@@ -192,13 +192,14 @@ class ImageDataset(torch.utils.data.Dataset):
             return None, error.reason
 
     def batches(self, batch_size: int = 32, workers: int | None = None, first: int = 0, last: int | None = None,
-                pin_memory: bool = False) -> Iterator["Batch"]:
+                pin_memory: bool = False, only=None) -> Iterator["Batch"]:
         """The images [first, last) decoded in `workers` processes, in fixed chunks of indices.
 
         Batch b holds the readable images of indices [first + b * batch_size, first + (b + 1) *
         batch_size), so batch b is the same on every run whatever the number of workers, and a pass
         can restart at any batch (`first`). Unreadable files are left out of their batch (a batch
-        may come back empty) and named in its `skipped`, with one warning line each.
+        may come back empty) and named in its `skipped`, with one warning line each. With `only` (sorted
+        indices), the batches hold those images alone, batch_size at a time.
         """
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
@@ -206,7 +207,8 @@ class ImageDataset(torch.utils.data.Dataset):
         if workers < 0:
             raise UsageError(f"number of loader workers must be 0 or more, got {workers}")
         last = len(self) if last is None else min(last, len(self))
-        chunks = [list(range(start, min(last, start + batch_size))) for start in range(first, last, batch_size)]
+        chunks = [list(range(start, min(last, start + batch_size))) for start in range(first, last, batch_size)] \
+            if only is None else [list(only[start:start + batch_size]) for start in range(0, len(only), batch_size)]
         loader = torch.utils.data.DataLoader(_Decoded(self), batch_sampler=chunks, num_workers=workers,
                                              collate_fn=_collate, pin_memory=pin_memory)
         for indices, images, bad in loader:

@@ -4,8 +4,6 @@ brute-force computation. Seeded random weights, 20 small generated photos, a few
 """
 import json
 import re
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 from microscope.catalogue import catalogue
 from microscope.cli import main
@@ -21,32 +18,17 @@ from microscope.images import ImageDataset, View
 from microscope.network import load_network
 from microscope.sae.stored import read_sae
 from microscope.store import ExamplesSummary, Store
+from generated import blob_photos, cli
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL = ["--model", "inceptionv1-caffe", "--weights", "random"]
 LAYER, FEATURES = "inception_3a", "inception_3a_sae"
 TRAIN = ["--layer", LAYER, "--expansion", "2", "--k", "8", "--steps", "40", "--sae-batch-size", "64", "--quiet"]
 TOP = 4
 
 
-def cli(*args):
-    result = subprocess.run([sys.executable, str(REPO / "build.py"), *map(str, args)], capture_output=True,
-                            text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    return result
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(1)
-    grid = np.mgrid[0:96, 0:96].transpose(1, 2, 0)
-    for i in range(20):
-        blob = np.exp(-((grid - rng.uniform(0, 96, size=2)) ** 2).sum(-1) / rng.uniform(40, 400))
-        image = blob[..., None] * rng.uniform(0, 255, size=3) + rng.uniform(0, 60, size=(96, 96, 3))
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / f"p{i:02d}.png")
-    return root
+    return blob_photos(tmp_path_factory.mktemp("photos"), 20, seed=1)
 
 
 @pytest.fixture(scope="module")

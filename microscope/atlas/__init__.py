@@ -1,8 +1,9 @@
-"""Activation atlases (issue 14, under way): what a layer represents on real photos, laid out in 2D.
+"""Activation atlases: what a layer represents on real photos, laid out in 2D (Carter et al., 2019).
 
-`reservoir.py` keeps a uniform, seeded, mergeable sample of a layer's activation vectors from a stream;
-`layout.py` lays them out with UMAP and averages them over a grid of cells. The examples pass
-draws the sample while it ranks examples (`examples/accumulator.py`, AtlasSampling) and stores it
-(`store/atlas.py`); `compute.py` lays a stored sample out (`lay_out`: AtlasLayout, AtlasResult); the
-icons, the view that runs it and the atlas page are still to come.
+The examples pass draws a uniform, seeded, mergeable sample of each layer's activation vectors
+(`reservoir.py`; `examples/accumulator.py`, AtlasSampling; stored by `store/atlas.py`). The atlas view
+(`views/atlas.py`) then runs three stages per layer: `compute.py` lays the sample out (UMAP and the
+grids' cell means from `layout.py`), `describe.py` describes each cell (`cells.py`: nearest units,
+class attribution from `attribution.py`, patches), `icons.py` renders each cell's mean. `stored.py`
+reads an atlas back without torch and `page.py` writes its page on the site.
 """

@@ -44,6 +44,11 @@ def sample_of(store: Store, model: str, layer: str) -> tuple[AtlasVectors, objec
     return vectors, stamp
 
 
+def layout_key(stamp, settings: AtlasSettings) -> str:
+    """What a layout is made from: the sample's bytes and the settings."""
+    return hash_json({"version": VERSION, "vectors": stamp.sha256, "settings": asdict(settings)}, digits=32)
+
+
 def lay_out(store: Store, model: str, layer: str, settings: AtlasSettings = AtlasSettings()) -> AtlasResult:
     settings.check()
     sample, stamp = sample_of(store, model, layer)
@@ -51,7 +56,7 @@ def lay_out(store: Store, model: str, layer: str, settings: AtlasSettings = Atla
         raise UsageError(f"the atlas sample of {layer} has {len(sample.keys)} vectors, too few for a "
                          f"{settings.coarse} x {settings.coarse} grid; use at least {settings.coarse ** 2 // 4} "
                          "(more images, or more positions per image)")
-    key = hash_json({"version": VERSION, "vectors": stamp.sha256, "settings": asdict(settings)}, digits=32)
+    key = layout_key(stamp, settings)
     folder = store.atlas_dir(model, layer)
     found = store.read(folder / "result.json", AtlasResult)
     if found is not None and found.key == key and \

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from microscope.errors import UsageError
 from microscope.receptive_field import GLOBAL, Field, graph_fields, union
+from microscope.subgraph import concatenated, cut_graph
 
 PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Dropout, nn.Identity)  # identity in the linearised net
 LINEAR_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten,
@@ -47,52 +47,20 @@ class LinearPair:
     replaced: list[str] = field(default_factory=list)  # what the linearisation changed, for the record
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        parts = self.module(x)
-        parts = [parts[name] for name in self.outputs]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return concatenated(self.module(x), self.outputs)
 
 
 def linearise(network, previous: str, layer: str) -> LinearPair:
     """The linear network from layer `previous`'s output to `layer`'s pre-activation."""
-    source, target = network.layer(previous), network.layer(network.layer(layer).pre_relu or layer)
-    names = list(dict.fromkeys(source.nodes + target.nodes))
-    graph_module = create_feature_extractor(network.module, return_nodes=names)
-    graph = graph_module.graph
-    output = next(node for node in graph.nodes if node.op == "output")
-    named = dict(output.args[0])
-    image = next(node for node in graph.nodes if node.op == "placeholder")
-    with graph.inserting_after(image):
-        x = graph.placeholder("previous")
-    widths = _source_widths(network, graph_module, source) if len(source.nodes) > 1 else [None]
-    start = 0
-    for name, width in zip(source.nodes, widths):
-        if width is None:
-            replacement = x
-        else:
-            with graph.inserting_after(x):
-                replacement = graph.call_function(operator.getitem, (x, (slice(None), slice(start, start + width))))
-            start += width
-        named[name].replace_all_uses_with(replacement)
-    output.args = ({name: named[name] for name in target.nodes},)
-    graph.eliminate_dead_code()
-    if image.users:
-        raise UsageError(f"circuits: {layer} depends on more than {previous} (a connection skips it), so expanded "
-                         f"weights from {previous} alone do not describe it")
-    graph.erase_node(image)
+    target = network.layer(network.layer(layer).pre_relu or layer)
+    graph_module = cut_graph(network, previous, target.name,
+                             f"expanded weights from {previous} alone do not describe {layer} (circuits)")
     replaced = _rewrite(graph_module, previous, layer)
     graph_module.recompile()
     graph_module.eval().requires_grad_(False)
     fields = graph_fields(graph_module)
     return LinearPair(previous, layer, target.name, graph_module, target.nodes,
                       union([fields[name] for name in target.nodes]), replaced)
-
-
-def _source_widths(network, graph_module, source) -> list[int]:
-    """Channels of each node of a layer made of several (concatenated) nodes."""
-    size = network.spec.input_size
-    with torch.no_grad():
-        found = graph_module(torch.zeros(1, 3, size, size))
-    return [int(found[name].shape[1]) for name in source.nodes]
 
 
 def _rewrite(graph_module: fx.GraphModule, previous: str, layer: str) -> list[str]:

@@ -105,7 +105,15 @@ def layer_panels(ctx: LayerContext, views) -> list[dict]:
         ctx.writer.write(f"{ctx.layer_dir}/{name}", data)
         return len(data)
 
-    page = LayerPage(ctx.model, ctx.layer, ctx.layer_dir, write)
+    def render(name: str, template: str, **context) -> int:
+        path = f"{ctx.layer_dir}/{name}"
+        root = "../" * path.count("/")
+        ctx.writer.write_text(path, ctx.renderer.render(template, root=root, model=ctx.model, layer=ctx.layer,
+                                                        model_title=ctx.model.title or ctx.model.name, **context))
+        return ctx.writer.bytes_by_path[path]
+
+    page = LayerPage(ctx.model, ctx.layer, ctx.layer_dir, write, render,
+                     lambda folder, layer, unit: ctx.other(f"{ctx.layer_dir}/{folder}".rstrip("/"))(layer, unit))
     found = []
     for view in views:
         panel = view.layer_panel(ctx.data[view.name], page)

@@ -1,5 +1,5 @@
 """The artifact store: typed records at fixed paths (schema.py), written atomically (files.py)."""
-from microscope.store.atlas import AtlasLayout, AtlasResult, AtlasVectors
+from microscope.store.atlas import AtlasCells, AtlasIcons, AtlasLayout, AtlasResult, AtlasStage, AtlasVectors
 from microscope.store.files import (FileStamp, atomic_save_npz, atomic_write_bytes, atomic_write_json,
                                     atomic_write_text, load_npz, usable_folder)
 from microscope.store.schema import (CircuitArrays, CircuitResult, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, LayerInfo,
@@ -8,7 +8,7 @@ from microscope.store.schema import (CircuitArrays, CircuitResult, DatasetIndex,
 from microscope.store.sae import SaeResult, SaeVectors, SaeWeights, VectorShard
 from microscope.store.typed import RecordError
 
-__all__ = ["AtlasLayout", "AtlasResult", "AtlasVectors", "CircuitArrays", "CircuitResult", "DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary", "FileStamp", "LayerInfo",
+__all__ = ["AtlasCells", "AtlasIcons", "AtlasLayout", "AtlasResult", "AtlasStage", "AtlasVectors", "CircuitArrays", "CircuitResult", "DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary", "FileStamp", "LayerInfo",
            "ModelRecord", "PassShard", "PatchIndex", "PatchSettings", "RecordError", "RenderConfig", "RenderImage",
            "RenderRecord", "SaeResult", "SaeVectors", "SaeWeights", "Store", "ThumbSettings", "ViewSettings", "atomic_save_npz", "atomic_write_bytes",
            "VectorShard", "atomic_write_json", "atomic_write_text", "load_npz", "usable_folder"]

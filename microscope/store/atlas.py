@@ -80,3 +80,64 @@ class AtlasResult(JsonRecord):
     min_count: int
     seconds: dict[str, float]
     files: dict[str, FileStamp]
+
+
+@dataclass
+class AtlasCells(ArrayRecord):
+    """<layer>/atlas/cells_<level>.npz: what the page says of each cell shown at one level (n cells, those
+    with more than `min_count` vectors, in row-major order).
+
+    row, column, count (n,); units, unit_cos (n, U): the units whose basis vectors are closest to the
+    cell's mean (cosine), closest first; classes, class_attr (n, T): the classes with the highest mean
+    attribution over the cell's `attributed` (n,) vectors (-1 and NaN where the model has no logits);
+    patches (n, P): rows of the atlas sample whose receptive-field patches show the cell (-1: none),
+    stored in the pack `patches/000000.bin` as (cell, level, rank)."""
+
+    ARRAYS = {"row": ("i", 1), "column": ("i", 1), "count": ("i", 1), "units": ("i", 2), "unit_cos": ("f", 2),
+              "classes": ("i", 2), "class_attr": ("f", 2), "attributed": ("i", 1), "patches": ("i", 2)}
+
+    row: np.ndarray
+    column: np.ndarray
+    count: np.ndarray
+    units: np.ndarray
+    unit_cos: np.ndarray
+    classes: np.ndarray
+    class_attr: np.ndarray
+    attributed: np.ndarray
+    patches: np.ndarray
+
+    def check(self) -> None:
+        n = len(self.row)
+        if any(len(getattr(self, name)) != n for name in self.ARRAYS) or \
+                self.units.shape != self.unit_cos.shape or self.classes.shape != self.class_attr.shape:
+            raise RecordError("atlas cells: arrays disagree on the number of cells")
+
+
+@dataclass
+class AtlasIcons(ArrayRecord):
+    """<layer>/atlas/icons/<level>-<first>.npz: feature visualizations of a batch of one level's cells,
+    [first, first + n) in AtlasCells order. pixels (n, S, S, 3) uint8; value (n,) the objective at the
+    last step; key: the atlas key and icon settings they were rendered for."""
+
+    ARRAYS = {"pixels": ("u", 4), "value": ("f", 1), "key": ("U", 0)}
+
+    pixels: np.ndarray
+    value: np.ndarray
+    key: np.ndarray
+
+    def check(self) -> None:
+        if self.pixels.shape[3:] != (3,) or len(self.value) != len(self.pixels):
+            raise RecordError("atlas icons: pixels must be (n, S, S, 3), one value per icon")
+
+
+@dataclass(frozen=True)
+class AtlasStage(JsonRecord):
+    """<layer>/atlas/cells.json and icons.json, each written last by its stage: the cells described
+    (nearest units, classes, patches) or the icons rendered, for the layout `layout_key` (AtlasResult.key)."""
+
+    key: str  # hash of the layout's key, the weights and the stage's settings
+    layout_key: str
+    weights_id: str
+    settings: dict
+    seconds: dict[str, float]
+    files: dict[str, FileStamp]

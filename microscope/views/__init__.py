@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from microscope.errors import UsageError
 from microscope.views.base import LayerPage, Panel, Thumb, UnitPage, View, ViewPlan
+from microscope.views.atlas import VIEW as ATLAS
 from microscope.views.circuits import VIEW as CIRCUITS
 from microscope.views.examples import VIEW as EXAMPLES
 from microscope.views.featurevis import VIEW as FEATUREVIS
 from microscope.views.sae import VIEW as SAE
 
-VIEWS: dict[str, View] = {view.name: view for view in (FEATUREVIS, EXAMPLES, SAE, CIRCUITS)}
+VIEWS: dict[str, View] = {view.name: view for view in (FEATUREVIS, EXAMPLES, SAE, CIRCUITS, ATLAS)}
 
 
 def register(view: View) -> None:

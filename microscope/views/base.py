@@ -81,7 +81,9 @@ class LayerPage:
     model: ModelRecord
     layer: LayerInfo
     folder: str  # site-relative folder of the layer page
-    write: Callable  # write(name, bytes) -> size: a file in the layer's folder
+    write: Callable  # write(name, bytes) -> size: a file in the layer's folder (name may hold subfolders)
+    render: Callable | None = None  # render(name, template, **context) -> size: a page of its own in the folder
+    other: Callable | None = None  # other(folder, layer, unit) -> link to a unit page from `folder` (UnitPage.other)
 
 
 class View:

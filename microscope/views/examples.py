@@ -62,13 +62,16 @@ class ExamplesView(View):
                          help="Images per batch of the dataset pass."),
             click.option("--workers", default=None, type=click.IntRange(min=0),
                          help="Image decoding processes (default: up to 4)."),
+            click.option("--atlas-vectors", default=100_000, show_default=True, type=click.IntRange(min=0),
+                         help="Activation vectors sampled per layer for its activation atlas (0: none)."),
         ]
 
     def settings(self, values: dict) -> Settings:
         from microscope.examples.config import ExampleSettings
 
         return Settings(top_k=values["top_k"], image_batch_size=values["image_batch_size"],
-                        workers=values["workers"], examples=ExampleSettings())
+                        workers=values["workers"],
+                        examples=ExampleSettings(atlas_vectors=values.get("atlas_vectors", 100_000)))
 
     def default_settings(self) -> Settings:
         return Settings()

@@ -1,0 +1,106 @@
+"""The atlas's `icons` stage: a feature visualization of every shown cell's mean activation vector.
+
+Lucid's atlas objective (`featurevis.objectives.direction_neuron`): at the centre position,
+dot(a, v) * max(0.1, cos(a, v))^2 with v the cell's mean, rendered with the unit renders' recipe
+(Fourier parameterisation, decorrelated colour, standard transforms) at icon size. Cells are rendered
+in batches, each stored as it finishes (icons/<level>-<first>.npz), so a killed run resumes at the
+first batch it had not finished; `icons.json` (AtlasStage) is written last. Element seeds come from
+(seed, layer, level, cell), so an icon does not depend on which cells share its batch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from microscope.atlas.cells import LEVELS
+from microscope.atlas.describe import read_layout
+from microscope.atlas.stored import icons_key
+from microscope.errors import UsageError
+from microscope.featurevis.batch import element_seed, featurevis_extractor
+from microscope.featurevis.objectives import direction_neuron
+from microscope.featurevis.param import FourierImage
+from microscope.featurevis.recipe import Recipe
+from microscope.featurevis.render import render
+from microscope.store import AtlasCells, AtlasIcons, AtlasStage, FileStamp, Store
+
+MIN_ICON = 32
+
+
+@dataclass(frozen=True)
+class IconSettings:
+    size: int = 96
+    steps: int = 128
+    batch_size: int = 16  # cells rendered at once
+    cossim_pow: float = 2.0
+    seed: int = 0
+    recipe: str = Recipe().version
+
+    def check(self) -> None:
+        if self.size < MIN_ICON:
+            raise UsageError(f"--icon-size {self.size} is too small; use at least {MIN_ICON} px (Lucid's atlas: 80-96)")
+        if self.steps < 1 or self.batch_size < 1:
+            raise UsageError("--icon-steps and --icon-batch-size must be at least 1")
+
+
+def batches(n: int, size: int) -> list[tuple[int, int]]:
+    return [(first, min(n, first + size)) for first in range(0, n, size)]
+
+
+def icon_file(level: str, first: int) -> str:
+    return f"icons/{level}-{first:05d}.npz"
+
+
+def level_means(store: Store, model: str, layer: str, cells_stamps: dict) -> dict[str, tuple[AtlasCells, np.ndarray]]:
+    """Each level's described cells and their mean vectors, in AtlasCells order."""
+    _, layout = read_layout(store, model, layer)
+    folder = store.atlas_dir(model, layer)
+    found = {}
+    for level in LEVELS:
+        cells = store.read(folder / f"cells_{level}.npz", AtlasCells, cells_stamps.get(f"cells_{level}.npz"))
+        if cells is None:
+            raise UsageError(f"the atlas cells of {layer} are missing or damaged; run `build.py atlas` again")
+        found[level] = cells, getattr(layout, f"mean_{level}")[cells.row, cells.column]
+    return found
+
+
+def render_icons(network, store: Store, model: str, layer: str, settings: IconSettings, cells_stage: AtlasStage,
+                 report) -> AtlasStage:
+    settings.check()
+    began = time.perf_counter()
+    key = icons_key(cells_stage.layout_key, network.weights_id, asdict(settings), cells_stage.key)
+    folder = store.atlas_dir(model, layer)
+    extractor = featurevis_extractor(network, [layer])
+    recipe = Recipe()
+    files = {}
+    for level, (cells, means) in level_means(store, model, layer, cells_stage.files).items():
+        for first, last in batches(len(means), settings.batch_size):
+            name = icon_file(level, first)
+            found = store.read(folder / name, AtlasIcons)
+            if found is None or str(found.key) != key or len(found.value) != last - first:
+                found = _render(network, extractor, layer, level, cells, means, first, last, settings, recipe, report)
+                files[name] = store.write(folder / name, AtlasIcons(pixels=found[0], value=found[1],
+                                                                    key=np.array(key)))
+            else:
+                files[name] = FileStamp.of_file(folder / name)
+                report(settings.steps)
+    stage = AtlasStage(key=key, layout_key=cells_stage.layout_key, weights_id=network.weights_id,
+                       settings=asdict(settings), seconds={"icons": time.perf_counter() - began}, files=files)
+    store.write(folder / "icons.json", stage)
+    return stage
+
+
+def _render(network, extractor, layer, level, cells, means, first, last, settings, recipe, report):
+    seeds = [element_seed(settings.seed, layer, "atlas", level, int(r), int(c))
+             for r, c in zip(cells.row[first:last], cells.column[first:last])]
+    image = FourierImage(seeds, settings.size, sd=recipe.init_sd, decay_power=recipe.decay_power,
+                         decorrelate=recipe.decorrelate).to(network.device)
+    vectors = torch.as_tensor(np.asarray(means[first:last], np.float32), device=network.device)
+    objective = direction_neuron(layer, vectors, cossim_pow=settings.cossim_pow)
+    result = render(extractor, objective, image, settings.steps,
+                    transform_seed=element_seed(settings.seed, "atlas transforms"), transforms=recipe.transforms,
+                    learning_rate=recipe.learning_rate, on_step=lambda: report(1))
+    pixels = (result.images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return pixels, result.values[-1].astype(np.float32)

@@ -1,0 +1,28 @@
+"""What several test modules make the same way: small generated photos, and the real command line run."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def blob_photos(root: Path, count: int, seed: int, side: int = 96) -> Path:
+    """`count` photos of a coloured blob on noise: activations that differ from photo to photo."""
+    rng = np.random.default_rng(seed)
+    grid = np.mgrid[0:side, 0:side].transpose(1, 2, 0)
+    for i in range(count):
+        blob = np.exp(-((grid - rng.uniform(0, side, size=2)) ** 2).sum(-1) / rng.uniform(40, 400))
+        image = blob[..., None] * rng.uniform(0, 255, size=3) + rng.uniform(0, 60, size=(side, side, 3))
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / f"p{i:02d}.png")
+    return root
+
+
+def cli(*args, code: int = 0) -> subprocess.CompletedProcess:
+    """build.py with these arguments, in a process of its own; it must exit with `code`, never a traceback."""
+    result = subprocess.run([sys.executable, str(REPO / "build.py"), *map(str, args)], capture_output=True, text=True)
+    assert result.returncode == code, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return result
