@@ -4,7 +4,7 @@
 // keys) shows its photos, nearest units and top classes beside the map.
 (function () {
   "use strict";
-  var canvas = document.getElementById("atlas");
+  var canvas = document.getElementById("atlas-map");
   var dataNode = document.getElementById("atlas-data");
   if (!canvas || !dataNode) return;
   var atlas = JSON.parse(dataNode.textContent);
@@ -164,6 +164,16 @@
         classes.appendChild(item);
       });
       box.appendChild(classes);
+    }
+    if (cell[7] && cell[7].length) {
+      box.appendChild(element("h3", {"class": "small"}, "Labels of its photos (vectors)"));
+      var labels = element("ol", {"class": "labels"});
+      cell[7].forEach(function (pair) {
+        var item = element("li", {}, pair[0]);
+        item.appendChild(element("span", {"class": "val"}, " " + pair[1]));
+        labels.appendChild(item);
+      });
+      box.appendChild(labels);
     }
     details.appendChild(box);
   }

@@ -30,6 +30,7 @@ MODEL = ["--model", "inceptionv1-caffe", "--weights", "random"]
 LAYER = "inception_3a"
 ATLAS = ["--grid", "4", "--icon-steps", "3", "--icon-size", "32", "--icon-batch-size", "5",
          "--attribution-vectors", "3", "--atlas-patches", "2", "--umap-neighbours", "15"]
+LABELS = [i % 3 for i in range(16)]  # class indices of the 16 photos (ImageNet classes 0-2)
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = REPO / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
 
@@ -43,8 +44,10 @@ def photos(tmp_path_factory):
 def built(photos, tmp_path_factory):
     root = tmp_path_factory.mktemp("atlas")
     store, site = root / "store", root / "www" / "site"
+    labels = root / "labels.csv"
+    labels.write_text("".join(f"p{i:02d}.png,{LABELS[i]}\n" for i in range(16)))
     cli("examples", *MODEL, "--layers", f"{LAYER},logits", "--top", "3", "--atlas-vectors", "600", "--images", photos,
-        "--store", store, "--quiet")
+        "--labels", labels, "--store", store, "--quiet")
     first = cli("atlas", *MODEL, "--layers", LAYER, *ATLAS, "--images", photos, "--store", store, "--quiet")
     again = cli("atlas", *MODEL, "--layers", LAYER, *ATLAS, "--images", photos, "--store", store, "--quiet")
     cli("site", "--store", store, "--out", site, "--quiet")
@@ -210,6 +213,14 @@ def test_site_pages_link_and_ship_only_their_files(built):
     for unit, link in data["units"].items():
         assert (folder / "atlas" / link["href"]).resolve() == (folder / unit / "index.html").resolve()
         assert (folder / unit / "index.html").is_file()
+    sample, layout, _ = stored(store)
+    row, column = cell_of(layout.xy, 8)
+    names = microscope.open_store(store.root).model("inceptionv1-caffe").record.categories
+    for cell in data["levels"]["fine"]["cells"]:
+        members = (row == cell[0]) & (column == cell[1])
+        counts = np.bincount(np.array(LABELS)[sample.image[members]], minlength=3)
+        expected = sorted(((-n, label) for label, n in enumerate(counts) if n), key=lambda t: t)
+        assert cell[7] == [[names[label], -n] for n, label in expected]  # the photos' labels, most common first
     assert 'href="atlas/index.html"' in (folder / "index.html").read_text()
     logits = (site / "models" / "inceptionv1-caffe" / "logits" / "index.html").read_text()
     assert "No activation atlas: this layer has no spatial grid" in logits
@@ -257,9 +268,9 @@ def test_atlas_page_in_a_real_browser(server):
         page.reload()
         page.wait_for_url("**/atlas/index.html")
         page.wait_for_load_state("networkidle")
-        canvas = page.locator("#atlas")
+        canvas = page.locator("#atlas-map")
         box = canvas.bounding_box()
-        painted = page.evaluate("""() => { const c = document.getElementById('atlas');
+        painted = page.evaluate("""() => { const c = document.getElementById('atlas-map');
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
             for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n / (d.length / 4); }""")
         assert painted > 0.05  # icons drawn (the canvas is transparent where there are none)

@@ -28,6 +28,7 @@ PREVIEW_TILE = 24  # px per coarse cell in the layer page's preview
 
 def layer_panel(data, page) -> Panel | None:
     levels, units, files = {}, {}, {}
+    labels = photo_labels(data, page.model)
     for level in LEVELS:
         pixels = icon_pixels(data.store, data, level)
         if pixels is None:
@@ -43,7 +44,8 @@ def layer_panel(data, page) -> Panel | None:
                 files[f"patches/{level}-{i}.webp"] = page.write(f"atlas/patches/{level}-{i}.webp", strip)
             for unit in cells.units[i].tolist():
                 units.setdefault(unit, None)
-            rows.append(cell_json(cells, i, page.model.categories, len(refs)))
+            rows.append(cell_json(cells, i, page.model.categories, len(refs))
+                        + [labels[level][i] if labels else []])
         side = int(data.result.sizes[LEVELS.index(level)])
         levels[level] = {"side": side, "tile": int(pixels.shape[1]) if len(pixels) else 0, "columns": columns,
                          "sheet": f"icons-{level}.webp", "cells": rows}
@@ -64,8 +66,38 @@ def layer_panel(data, page) -> Panel | None:
                        "bytes": sum(files.values()), "first_load": first_load}, json={})
 
 
+def photo_labels(data, model, top: int = 3) -> dict | None:
+    """level -> per cell, [[label, vectors]...]: the dataset labels most common among the photos of the
+    cell's vectors (all of them, not a sample); None for a dataset without labels."""
+    from microscope.atlas.layout import cell_of
+    from microscope.store import AtlasVectors, DatasetIndex, ExamplesResult
+
+    store = data.store
+    examples = store.read(store.result_file(model.name, data.result.layer), ExamplesResult)
+    dataset = store.read(store.dataset_file(model.name, examples.dataset.fingerprint), DatasetIndex) if examples else None
+    sample = store.read(store.atlas_vectors_file(model.name, data.result.layer), AtlasVectors, data.result.vectors)
+    layout = data.layout()
+    if dataset is None or not dataset.labels or sample is None or layout is None:
+        return None
+    names = dataset.classes or model.categories
+    label = np.asarray(dataset.labels, np.int64)[sample.image]
+    found = {}
+    for index, level in enumerate(LEVELS):
+        side = int(data.result.sizes[index])
+        row, column = cell_of(layout.xy, side)
+        cells = data.cells[level]
+        found[level] = []
+        for r, c in zip(cells.row.tolist(), cells.column.tolist()):
+            values, counts = np.unique(label[(row == r) & (column == c) & (label >= 0)], return_counts=True)
+            order = np.lexsort((values, -counts))[:top]
+            found[level].append([[names[v] if v < len(names) else str(v), int(n)] for v, n in
+                                 zip(values[order].tolist(), counts[order].tolist())])
+    return found
+
+
 def cell_json(cells, i: int, categories: list[str], patches: int) -> list:
-    """[row, column, count, [[class, attribution]...], [[unit, cosine]...], patches, vectors attributed]."""
+    """[row, column, count, [[class, attribution]...], [[unit, cosine]...], patches, vectors attributed]
+    (the page adds the photos' labels)."""
     classes = [[categories[c] if 0 <= c < len(categories) else str(c), float(f"{v:.4g}")]
                for c, v in zip(cells.classes[i].tolist(), cells.class_attr[i].tolist()) if c >= 0]
     nearest = [[u, round(float(v), 3)] for u, v in zip(cells.units[i].tolist(), cells.unit_cos[i].tolist())]

@@ -198,7 +198,7 @@ class AtlasView(View):
             first = make_job(self.name, "layout", layer, spec, after=after.get(layer, ()))
             second = make_job(self.name, "cells", layer, spec, after=[first.key], work=100)
             third = make_job(self.name, "icons", layer, spec, after=[second.key],
-                             work=icons.steps * -(-(2 * settings.grid) ** 2 // icons.batch_size))
+                             work=icons.steps * icon_batches(store, model, layer, settings, icons.batch_size, current))
             jobs += [first, second, third]
         return ViewPlan(jobs, todo=len(jobs) // 3, done=done, what="atlases")
 
@@ -261,6 +261,17 @@ class AtlasView(View):
         return {"n_vectors": result.n_vectors, "sizes": result.sizes, "layout": result.layout,
                 "cells": {level: len(cells.row) for level, cells in data.cells.items()},
                 "icons": data.icons.settings, "cells_settings": data.cells_stage.settings}
+
+
+def icon_batches(store, model: str, layer: str, settings: Settings, batch_size: int, laid_out: bool) -> int:
+    """Batches the icons stage will render: exact once the layout is stored, else a guess (half the cells)."""
+    from microscope.store import AtlasLayout
+
+    layout = store.read(store.atlas_dir(model, layer) / "layout.npz", AtlasLayout) if laid_out else None
+    if layout is None:
+        return -(-settings.grid ** 2 // (2 * batch_size)) + -(-(2 * settings.grid) ** 2 // (2 * batch_size))
+    shown = (int((count > settings.layout(0).min_count).sum()) for count in (layout.count_coarse, layout.count_fine))
+    return sum(-(-n // batch_size) for n in shown)
 
 
 def percent(report):
