@@ -183,7 +183,7 @@
   // Pointers: one drags, two pinch; a press that does not move is a tap, which keeps the cell shown.
   var pointers = {}, moved = 0, pinch = null;
   canvas.addEventListener("pointerdown", function (event) {
-    canvas.setPointerCapture(event.pointerId);
+    try { canvas.setPointerCapture(event.pointerId); } catch (error) { /* a pointer the browser no longer tracks */ }
     pointers[event.pointerId] = {x: event.offsetX, y: event.offsetY};
     moved = 0;
     pinch = null;

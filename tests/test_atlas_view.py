@@ -245,6 +245,16 @@ def server(built):
     httpd.server_close()
 
 
+def pinch(page, box) -> None:
+    """Two touch pointers spreading from 20 px to 200 px apart around the canvas's centre."""
+    page.evaluate("""([x, y]) => { const c = document.getElementById('atlas-map'), r = c.getBoundingClientRect();
+        const fire = (type, id, dx) => c.dispatchEvent(new PointerEvent(type, {pointerId: id, pointerType: 'touch',
+            isPrimary: id === 1, bubbles: true, clientX: r.left + x + dx, clientY: r.top + y}));
+        fire('pointerdown', 1, -10); fire('pointerdown', 2, 10);
+        for (let d = 10; d <= 100; d += 10) { fire('pointermove', 1, -d); fire('pointermove', 2, d); }
+        fire('pointerup', 1, -100); fire('pointerup', 2, 100); }""", [box["width"] / 2, box["height"] / 2])
+
+
 def test_atlas_page_in_a_real_browser(server):
     """Drawn from the sprite sheet; wheel zooms into the fine grid; hover and keys show a cell; a tap keeps
     it; its unit link leads to the unit page."""
@@ -289,6 +299,11 @@ def test_atlas_page_in_a_real_browser(server):
         page.wait_for_function("document.querySelector('.atlas-patches').naturalWidth > 0")
         for _ in range(4):
             page.mouse.wheel(0, -400)
+        page.wait_for_function("document.getElementById('atlas-level').textContent.startsWith('8×8')")
+        canvas.focus()
+        page.keyboard.press("0")
+        page.wait_for_function("document.getElementById('atlas-level').textContent.startsWith('4×4')")
+        pinch(page, box)  # two fingers moving apart zoom in, as the wheel does
         page.wait_for_function("document.getElementById('atlas-level').textContent.startsWith('8×8')")
         page.mouse.move(box["x"] + 10, box["y"] + 10)
         page.mouse.down()
