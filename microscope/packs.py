@@ -112,14 +112,24 @@ def read_patch_index(store: Store, directory: Path, stamps: dict[str, FileStamp]
         return found if not stamps else None
     names = sorted(name for name in (stamps or os.listdir(directory)) if _chunk_of(name, ".idx.npz") is not None)
     for name in names:
-        pack = directory / f"{name.removesuffix('.idx.npz')}.bin"
-        index = store.read(directory / name, PatchIndex, stamps.get(name) if stamps else None)
-        if index is None:
+        rows = read_pack(store, directory, name, stamps.get(name) if stamps else None)
+        if rows is None:
             return None
-        problem = index.bin_stamp.problem(pack)
-        if problem:
-            return store.damaged(pack, problem)
-        rows = zip(*(getattr(index, key).tolist() for key in PatchIndex.COLUMNS))
-        for unit, kind, rank, offset, length in rows:
-            found.setdefault(unit, {})[(kind_name(kind), rank)] = PatchRef(pack, offset, length)
+        for unit, kind, rank, ref in rows:
+            found.setdefault(unit, {})[(kind_name(kind), rank)] = ref
     return found
+
+
+def read_pack(store: Store, directory: Path, name: str, stamp: FileStamp | None = None
+              ) -> list[tuple[int, int, int, PatchRef]] | None:
+    """(unit, kind, rank, PatchRef) of every patch of the pack whose index is `directory/name`, the index
+    checked against `stamp` and the .bin against the index; None if either is missing or damaged (said once)."""
+    pack = directory / f"{name.removesuffix('.idx.npz')}.bin"
+    index = store.read(directory / name, PatchIndex, stamp)
+    if index is None:
+        return None
+    problem = index.bin_stamp.problem(pack)
+    if problem:
+        return store.damaged(pack, problem)
+    rows = zip(*(getattr(index, key).tolist() for key in PatchIndex.COLUMNS))
+    return [(unit, kind, rank, PatchRef(pack, offset, length)) for unit, kind, rank, offset, length in rows]

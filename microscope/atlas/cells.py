@@ -18,12 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from microscope.atlas.layout import cell_of
+from microscope.atlas.layout import cell_members
+from microscope.atlas.stored import LEVELS
 from microscope.examples.patches import cut_patches, encode_all
 from microscope.packs import write_pack
 from microscope.store import AtlasCells, AtlasLayout, LayerInfo
-
-LEVELS = ("coarse", "fine")
 
 
 @dataclass(frozen=True)
@@ -52,13 +51,9 @@ class LevelCells:
         side = int(layout.sizes[level])
         name = LEVELS[level]
         counts, means = getattr(layout, f"count_{name}"), getattr(layout, f"mean_{name}")
-        row, column = cell_of(layout.xy, side)
-        cell = row * side + column
         flat = np.flatnonzero(counts.ravel() > min_count)
-        order = np.argsort(cell, kind="stable")
-        starts = np.searchsorted(cell[order], flat)
-        members = [order[start:start + n] for start, n in zip(starts, counts.ravel()[flat])]
-        return cls(side, flat, counts.ravel()[flat], means.reshape(side * side, -1)[flat], members)
+        return cls(side, flat, counts.ravel()[flat], means.reshape(side * side, -1)[flat],
+                   cell_members(layout.xy, side, flat))
 
 
 def nearest_units(mean: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

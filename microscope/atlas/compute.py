@@ -2,7 +2,7 @@
 
 Reads `<layer>/examples/atlas_vectors.npz` (checked against the stamp the examples result holds),
 writes `<layer>/atlas/layout.npz`, then `result.json` last. Reused when the sample and the settings
-are unchanged. The icons and the page will be made from these cells.
+are unchanged. The next stages (describe.py, icons.py) work from these cells.
 """
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ class AtlasSettings:
             raise UsageError(f"atlas grids must satisfy 1 <= coarse <= fine, got {self.coarse} and {self.fine}")
 
 
+def needed_vectors(side: int) -> int:
+    """The smallest sample laid out on a side x side grid: one vector per four of its cells."""
+    return side * side // 4
+
+
 def sample_of(store: Store, model: str, layer: str) -> tuple[AtlasVectors, object]:
     """The layer's atlas sample, verified against its examples result; one line if there is none."""
     result = store.read(store.result_file(model, layer), ExamplesResult)
@@ -52,9 +57,9 @@ def layout_key(stamp, settings: AtlasSettings) -> str:
 def lay_out(store: Store, model: str, layer: str, settings: AtlasSettings = AtlasSettings()) -> AtlasResult:
     settings.check()
     sample, stamp = sample_of(store, model, layer)
-    if len(sample.keys) < settings.coarse * settings.coarse // 4:
+    if len(sample.keys) < needed_vectors(settings.coarse):
         raise UsageError(f"the atlas sample of {layer} has {len(sample.keys)} vectors, too few for a "
-                         f"{settings.coarse} x {settings.coarse} grid; use at least {settings.coarse ** 2 // 4} "
+                         f"{settings.coarse} x {settings.coarse} grid; use at least {needed_vectors(settings.coarse)} "
                          "(more images, or more positions per image)")
     key = layout_key(stamp, settings)
     folder = store.atlas_dir(model, layer)

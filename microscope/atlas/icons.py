@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from microscope.atlas.cells import LEVELS
 from microscope.atlas.describe import read_layout
-from microscope.atlas.stored import icons_key
+from microscope.atlas.stored import LEVELS, icons_key
 from microscope.errors import UsageError
 from microscope.featurevis.batch import element_seed, featurevis_extractor
 from microscope.featurevis.objectives import direction_neuron

@@ -55,6 +55,15 @@ def cell_of(xy01: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return row, column
 
 
+def cell_members(xy01: np.ndarray, size: int, cells: np.ndarray) -> list[np.ndarray]:
+    """The points (indices into xy01, ascending) of each cell of `cells` (flat: row * size + column)."""
+    row, column = cell_of(xy01, size)
+    flat = row * size + column
+    order = np.argsort(flat, kind="stable")
+    starts, stops = np.searchsorted(flat[order], cells), np.searchsorted(flat[order], cells, side="right")
+    return [order[start:stop] for start, stop in zip(starts, stops)]
+
+
 def grid_cells(xy01: np.ndarray, vectors: np.ndarray, size: int, min_count: int = 5) -> Cells:
     row, column = cell_of(xy01, size)
     flat = row * size + column

@@ -10,7 +10,6 @@ The layer page gets a panel linking to it (templates/views/atlas.html).
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 
@@ -18,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from microscope.atlas.stored import LEVELS, icon_pixels
-from microscope.site.assets import strip_webp
+from microscope.site.assets import encode_image, strip_webp
 from microscope.views.base import Panel
 
 SHEET_QUALITY = 80
@@ -29,10 +28,10 @@ PREVIEW_TILE = 24  # px per coarse cell in the layer page's preview
 def layer_panel(data, page) -> Panel | None:
     levels, units, files = {}, {}, {}
     labels = photo_labels(data, page.model)
-    for level in LEVELS:
-        pixels = icon_pixels(data.store, data, level)
-        if pixels is None:
-            return None  # a damaged icon batch (said once): no atlas until it is rebuilt
+    icons = {level: icon_pixels(data.store, data, level) for level in LEVELS}
+    if any(pixels is None for pixels in icons.values()):
+        return None  # a damaged icon batch (said once): no atlas until it is rebuilt
+    for level, pixels in icons.items():
         cells = data.cells[level]
         sheet, columns = sprite_sheet(pixels)
         files[f"icons-{level}.webp"] = page.write(f"atlas/icons-{level}.webp", sheet)
@@ -52,7 +51,7 @@ def layer_panel(data, page) -> Panel | None:
     for unit in units:
         link = page.other("atlas", page.layer.name, unit)
         units[unit] = {"href": link["href"], "label": link["label"]}
-    files["preview.webp"] = page.write("atlas/preview.webp", preview(data, icon_pixels(data.store, data, "coarse")))
+    files["preview.webp"] = page.write("atlas/preview.webp", preview(data, icons["coarse"]))
     atlas = {"model": page.model.name, "layer": page.layer.name, "levels": levels,
              "units": {str(unit): link for unit, link in sorted(units.items())},
              "n_vectors": data.result.n_vectors, "min_count": data.result.min_count}
@@ -69,7 +68,7 @@ def layer_panel(data, page) -> Panel | None:
 def photo_labels(data, model, top: int = 3) -> dict | None:
     """level -> per cell, [[label, vectors]...]: the dataset labels most common among the photos of the
     cell's vectors (all of them, not a sample); None for a dataset without labels."""
-    from microscope.atlas.layout import cell_of
+    from microscope.atlas.layout import cell_members
     from microscope.store import AtlasVectors, DatasetIndex, ExamplesResult
 
     store = data.store
@@ -83,12 +82,10 @@ def photo_labels(data, model, top: int = 3) -> dict | None:
     label = np.asarray(dataset.labels, np.int64)[sample.image]
     found = {}
     for index, level in enumerate(LEVELS):
-        side = int(data.result.sizes[index])
-        row, column = cell_of(layout.xy, side)
-        cells = data.cells[level]
+        side, cells = int(data.result.sizes[index]), data.cells[level]
         found[level] = []
-        for r, c in zip(cells.row.tolist(), cells.column.tolist()):
-            values, counts = np.unique(label[(row == r) & (column == c) & (label >= 0)], return_counts=True)
+        for members in cell_members(layout.xy, side, cells.row * side + cells.column):
+            values, counts = np.unique(label[members][label[members] >= 0], return_counts=True)
             order = np.lexsort((values, -counts))[:top]
             found[level].append([[names[v] if v < len(names) else str(v), int(n)] for v, n in
                                  zip(values[order].tolist(), counts[order].tolist())])
@@ -115,7 +112,7 @@ def sprite_sheet(pixels: np.ndarray) -> tuple[bytes, int]:
     for i in range(n):
         r, c = divmod(i, columns)
         sheet[r * side:(r + 1) * side, c * side:(c + 1) * side] = pixels[i]
-    return _webp(sheet, SHEET_QUALITY), columns
+    return encode_image(Image.fromarray(sheet), "WEBP", SHEET_QUALITY), columns
 
 
 def preview(data, pixels: np.ndarray) -> bytes:
@@ -129,7 +126,7 @@ def preview(data, pixels: np.ndarray) -> bytes:
         icon = Image.fromarray(pixels[i]).resize((size, size), Image.Resampling.LANCZOS)
         offset = (PREVIEW_TILE - size) // 2
         canvas.paste(icon, (int(cells.column[i]) * PREVIEW_TILE + offset, int(cells.row[i]) * PREVIEW_TILE + offset))
-    return _webp(np.asarray(canvas), SHEET_QUALITY)
+    return encode_image(canvas, "WEBP", SHEET_QUALITY)
 
 
 def icon_scale(count: int, most: int) -> float:
@@ -145,9 +142,3 @@ def describe_settings(data) -> dict:
             "icon_size": icons.get("size"), "icon_steps": icons.get("steps"), "cossim_pow": icons.get("cossim_pow"),
             "attribution_vectors": cells.get("attribution_vectors"), "logits": cells.get("logits"),
             "patches": cells.get("patches"), "umap_seconds": round(result.seconds.get("umap", 0), 1)}
-
-
-def _webp(pixels: np.ndarray, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="WEBP", quality=quality, method=4)
-    return buffer.getvalue()

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, is_dataclass
 
 from microscope.jobs import hash_json
-from microscope.packs import PatchRef
-from microscope.store import AtlasCells, AtlasIcons, AtlasResult, AtlasStage, PatchIndex, Store
+from microscope.packs import read_pack
+from microscope.store import AtlasCells, AtlasIcons, AtlasResult, AtlasStage, Store
 
 VERSION = 1
 LEVELS = ("coarse", "fine")
@@ -60,19 +60,12 @@ def read_atlas(store: Store, model: str, layer: str):
 
 def read_patches(store: Store, folder, stamp) -> dict | None:
     """(level, cell) -> [PatchRef by rank] of the atlas's patch pack; None if it is missing or damaged."""
-    if stamp is None:
+    rows = read_pack(store, folder / "patches", PATCH_INDEX.removeprefix("patches/"), stamp) if stamp else None
+    if rows is None:
         return None
-    index = store.read(folder / PATCH_INDEX, PatchIndex, stamp)
-    if index is None:
-        return None
-    pack = folder / "patches" / "000000.bin"
-    problem = index.bin_stamp.problem(pack)
-    if problem:
-        return store.damaged(pack, problem)
     found: dict[tuple[str, int], list] = {}
-    for cell, level, rank, offset, length in zip(*(getattr(index, k).tolist() for k in PatchIndex.COLUMNS)):
-        refs = found.setdefault((LEVELS[level], cell), [])
-        refs.insert(rank, PatchRef(pack, offset, length))
+    for cell, level, rank, ref in rows:
+        found.setdefault((LEVELS[level], cell), []).insert(rank, ref)
     return found
 
 

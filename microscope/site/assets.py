@@ -55,7 +55,7 @@ CONVERSION_VERSION = 2
 PAGE_BUDGET = {"unit page": 24_700, "unit.json": 13_500}
 
 
-def _encode(image: Image.Image, fmt: str, quality: int, method: int = SIZES.webp_method) -> bytes:
+def encode_image(image: Image.Image, fmt: str, quality: int, method: int = SIZES.webp_method) -> bytes:
     buffer = io.BytesIO()
     if fmt == "WEBP":
         image.save(buffer, format="WEBP", quality=quality, method=method)
@@ -87,7 +87,7 @@ def shrink(image: Image.Image, side: int) -> Image.Image:
 def render_webp(source: Path, side: int, quality: int) -> tuple[bytes, dict]:
     """A render (or patch) as a WebP fitting side x side; metadata: its width and height."""
     image = shrink(_open_rgb(source), side)
-    return _encode(image, "WEBP", quality), {"width": image.width, "height": image.height}
+    return encode_image(image, "WEBP", quality), {"width": image.width, "height": image.height}
 
 
 def strip_webp(sources: list[Path | None], tile: int, quality: int) -> tuple[bytes, dict]:
@@ -104,7 +104,7 @@ def strip_webp(sources: list[Path | None], tile: int, quality: int) -> tuple[byt
         if patch is not None:
             patch = ImageOps.pad(patch, (tile, tile), Image.Resampling.LANCZOS, color=(238, 238, 238))
             strip.paste(patch, (i * tile, 0))
-    return _encode(strip, "WEBP", quality), {"tile": tile}
+    return encode_image(strip, "WEBP", quality), {"tile": tile}
 
 
 def photo_jpeg(source: Path, side: int, quality: int) -> tuple[bytes, dict]:
@@ -113,7 +113,7 @@ def photo_jpeg(source: Path, side: int, quality: int) -> tuple[bytes, dict]:
         if image.format == "JPEG" and max(image.size) <= side and image.mode == "RGB":
             return source.read_bytes(), {}
     image = shrink(_open_rgb(source), side)
-    return _encode(image, "JPEG", quality), {}
+    return encode_image(image, "JPEG", quality), {}
 
 
 class AssetCache:

@@ -144,7 +144,7 @@ class AtlasView(View):
                 if network.derived_key(name) is None and network.layer(name).kind != "logits"]
 
     def check(self, request, session) -> None:
-        from microscope.atlas.compute import sample_of
+        from microscope.atlas.compute import needed_vectors, sample_of
 
         if request.images is None:
             raise UsageError("an atlas shows photos and their class attributions; pass --images DIR (the images "
@@ -165,7 +165,7 @@ class AtlasView(View):
         for name in layers:
             sample, _ = sample_of(session.store, network.spec.name, name)
             same_images(session, session.store, network.spec.name, name, images)
-            needed = settings.grid ** 2 // 4
+            needed = needed_vectors(settings.grid)
             if len(sample.keys) < needed:
                 raise UsageError(f"the atlas sample of {name} has {len(sample.keys)} vectors, too few for a "
                                  f"{settings.grid} x {settings.grid} grid; it needs at least {needed} (more images, "
@@ -287,19 +287,8 @@ def percent(report):
 
 
 def same_images(session, store, model: str, layer: str, images: dict):
-    """The photos of the layer's atlas sample, checked to be those its dataset examples were computed from."""
-    from microscope.store import ExamplesResult
-
-    dataset = atlas_images(session, store, model, layer, images)
-    examples = store.read(store.result_file(model, layer), ExamplesResult)
-    if examples.dataset.fingerprint != dataset.fingerprint():
-        raise UsageError(f"the atlas sample of {layer} was drawn from other images ({examples.dataset.name}) than "
-                         f"{images['folder']}; pass the --images its dataset examples were computed from")
-    return dataset
-
-
-def atlas_images(session, store, model: str, layer: str, images: dict):
-    """The photos the layer's atlas sample was drawn from, seen as its examples pass saw them."""
+    """The photos the layer's atlas sample was drawn from, seen as its examples pass saw them; one line if
+    `images` are other photos."""
     from microscope.images import ImageDataset, View as ImageView
     from microscope.store import ExamplesResult
 
@@ -307,8 +296,12 @@ def atlas_images(session, store, model: str, layer: str, images: dict):
     if examples is None:
         raise UsageError(f"{layer} has no dataset examples in {store.root}; compute them first")
     view = ImageView(examples.view.resize, examples.view.crop)
-    return session.memo(("atlas images", images["folder"], images["labels"], view),
-                        lambda: ImageDataset(images["folder"], labels=images["labels"], view=view))
+    dataset = session.memo(("atlas images", images["folder"], images["labels"], view),
+                           lambda: ImageDataset(images["folder"], labels=images["labels"], view=view))
+    if examples.dataset.fingerprint != dataset.fingerprint():
+        raise UsageError(f"the atlas sample of {layer} was drawn from other images ({examples.dataset.name}) than "
+                         f"{images['folder']}; pass the --images its dataset examples were computed from")
+    return dataset
 
 
 VIEW = AtlasView()
