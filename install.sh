@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up .venv with everything microscope needs. `bash install.sh --test` adds the test tools:
 # pytest, Playwright (its Python driver only) driving Debian's Chromium, axe-core (npm) for the
-# accessibility test, and torch-lucent for the cross-checks against Lucid's PyTorch port.
+# accessibility test, torch-lucent for the cross-checks against Lucid's PyTorch port, and Ray
+# (the `ray` extra) for the tests of --executor ray on a local cluster.
 # Safe to re-run: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,7 +18,7 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" -e .
 
 if [ "${1:-}" = "--test" ]; then
-    "${PIP[@]}" -e ".[test]"
+    "${PIP[@]}" -e ".[test,ray]"
     # torch-lucent pins old dependencies; take the package alone plus the small ones it imports.
     "${PIP[@]}" --no-deps "torch-lucent==0.1.8"
     "${PIP[@]}" --no-deps "kornia==0.4.1" decorator

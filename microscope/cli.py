@@ -76,6 +76,16 @@ device_option = click.option("--device", default="auto", show_default=True, help
 store_option = click.option("--store", default=None,
                             help="Artifact store folder (default: $MICROSCOPE_STORE or ./artifacts).")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars (the summary is still printed).")
+executor_options = _options(
+    click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+                 help="Who runs the jobs: this machine, or Ray tasks (pip install 'microscope[ray]')."),
+    click.option("--ray-address", default=None,
+                 help="With --executor ray: 'auto' or HOST:PORT of a running cluster's head (default: a Ray "
+                      "instance on this machine). The --store must be a path every node sees."),
+    click.option("--gpus-per-job", default=None, type=click.FloatRange(min=0),
+                 help="With --executor ray: the share of a GPU each job that runs the network asks for, e.g. 0.25 "
+                      "(default: 1 on a cluster with GPUs, else 0)."),
+)
 common_options = _options(
     model_option, weights_option,
     click.option("--layers", default="all", show_default=True, type=LAYERS,
@@ -83,7 +93,7 @@ common_options = _options(
     click.option("--units", default="all", show_default=True, type=UNITS, help="e.g. 0-63, 3,5,9-12 or all."),
     store_option, device_option,
     click.option("--seed", default=0, show_default=True, type=int, help="Seed of everything random."),
-    quiet_option,
+    quiet_option, executor_options,
 )
 images_options = _options(
     click.option("--images", default=None, help="Folder of images (searched recursively), or 'imagenette'."),
@@ -193,14 +203,17 @@ def circuits(**values):
 @device_option
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of everything random.")
 @quiet_option
+@executor_options
 @_view_options("sae")
 def sae(layer, **values):
     """Train a sparse autoencoder on a layer; its features become the layer <layer>_sae."""
+    from microscope.executors import executor_from
     from microscope.pipeline import compute, request_from
     from microscope.sae.stored import read_sae, sae_layer
 
+    executor = executor_from(values)
     request, session = request_from({**values, "layers": (layer,)}, ["sae"])
-    outcome = compute(request, session)
+    outcome = compute(request, session, executor)
     found = read_sae(session.store, request.run.model, request.layers[0], session.network().weights_id)
     click.echo(f"sae of {request.run.model}, " + outcome.summary())
     if outcome.failed or found is None:
@@ -221,11 +234,13 @@ def sae(layer, **values):
 def atlas(**values):
     """Activation atlases of the chosen layers, from the sample their dataset examples drew."""
     from microscope.atlas.stored import read_atlas
+    from microscope.executors import executor_from
     from microscope.pipeline import compute, request_from
     from microscope.views import VIEWS
 
+    executor = executor_from(values)
     request, session = request_from(values, ["atlas"])
-    outcome = compute(request, session)
+    outcome = compute(request, session, executor)
     click.echo(f"atlas of {request.run.model}, " + outcome.summary())
     if outcome.failed:
         sys.exit(1)
@@ -240,10 +255,12 @@ def atlas(**values):
 
 
 def _compute(values: dict, views: list[str]) -> None:
+    from microscope.executors import executor_from
     from microscope.pipeline import compute, request_from
 
+    executor = executor_from(values)
     request, session = request_from(values, views)
-    outcome = compute(request, session)
+    outcome = compute(request, session, executor)
     click.echo(f"{' and '.join(views)} of {request.run.model}, " + outcome.summary())
     click.echo(f"store: {session.store.root}")
     if outcome.failed:
@@ -259,13 +276,15 @@ def _compute(values: dict, views: list[str]) -> None:
 @click.option("--log-file", default=None, help="Append a timestamped log of the run to this file.")
 def build(out, labels_file, log_file, **values):
     """The whole microscope: dataset examples, feature visualizations and the site, resumable."""
+    from microscope.executors import executor_from
     from microscope.pipeline import build as run_build, request_from
     from microscope.views import build_views
 
     _log_to(log_file)
     unit_labels = _read_labels(labels_file)
+    executor = executor_from(values)
     request, session = request_from(values, build_views())
-    outcome = run_build(request, session, out, unit_labels)
+    outcome = run_build(request, session, out, unit_labels, executor)
     if request.images is None:
         outcome.notes.append("no --images: the site shows feature visualizations only")
     click.echo("build: " + outcome.summary())

@@ -31,6 +31,7 @@ class Job:
     after: tuple[str, ...] = ()  # keys of the jobs that must finish first
     work: int = 1  # progress units (optimisation steps, batches, images...)
     fan_out: bool = False  # a small CPU job that an executor may hand to another process
+    gpu: bool = True  # runs the network: a cluster executor gives it a share of a GPU
 
     @property
     def stage(self) -> str:
@@ -40,9 +41,10 @@ class Job:
         return f"{self.stage} {self.layer}".strip()
 
 
-def make_job(view: str, step: str, layer: str, spec: dict, *, after=(), work: int = 1, fan_out: bool = False) -> Job:
+def make_job(view: str, step: str, layer: str, spec: dict, *, after=(), work: int = 1, fan_out: bool = False,
+             gpu: bool = True) -> Job:
     key = hash_json({"view": view, "step": step, "layer": layer, "spec": spec}, digits=24)
-    return Job(view, step, layer, spec, key, tuple(after), max(1, int(work)), fan_out)
+    return Job(view, step, layer, spec, key, tuple(after), max(1, int(work)), fan_out, gpu and not fan_out)
 
 
 def ordered(jobs: list[Job]) -> list[Job]:

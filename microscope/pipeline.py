@@ -20,7 +20,7 @@ from microscope.executors import LocalExecutor, RunReport
 from microscope.selection import Units, resolve_layers
 from microscope.session import Images, Request, RunSpec, Session
 from microscope.store import Store, usable_folder
-from microscope.store.lock import writing
+from microscope.store.lock import sweep_temp_files, writing
 from microscope.views import VIEWS, ViewPlan
 
 log = logging.getLogger("microscope.build")
@@ -133,6 +133,8 @@ def compute(request: Request, session: Session, executor=None) -> Outcome:
                  list(request.layers), len(jobs))
         executor = executor or LocalExecutor()
         outcome.run = executor.run(jobs, session, progress=request.run.progress)
+        if executor.distributed:  # a worker killed mid-write (its job was retried) left a temp file
+            sweep_temp_files(session.store.root)
     return outcome
 
 

@@ -45,8 +45,11 @@ class Request:
 
 
 class Session:
-    def __init__(self, spec: RunSpec, network=None):
+    def __init__(self, spec: RunSpec, network=None, distributed: bool = False):
         self.spec = spec
+        # One of many processes running the plan's jobs (a Ray worker): the jobs of one pass may run
+        # anywhere, so nothing may assume that this process ran the others (e.g. the pass's view cache).
+        self.distributed = distributed
         self.store = Store(spec.store)
         self._network = network
         self._attached = False

@@ -2,9 +2,10 @@
 
 Lucid's atlas objective (`featurevis.objectives.direction_neuron`): at the centre position,
 dot(a, v) * max(0.1, cos(a, v))^2 with v the cell's mean, rendered with the unit renders' recipe
-(Fourier parameterisation, decorrelated colour, standard transforms) at icon size. Cells are rendered
-in batches, each stored as it finishes (icons/<level>-<first>.npz), so a killed run resumes at the
-first batch it had not finished; `icons.json` (AtlasStage) is written last. Element seeds come from
+(Fourier parameterisation, decorrelated colour, standard transforms) at icon size. The cells are
+rendered in slices, one job each (`render_slice`: any process of a cluster may run one), batch by batch,
+each batch stored as it finishes (icons/<level>-<first>.npz), so a killed run resumes at the first
+batch it had not finished; `collect_icons` writes `icons.json` (AtlasStage) last. Element seeds come from
 (seed, layer, level, cell), so an icon does not depend on which cells share its batch.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from microscope.atlas.describe import read_layout
 from microscope.atlas.stored import LEVELS, icons_key
 from microscope.errors import UsageError
-from microscope.featurevis.batch import element_seed, featurevis_extractor
+from microscope.featurevis.batch import element_seed
 from microscope.featurevis.objectives import direction_neuron
 from microscope.featurevis.param import FourierImage
 from microscope.featurevis.recipe import Recipe
@@ -65,33 +66,53 @@ def level_means(store: Store, model: str, layer: str, cells_stamps: dict) -> dic
     return found
 
 
-def render_icons(network, store: Store, model: str, layer: str, settings: IconSettings, cells_stage: AtlasStage,
-                 report) -> AtlasStage:
+def slice_cells(batch_size: int, wanted: int = 32) -> int:
+    """Cells per icons job: about `wanted`, in whole batches (the batch files must not straddle jobs)."""
+    return batch_size * max(1, round(wanted / batch_size))
+
+
+def render_slice(network, extractor, store: Store, model: str, layer: str, settings: IconSettings,
+                 cells_stage: AtlasStage, level: str, first: int, last: int, report) -> None:
+    """Render the icons of the level's cells [first, last) (clipped to the cells there are), batch by
+    batch; a batch already stored for this key is kept."""
     settings.check()
-    began = time.perf_counter()
     key = icons_key(cells_stage.layout_key, network.weights_id, asdict(settings), cells_stage.key)
     folder = store.atlas_dir(model, layer)
-    extractor = featurevis_extractor(network, [layer])
-    recipe = Recipe()
+    cells, means = level_means(store, model, layer, cells_stage.files)[level]
+    for start, stop in batches(len(means), settings.batch_size):
+        if not first <= start < last:
+            continue
+        found = store.read(folder / icon_file(level, start), AtlasIcons)
+        if found is None or str(found.key) != key or len(found.value) != stop - start:
+            pixels, value = _render(network, extractor, layer, level, cells, means, start, stop, settings, report)
+            store.write(folder / icon_file(level, start), AtlasIcons(pixels=pixels, value=value, key=np.array(key)))
+        else:
+            report(settings.steps)
+
+
+def collect_icons(store: Store, model: str, layer: str, weights_id: str, settings: IconSettings,
+                  cells_stage: AtlasStage) -> AtlasStage:
+    """icons.json, after every slice: each batch file checked and stamped. Its time is the wall time
+    since the cells were described: the slices may have run anywhere, side by side."""
+    key = icons_key(cells_stage.layout_key, weights_id, asdict(settings), cells_stage.key)
+    folder = store.atlas_dir(model, layer)
     files = {}
-    for level, (cells, means) in level_means(store, model, layer, cells_stage.files).items():
+    for level, (_, means) in level_means(store, model, layer, cells_stage.files).items():
         for first, last in batches(len(means), settings.batch_size):
             name = icon_file(level, first)
             found = store.read(folder / name, AtlasIcons)
             if found is None or str(found.key) != key or len(found.value) != last - first:
-                found = _render(network, extractor, layer, level, cells, means, first, last, settings, recipe, report)
-                files[name] = store.write(folder / name, AtlasIcons(pixels=found[0], value=found[1],
-                                                                    key=np.array(key)))
-            else:
-                files[name] = FileStamp.of_file(folder / name)
-                report(settings.steps)
-    stage = AtlasStage(key=key, layout_key=cells_stage.layout_key, weights_id=network.weights_id,
-                       settings=asdict(settings), seconds={"icons": time.perf_counter() - began}, files=files)
+                raise RuntimeError(f"the atlas icons {name} of {layer} are missing or stale; run the build again")
+            files[name] = FileStamp.of_file(folder / name)
+    seconds = max(0.0, time.time() - (folder / "cells.json").stat().st_mtime)
+    stage = AtlasStage(key=key, layout_key=cells_stage.layout_key, weights_id=weights_id,
+                       settings=asdict(settings), seconds={"icons": seconds}, files=files)
     store.write(folder / "icons.json", stage)
     return stage
 
 
-def _render(network, extractor, layer, level, cells, means, first, last, settings, recipe, report):
+def _render(network, extractor, layer, level, cells, means, first, last, settings, report):
+    recipe = Recipe()
     seeds = [element_seed(settings.seed, layer, "atlas", level, int(r), int(c))
              for r, c in zip(cells.row[first:last], cells.column[first:last])]
     image = FourierImage(seeds, settings.size, sd=recipe.init_sd, decay_power=recipe.decay_power,

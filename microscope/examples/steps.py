@@ -107,7 +107,8 @@ def write_index(store: Store, model: str, dataset: ImageDataset, settings: Examp
 def run_pass(session, plan: PassPlan, first: int, last: int, report) -> None:
     network, store = session.network(), session.store
     dataset = open_dataset(session, plan)
-    views = session.memo(("views", plan.key), lambda: ViewCache.create(
+    # The decoded views are kept for the patches only where this process will cut them too.
+    views = None if session.distributed else session.memo(("views", plan.key), lambda: ViewCache.create(
         store.pass_dir(plan.model, plan.key) / "views", len(dataset), dataset.view.crop))
     options = PassSettings(plan.top_k, plan.example_settings(), plan.batch_size, plan.workers, plan.checkpoint_every)
     record = run_shard(network, dataset, plan.shard(store, first, last), options, store, views=views, report=report)

@@ -1,9 +1,10 @@
 """The activation atlas view: the space a layer uses on real photos, on one zoomable page per layer.
 
-Three jobs per layer, after the dataset examples (whose pass draws the sample of activation vectors):
+Its jobs per layer, after the dataset examples (whose pass draws the sample of activation vectors):
 `layout` (UMAP and the two grids, atlas/compute.py), `cells` (nearest units, class attribution and
-patches of every shown cell, atlas/describe.py) and `icons` (a feature visualization of each cell's
-mean, atlas/icons.py). Each stage keys its record on everything before it, so a new sample, new
+patches of every shown cell, atlas/describe.py), `icons` (a feature visualization of each cell's
+mean, atlas/icons.py; one job per slice of about 32 cells, so a cluster renders them side by side)
+and `collect` (icons.json, once every slice is stored). Each stage keys its record on everything before it, so a new sample, new
 settings or new weights recompute exactly the stages they change.
 
 `build` does not make atlases (`in_build = False`): a layer's atlas is about as much compute as its
@@ -180,7 +181,7 @@ class AtlasView(View):
         network, store = session.network(), session.store
         model, seed = network.spec.name, request.run.seed
         after = self.examples_jobs(request, session)
-        jobs, done = [], 0
+        jobs, done, todo = [], 0, 0
         for layer in self.layers_of(request, session):
             layout, cells, icons = settings.layout(seed), settings.cells(seed), settings.icons(seed, network.device)
             spec = {"layer": layer, "layout": asdict(layout), "cells": asdict(cells), "icons": asdict(icons),
@@ -195,12 +196,15 @@ class AtlasView(View):
                     store, model, layer, "icons.json", icons_key(found.key, network.weights_id, asdict(icons), cells_key)):
                 done += 1
                 continue
-            first = make_job(self.name, "layout", layer, spec, after=after.get(layer, ()))
+            first = make_job(self.name, "layout", layer, spec, after=after.get(layer, ()), gpu=False)
             second = make_job(self.name, "cells", layer, spec, after=[first.key], work=100)
-            third = make_job(self.name, "icons", layer, spec, after=[second.key],
-                             work=icons.steps * icon_batches(store, model, layer, settings, icons.batch_size, current))
-            jobs += [first, second, third]
-        return ViewPlan(jobs, todo=len(jobs) // 3, done=done, what="atlases")
+            slices = [make_job(self.name, "icons", layer, {**spec, "level": level, "first": start, "last": stop},
+                               after=[second.key], work=icons.steps * batches)
+                      for level, start, stop, batches in icon_slices(store, model, layer, settings, icons, current)]
+            last = make_job(self.name, "collect", layer, spec, after=[job.key for job in slices], gpu=False)
+            jobs += [first, second, *slices, last]
+            todo += 1
+        return ViewPlan(jobs, todo=todo, done=done, what="atlases")
 
     @staticmethod
     def examples_jobs(request, session) -> dict[str, tuple[str, ...]]:
@@ -219,7 +223,8 @@ class AtlasView(View):
         from microscope.atlas.cells import CellSettings
         from microscope.atlas.compute import AtlasSettings, lay_out
         from microscope.atlas.describe import describe
-        from microscope.atlas.icons import IconSettings, render_icons
+        from microscope.atlas.icons import IconSettings, collect_icons, render_slice
+        from microscope.featurevis.batch import featurevis_extractor
         from microscope.atlas.layout import LayoutSettings
         from microscope.store import AtlasStage
 
@@ -236,7 +241,13 @@ class AtlasView(View):
             cells = store.read(store.atlas_dir(model, layer) / "cells.json", AtlasStage)
             if cells is None:
                 raise UsageError(f"the atlas cells of {layer} are missing; run `build.py atlas` again")
-            render_icons(network, store, model, layer, IconSettings(**spec["icons"]), cells, report)
+            icons = IconSettings(**spec["icons"])
+            if job.step == "icons":
+                extractor = session.memo(("featurevis extractor", layer), lambda: featurevis_extractor(network, [layer]))
+                render_slice(network, extractor, store, model, layer, icons, cells, spec["level"], spec["first"],
+                             spec["last"], report)
+            else:
+                collect_icons(store, model, layer, network.weights_id, icons, cells)
 
     # The site ------------------------------------------------------------------------------------
 
@@ -263,15 +274,22 @@ class AtlasView(View):
                 "icons": data.icons.settings, "cells_settings": data.cells_stage.settings}
 
 
-def icon_batches(store, model: str, layer: str, settings: Settings, batch_size: int, laid_out: bool) -> int:
-    """Batches the icons stage will render: exact once the layout is stored, else a guess (half the cells)."""
+def icon_slices(store, model: str, layer: str, settings: Settings, icons, laid_out: bool) -> list[tuple]:
+    """(level, first, last, batches) of each icons job. The cells a level shows are known once the
+    layout is stored; before, its slices cover every cell of the grid (those past the end render
+    nothing) and their work is a guess: half the cells shown."""
+    from microscope.atlas.icons import slice_cells
     from microscope.store import AtlasLayout
 
     layout = store.read(store.atlas_dir(model, layer) / "layout.npz", AtlasLayout) if laid_out else None
-    if layout is None:
-        return -(-settings.grid ** 2 // (2 * batch_size)) + -(-(2 * settings.grid) ** 2 // (2 * batch_size))
-    shown = (int((count > settings.layout(0).min_count).sum()) for count in (layout.count_coarse, layout.count_fine))
-    return sum(-(-n // batch_size) for n in shown)
+    per_slice, found = slice_cells(icons.batch_size), []
+    for level, side in (("coarse", settings.grid), ("fine", 2 * settings.grid)):
+        count = getattr(layout, f"count_{level}", None)
+        shown = side * side if count is None else int((count > settings.layout(0).min_count).sum())
+        for first in range(0, shown, per_slice):
+            cells = min(shown, first + per_slice) - first
+            found.append((level, first, first + per_slice, -(-cells // (icons.batch_size * (2 if count is None else 1)))))
+    return found
 
 
 def percent(report):

@@ -64,13 +64,16 @@ class ExamplesView(View):
                          help="Image decoding processes (default: up to 4)."),
             click.option("--atlas-vectors", default=100_000, show_default=True, type=click.IntRange(min=0),
                          help="Activation vectors sampled per layer for its activation atlas (0: none)."),
+            click.option("--shards", default=None, type=click.IntRange(min=1),
+                         help="Parts of the dataset pass, each a job of its own, merged exactly (default: 1 here, "
+                              "one per parallel job slot of a Ray cluster)."),
         ]
 
     def settings(self, values: dict) -> Settings:
         from microscope.examples.config import ExampleSettings
 
         return Settings(top_k=values["top_k"], image_batch_size=values["image_batch_size"],
-                        workers=values["workers"],
+                        workers=values["workers"], shards=values.get("shards") or 1,
                         examples=ExampleSettings(atlas_vectors=values.get("atlas_vectors", 100_000)))
 
     def default_settings(self) -> Settings:
@@ -180,20 +183,22 @@ def pass_jobs(store: Store, plan) -> list:
     spec = {"pass": to_json(plan)}
     per_pack = plan.example_settings().pack_images
     n_images = plan.shards[-1][1]
-    index = make_job("examples", "index", "", spec)
+    index = make_job("examples", "index", "", spec, gpu=False)
     passes = []
     for first, last in plan.shards:
         if not shard_done(store, plan, first, last):
             passes.append(make_job("examples", "pass", "", {**spec, "first": first, "last": last},
                                    after=[index.key], work=math.ceil((last - first) / plan.batch_size)))
     shard_keys = [make_job("examples", "pass", "", {**spec, "first": f, "last": l}).key for f, l in plan.shards]
-    summaries = [make_job("examples", "summary", layer, spec, after=[index.key, *shard_keys]) for layer in plan.layers]
+    summaries = [make_job("examples", "summary", layer, spec, after=[index.key, *shard_keys], gpu=False)
+                 for layer in plan.layers]
     chunks = [make_job("examples", "patches", "", {**spec, "chunk": chunk}, after=[s.key for s in summaries],
                        work=min(per_pack, n_images - chunk * per_pack), fan_out=True)
               for chunk in range(math.ceil(n_images / per_pack))]
-    release = make_job("examples", "release", "", spec, after=[c.key for c in chunks] + [s.key for s in summaries])
-    finishes = [make_job("examples", "finish", layer, spec, after=[release.key]) for layer in plan.layers]
-    clean = make_job("examples", "clean", "", spec, after=[f.key for f in finishes])
+    release = make_job("examples", "release", "", spec, after=[c.key for c in chunks] + [s.key for s in summaries],
+                       gpu=False)
+    finishes = [make_job("examples", "finish", layer, spec, after=[release.key], gpu=False) for layer in plan.layers]
+    clean = make_job("examples", "clean", "", spec, after=[f.key for f in finishes], gpu=False)
     return [index, *passes, *summaries, *chunks, release, *finishes, clean]
 
 

@@ -1,0 +1,37 @@
+"""Who runs a plan's jobs: `LocalExecutor` (this process, fanning small CPU jobs out to forked
+processes) or `RayExecutor` (Ray tasks on a local instance or a cluster; the optional extra
+`microscope[ray]`). Both honour `Job.after`, report per stage, and leave finished jobs finished.
+"""
+from __future__ import annotations
+
+from microscope.errors import UsageError
+from microscope.executors.local import LocalExecutor, usable_cpus
+from microscope.executors.progress import RunReport
+
+EXECUTORS = ("local", "ray")
+
+
+def executor_from(values: dict):
+    """The executor the command line's --executor, --ray-address and --gpus-per-job ask for. The
+    dataset pass is cut into as many shards as the executor runs jobs at once, unless --shards says."""
+    executor = _executor(values)
+    if "shards" in values and values["shards"] is None:
+        values["shards"] = executor.slots()
+    return executor
+
+
+def _executor(values: dict):
+    name = values.get("executor") or "local"
+    address, gpus = values.get("ray_address"), values.get("gpus_per_job")
+    if name == "local":
+        if address is not None or gpus is not None:
+            raise UsageError("--ray-address and --gpus-per-job only apply to a Ray run; add --executor ray")
+        return LocalExecutor()
+    if name == "ray":
+        from microscope.executors.cluster import RayExecutor
+
+        return RayExecutor(address=address, gpus_per_job=gpus)
+    raise UsageError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")
+
+
+__all__ = ["EXECUTORS", "LocalExecutor", "RunReport", "executor_from", "usable_cpus"]

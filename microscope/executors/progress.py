@@ -1,0 +1,90 @@
+"""What every executor shares: the run's report, one progress bar per stage, and running one job.
+
+Whatever runs a job calls `view.run(job, session, report)`; the job writes its own results into the
+store, so an executor only has to respect the order (`Job.after`) and say what happened. A job that
+fails with a bug or a runtime error (not bad input) is reported and the jobs that wait for it are
+skipped; the others go on, since their results do not depend on it. Bad input (UsageError) and
+Ctrl-C stop the run at once: finished jobs stay finished.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tqdm import tqdm
+
+from microscope.jobs import Job
+from microscope.session import Session
+
+log = logging.getLogger("microscope.run")
+
+
+@dataclass
+class RunReport:
+    done: dict[str, int] = field(default_factory=dict)  # stage -> jobs finished
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    failed: list[str] = field(default_factory=list)  # "stage layer: error"
+    skipped: list[str] = field(default_factory=list)  # jobs not run because one they wait for failed
+
+    def count(self, job: Job, seconds: float) -> None:
+        self.done[job.stage] = self.done.get(job.stage, 0) + 1
+        self.seconds[job.stage] = self.seconds.get(job.stage, 0.0) + seconds
+
+
+class Bars:
+    """One progress bar per stage, fed by the work its jobs report; closed when the stage is done."""
+
+    def __init__(self, jobs: list[Job], enabled: bool, on_progress: Callable | None = None):
+        self.enabled, self.on_progress = enabled, on_progress
+        self.total: dict[str, int] = {}
+        self.left: dict[str, int] = {}
+        for job in jobs:
+            self.total[job.stage] = self.total.get(job.stage, 0) + job.work
+            self.left[job.stage] = self.left.get(job.stage, 0) + 1
+        self.bars: dict[str, tqdm] = {}
+
+    def bar(self, stage: str) -> tqdm:
+        if stage not in self.bars:
+            self.bars[stage] = tqdm(total=self.total[stage], desc=stage, unit="", dynamic_ncols=True,
+                                    disable=not self.enabled, leave=False)
+        return self.bars[stage]
+
+    def reporter(self, job: Job) -> Callable[[int], None]:
+        seen = [0]
+
+        def report(n: int = 1, status: str | None = None) -> None:
+            """`n` more units of work done; `status` (e.g. the current loss) shown beside the bar."""
+            seen[0] += n
+            if status is not None:
+                self.bar(job.stage).set_postfix_str(status, refresh=False)
+            self.bar(job.stage).update(n)
+            if self.on_progress is not None:
+                self.on_progress(job, seen[0])
+        return report
+
+    def finished(self, job: Job, reported: int | None = None) -> None:
+        bar = self.bar(job.stage)
+        if reported is not None:
+            bar.update(reported)
+        self.left[job.stage] -= 1
+        if self.left[job.stage] == 0:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def run_job(job: Job, session: Session, report: Callable[[int], None]) -> None:
+    from microscope.views import get_view
+
+    get_view(job.view).run(job, session, report)
+
+
+def failed(job: Job, error: BaseException, report: RunReport, broken: set[str]) -> None:
+    """Record a job that failed; the jobs waiting for it (`broken`) will be skipped."""
+    message = f"{job.describe()}: {type(error).__name__}: {error}"
+    report.failed.append(message)
+    broken.add(job.key)
+    log.error("%s", message)

@@ -1,0 +1,196 @@
+"""`--executor ray` on a real local Ray cluster (`ray start --head`, two CPUs: two worker processes).
+
+One small build (dataset examples in shards, feature visualizations, circuits) is made by the local
+executor as the reference; the Ray builds must write the same store, byte for byte - also when a
+worker process is killed mid-build (Ray retries its task) and when the driver is killed and the
+command run again (it skips every finished job). The reference runs with one thread, as each Ray
+worker does: a CPU render is deterministic for a given thread count, not across thread counts.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from generated import REPO, blob_photos
+from test_build import snapshot
+
+RAY = Path(sys.executable).with_name("ray")
+BUILD = ["build", "--model", "inceptionv1-caffe", "--weights", "random", "--layers", "conv1,conv2", "--units", "0-5",
+         "--steps", "40", "--size", "64", "--objectives", "channel", "--batch-size", "2", "--top", "4", "--quiet"]
+RENDERS = 12  # 6 units x 2 layers
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """The address of a Ray head on this machine with two CPUs; the token it wants is in the env."""
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    subprocess.run([str(RAY), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                    "--include-dashboard=false", "--disable-usage-stats"], env=env, check=True, capture_output=True)
+    yield f"127.0.0.1:{port}"
+    subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return blob_photos(tmp_path_factory.mktemp("photos"), 24, seed=3)
+
+
+def command(store: Path, photos: Path, *extra) -> list[str]:
+    return [sys.executable, str(REPO / "build.py"), *BUILD, "--images", str(photos), "--store", str(store),
+            "--out", str(store.parent / f"{store.name}-site"), *extra]
+
+
+def ray_env() -> dict:
+    return {**os.environ, "RAY_AUTH_MODE": "token"}
+
+
+def run(args, env=None) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, photos):
+    store = tmp_path_factory.mktemp("local") / "store"
+    run(command(store, photos), env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return snapshot(store)
+
+
+def test_ray_build_writes_the_local_executors_store(tmp_path, cluster, photos, reference):
+    store = tmp_path / "store"
+    result = run(command(store, photos, "--executor", "ray", "--ray-address", cluster, "--shards", "3"), ray_env())
+    assert "dataset examples: 2 layers computed" in result.stdout and "  failed:" not in result.stdout
+    found = snapshot(store)
+    assert sorted(found) == sorted(reference)  # no shard states, view caches or temp files left
+    assert found == reference  # arrays, images, records: byte for byte, the pass cut in 3 shards merged exactly
+    again = run(command(store, photos, "--executor", "ray", "--ray-address", cluster), ray_env())
+    assert f"feature visualization: 0 renders computed, {RENDERS} reused" in again.stdout
+    assert snapshot(store) == reference
+
+
+def ray_tasks(name: str) -> list[int]:
+    """PIDs of Ray worker processes now running a microscope task of this stage."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split(None, 1)[0]) for line in out.splitlines() if f"ray::microscope {name}" in line]
+
+
+def test_a_killed_worker_is_retried_and_the_result_is_the_same(tmp_path, cluster, photos, reference):
+    store = tmp_path / "store"
+    driver = subprocess.Popen(command(store, photos, "--executor", "ray", "--ray-address", cluster),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ray_env())
+    killed, deadline = None, time.time() + 240
+    while killed is None and time.time() < deadline and driver.poll() is None:
+        workers = ray_tasks("featurevis render")
+        if workers:
+            os.kill(workers[0], signal.SIGKILL)
+            killed = workers[0]
+        time.sleep(0.05)
+    out, err = driver.communicate(timeout=600)
+    assert killed is not None, "no render task was seen running; make the renders longer"
+    assert driver.returncode == 0, err[-3000:]
+    assert "will be retried" in out + err  # Ray saw the worker die
+    assert "  failed:" not in out and "Traceback" not in err
+    assert snapshot(store) == reference
+
+
+def test_a_killed_driver_resumes_without_redoing_finished_jobs(tmp_path, cluster, photos, reference):
+    store = tmp_path / "store"
+    driver = subprocess.Popen(command(store, photos, "--executor", "ray", "--ray-address", cluster),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ray_env())
+    renders = store / "inceptionv1-caffe"
+    deadline = time.time() + 240
+    while time.time() < deadline and driver.poll() is None:
+        if len(list(renders.glob("*/featurevis/*/channel.json"))) >= 2:
+            break
+        time.sleep(0.05)
+    assert driver.poll() is None, "the build finished before it could be killed; make it longer"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    time.sleep(1)  # Ray stops the dead driver's tasks; a render it was writing may still land
+    finished = {path: path.stat().st_mtime_ns for path in renders.glob("*/featurevis/*/channel.*")}
+    done = len([path for path in finished if path.suffix == ".json"])
+    assert 2 <= done < RENDERS
+
+    again = run(command(store, photos, "--executor", "ray", "--ray-address", cluster), ray_env())
+    assert f"feature visualization: {RENDERS - done} renders computed, {done} reused" in again.stdout
+    assert all(path.stat().st_mtime_ns == when for path, when in finished.items())  # not written again
+    assert snapshot(store) == reference
+
+
+def test_ray_mistakes_are_one_line(tmp_path, cluster, photos):
+    cases = [
+        (["--executor", "ray", "--ray-address", f"127.0.0.1:{free_port()}"], ray_env(), "cannot reach the Ray cluster"),
+        (["--executor", "ray", "--ray-address", cluster, "--gpus-per-job", "0.5"], ray_env(), "has no GPUs"),
+        (["--gpus-per-job", "0.5"], None, "add --executor ray"),
+    ]
+    hidden = tmp_path / "no-ray" / "ray"  # a Python without Ray: its import fails as when it is missing
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
+    cases.append((["--executor", "ray"], {**os.environ, "PYTHONPATH": str(hidden.parent)}, "microscope[ray]"))
+    for extra, env, expected in cases:
+        result = subprocess.run(command(tmp_path / "store", photos, *extra), capture_output=True, text=True, env=env)
+        assert result.returncode == 2, (extra, result.stderr[-2000:])
+        assert expected in result.stderr and "Traceback" not in result.stderr
+        assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def comparable(path: Path):
+    """A stored file as the test compares it: JSON without timings, arrays by name, other files' bytes."""
+    if path.suffix == ".json":
+        def strip(value):
+            if isinstance(value, dict):
+                return {key: strip(item) for key, item in value.items() if key != "seconds"}
+            return [strip(item) for item in value] if isinstance(value, list) else value
+        return strip(json.loads(path.read_text()))
+    if path.suffix == ".npz":
+        with np.load(path) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    return path.read_bytes()
+
+
+def test_ray_atlas_renders_the_local_atlas(tmp_path, cluster, photos):
+    """The atlas's icons run as one Ray task per slice of cells (some past the last cell: the layout is not
+    known when the run is planned); icons.json collects them."""
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    common = [sys.executable, str(REPO / "build.py"), "--model", "inceptionv1-caffe", "--weights", "random",
+              "--layers", "inception_3a", "--images", str(photos), "--quiet"]
+    common.insert(2, "{}")
+    examples = [part.format("examples") for part in common] + ["--top", "3", "--atlas-vectors", "600"]
+    run(examples + ["--store", str(local)])
+    shutil.copytree(local, remote)
+    atlas = [part.format("atlas") for part in common] + [
+        "--grid", "6", "--icon-steps", "4", "--icon-size", "32", "--icon-batch-size", "8", "--umap-neighbours", "10",
+        "--attribution-vectors", "3", "--atlas-patches", "2"]
+    run(atlas + ["--store", str(local)], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = run(atlas + ["--store", str(remote), "--executor", "ray", "--ray-address", cluster], ray_env())
+    assert "atlas of inceptionv1-caffe" in result.stdout and "  failed:" not in result.stdout
+    files = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(remote)) for p in remote.rglob("*") if p.is_file())
+    assert len([name for name in files if "/atlas/icons/" in name]) >= 4  # batches from several slices
+    for name in files:
+        a, b = comparable(local / name), comparable(remote / name)
+        if name.endswith("icons.json"):
+            a.pop("files"), b.pop("files")  # stamps of the icon files, whose values differ in the last bits
+        if "/atlas/icons/" in name:  # the pixels are the same; the objective's value within float rounding
+            np.testing.assert_allclose(a.pop("value"), b.pop("value"), rtol=1e-4, atol=1e-4)
+        if isinstance(a, dict) and name.endswith(".npz"):
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f") for k in a), name
+        else:
+            assert a == b, name
