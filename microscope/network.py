@@ -140,6 +140,21 @@ class Network:
     def activations(self, rgb01: torch.Tensor, layer_names: list[str]) -> dict[str, torch.Tensor]:
         return self.extractor(layer_names)(rgb01.to(self.device))
 
+    def broken_twins(self, names: list[str] | None = None, seed: int = 0) -> list[str]:
+        """The layers (of `names`, default all) that claim a pre-ReLU twin but do not equal ReLU(twin)
+        on a seeded random input: a twin is checked, never assumed."""
+        claimed = [layer for layer in (self.layer(n) for n in names or [l.name for l in self.layers])
+                   if layer.pre_relu is not None and layer.relu_of_twin]
+        if not claimed:
+            return []
+        wanted = list(dict.fromkeys(n for layer in claimed for n in (layer.name, layer.pre_relu)))
+        size = self.spec.input_size
+        image = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+        with torch.inference_mode():
+            found = self.activations(image, wanted)
+        return [layer.name for layer in claimed if found[layer.name].shape != found[layer.pre_relu].shape
+                or not torch.equal(found[layer.name], found[layer.pre_relu].clamp_min(0))]
+
 
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()

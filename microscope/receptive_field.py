@@ -3,6 +3,7 @@
 We walk the torch.fx graph that `Network.extractor` runs and push a `Field` through every node:
 convolutions and pools grow and stride it, explicit pads shift it, concatenation and element-wise
 ops take the union of their inputs, and global pooling or flattening makes it cover the whole image.
+An operation it does not know stops the walk with one line naming it, never a silently wrong field.
 Kernels are assumed square and padding symmetric in x and y (true for every model of the zoo).
 """
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+
+from microscope.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,30 @@ def _module_field(module: nn.Module, field):
         return field.shift(module.padding[0])
     if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear, nn.Flatten)):
         return GLOBAL
-    return field  # ReLU, batch norm, LRN, dropout: position-wise
+    if isinstance(module, POSITION_WISE_MODULES):
+        return field
+    raise Unknown(type(module).__name__)
+
+
+# Modules and functions that work position by position (an output position sees what the same input
+# position sees). Anything not named here or handled above stops the walk with its name: a field passed
+# through an unknown spatial operation (an upsampling, a functional convolution) would be silently wrong.
+POSITION_WISE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh,
+    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Identity, nn.Dropout, nn.Dropout2d,
+    nn.BatchNorm2d, nn.LocalResponseNorm,  # batch norm in eval: per channel; LRN: across channels only
+)
+_POSITION_WISE_FUNCTIONS = {
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, torch.add, torch.sub, torch.mul,
+    torch.div, torch.cat, torch.relu, torch.sigmoid, torch.tanh, torch.unsqueeze, torch.clamp, F.relu, F.relu6,
+    F.leaky_relu, F.gelu, F.silu, F.hardswish, F.sigmoid, F.dropout, F.batch_norm, F.local_response_norm,
+}
+_POSITION_WISE_METHODS = {"relu", "add", "sub", "mul", "div", "sigmoid", "tanh", "clamp", "contiguous", "clone",
+                          "unsqueeze", "float", "to", "type_as", "size", "dim"}
+
+
+class Unknown(Exception):
+    """An operation the walk does not know (the caller names the node)."""
 
 
 _POOL_FUNCTIONS = {F.max_pool2d, F.avg_pool2d, torch.max_pool2d}  # F.avg_pool2d is the only avg_pool2d; torch has none
@@ -102,7 +128,9 @@ def _function_field(node: fx.Node, fields: list):
         return field.shift(pad[0])
     if node.target is operator.getitem and isinstance(node.args[0], fx.Node):
         return field
-    return union(fields)
+    if node.target in _POSITION_WISE_FUNCTIONS:
+        return union(fields)
+    raise Unknown(getattr(node.target, "__name__", str(node.target)))
 
 
 def _input_fields(node: fx.Node, fields: dict) -> list:
@@ -126,16 +154,24 @@ def graph_fields(graph_module: fx.GraphModule) -> dict[str, Field | str]:
     output = None
     for node in graph_module.graph.nodes:
         inputs = _input_fields(node, fields)
-        if node.op == "placeholder":
-            fields[node] = Field(0, 0, 1)
-        elif node.op == "get_attr":
-            fields[node] = None
-        elif node.op == "call_module":
-            fields[node] = _module_field(graph_module.get_submodule(node.target), union(inputs))
-        elif node.op == "call_function":
-            fields[node] = _function_field(node, inputs)
-        elif node.op == "call_method":
-            fields[node] = GLOBAL if node.target in _GLOBAL_METHODS else union(inputs)
-        elif node.op == "output":
-            output = node.args[0]
+        try:
+            if node.op == "placeholder":
+                fields[node] = Field(0, 0, 1)
+            elif node.op == "get_attr":
+                fields[node] = None
+            elif node.op == "call_module":
+                fields[node] = _module_field(graph_module.get_submodule(node.target), union(inputs))
+            elif node.op == "call_function":
+                fields[node] = _function_field(node, inputs)
+            elif node.op == "call_method":
+                if node.target not in _GLOBAL_METHODS | _POSITION_WISE_METHODS:
+                    raise Unknown(f"method .{node.target}()")
+                fields[node] = GLOBAL if node.target in _GLOBAL_METHODS else union(inputs)
+            elif node.op == "output":
+                output = node.args[0]
+        except Unknown as unknown:
+            where = f"module {node.target}" if node.op == "call_module" else f"graph node {node.name}"
+            raise UsageError(f"the receptive-field walk does not know {unknown} ({where}), so it cannot say which "
+                             "pixels the layers after it see; teach microscope/receptive_field.py whether it is "
+                             "position-wise, a window or global") from None
     return {key: fields[value] for key, value in output.items()}

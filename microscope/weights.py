@@ -38,12 +38,13 @@ def _weights_spec(spec: ModelSpec) -> WeightsSpec:
 
 
 def _digests(path: Path) -> dict[str, str]:
-    sha256, sha1 = hashlib.sha256(), hashlib.sha1()
+    sha256, sha1, blob = hashlib.sha256(), hashlib.sha1(), hashlib.sha1(b"blob %d\0" % path.stat().st_size)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
             sha256.update(block)
             sha1.update(block)
-    return {"sha256": sha256.hexdigest(), "sha1": sha1.hexdigest()}
+            blob.update(block)
+    return {"sha256": sha256.hexdigest(), "sha1": sha1.hexdigest(), "git_blob": blob.hexdigest()}
 
 
 def checksum_mismatch(weights: WeightsSpec, digests: dict[str, str]) -> str | None:
@@ -53,6 +54,8 @@ def checksum_mismatch(weights: WeightsSpec, digests: dict[str, str]) -> str | No
         return f"sha256 expected {weights.sha256.lower()}, got {got}"
     if weights.sha1 and digests["sha1"] != weights.sha1.lower():
         return f"sha1 expected {weights.sha1.lower()}, got {digests['sha1']}"
+    if weights.git_blob and digests["git_blob"] != weights.git_blob.lower():
+        return f"git blob id expected {weights.git_blob.lower()}, got {digests['git_blob']}"
     return None
 
 

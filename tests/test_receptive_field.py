@@ -96,3 +96,56 @@ def test_gradient_stays_inside_the_box(network, infos, layer, y, x):
     else:  # the centre of the box is where most paths cross: it must be seen
         centre = (int((top + bottom) / 2), int((left + right) / 2))
         assert x_in.grad[0, :, centre[0], centre[1]].abs().sum() > 0
+
+
+class _Upsampled(torch.nn.Module):
+    """A conv, then an operation the walk does not know, then a ReLU."""
+
+    def __init__(self, spatial):
+        super().__init__()
+        self.conv, self.spatial, self.relu = torch.nn.Conv2d(3, 4, 3), spatial, torch.nn.ReLU()
+
+    def forward(self, x):
+        return {"out": self.relu(self.spatial(self.conv(x)))}
+
+
+class _Interpolated(torch.nn.Module):
+    def forward(self, x):
+        return {"out": torch.nn.functional.interpolate(x, scale_factor=2.0)}
+
+
+@pytest.mark.parametrize("module, named", [
+    (_Upsampled(torch.nn.Upsample(scale_factor=2)), "Upsample (module spatial)"),
+    (_Upsampled(torch.nn.PixelShuffle(2)), "PixelShuffle (module spatial)"),
+    (_Interpolated(), "interpolate (graph node interpolate)"),
+])
+def test_an_unknown_operation_is_named_not_passed_through(module, named):
+    from torch import fx
+
+    from microscope.errors import UsageError
+    from microscope.receptive_field import graph_fields
+
+    with pytest.raises(UsageError) as error:
+        graph_fields(fx.symbolic_trace(module))
+    assert f"does not know {named}" in str(error.value) and "\n" not in str(error.value)
+    known = _Upsampled(torch.nn.Dropout2d())  # a position-wise module in the same place walks through
+    assert graph_fields(fx.symbolic_trace(known))["out"].size == 3
+
+
+@pytest.mark.parametrize("model", ["inceptionv1", "inceptionv1-caffe", "googlenet"])
+def test_every_pre_relu_twin_of_the_zoo_holds(model):
+    """A layer's twin is what feature visualization optimises: ReLU(twin) must be the layer, exactly."""
+    import dataclasses
+
+    network = load_network(model, weights="random", seed=1, progress=False)
+    claimed = [layer.name for layer in network.layers if layer.pre_relu and layer.relu_of_twin]
+    assert len(claimed) > 50 and network.broken_twins() == []
+    # The twin of another branch of the same block is caught (by its shape or its values).
+    block = next(layer for layer in network.layers if layer.kind == "block")
+    first, second = [layer for layer in network.layers if layer.kind == "branch" and layer.pre_relu
+                     and layer.name.startswith(block.name)][:2]
+    wrong = dataclasses.replace(first, pre_relu=second.pre_relu)
+    network.spec = dataclasses.replace(network.spec, layers=tuple(wrong if layer.name == first.name else layer
+                                                                  for layer in network.spec.layers))
+    network._extractors.clear()
+    assert network.broken_twins([first.name, second.name]) == [first.name]

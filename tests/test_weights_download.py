@@ -2,6 +2,7 @@
 import dataclasses
 import hashlib
 import http.server
+import subprocess
 import threading
 
 import pytest
@@ -13,6 +14,7 @@ from microscope.weights import cache_dir, is_cached, resolve_weights
 GOOD = bytes(range(256)) * 4000  # ~1 MB: more than one read chunk
 SHA1 = hashlib.sha1(GOOD).hexdigest()
 SHA256 = hashlib.sha256(GOOD).hexdigest()
+GIT_BLOB = hashlib.sha1(b"blob %d\0" % len(GOOD) + GOOD).hexdigest()  # what `git hash-object` prints
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -60,7 +62,7 @@ def spec_at(server, path, **checksums):
     checksums = checksums or {"sha1": SHA1}
     weights = dataclasses.replace(
         inceptionv1_caffe.SPEC.weights, url=f"http://127.0.0.1:{server.server_port}{path}",
-        filename="test.bin", **{"sha1": None, "sha256": None, **checksums},
+        filename="test.bin", **{"sha1": None, "sha256": None, "git_blob": None, **checksums},
     )
     return dataclasses.replace(inceptionv1_caffe.SPEC, weights=weights)
 
@@ -75,7 +77,8 @@ def test_cache_dir_follows_environment(cache):
     assert cache_dir() == cache
 
 
-@pytest.mark.parametrize("checksums", [{"sha1": SHA1}, {"sha256": SHA256}, {"sha256": SHA256[:8]}])
+@pytest.mark.parametrize("checksums", [{"sha1": SHA1}, {"sha256": SHA256}, {"sha256": SHA256[:8]},
+                                       {"git_blob": GIT_BLOB}])
 def test_download_checks_and_caches(server, cache, checksums):
     spec = spec_at(server, "/good", **checksums)
     assert not is_cached(spec)
@@ -151,3 +154,21 @@ def test_model_without_downloadable_weights(cache):
     assert not is_cached(spec)
     with pytest.raises(UsageError, match="--weights PATH"):
         resolve_weights(spec, None)
+
+
+def test_git_blob_id_is_what_git_names_the_file(tmp_path, server, cache):
+    copy = tmp_path / "weights.bin"
+    copy.write_bytes(GOOD)
+    named = subprocess.run(["git", "hash-object", str(copy)], capture_output=True, text=True, check=True)
+    assert named.stdout.strip() == GIT_BLOB
+    spec = spec_at(server, "/wrong", git_blob=GIT_BLOB)
+    with pytest.raises(UsageError) as error:
+        resolve_weights(spec, None, progress=False)
+    assert_one_line_naming_url(error, spec)
+    assert f"git blob id expected {GIT_BLOB}" in str(error.value)
+    assert list(cache.iterdir()) == []
+
+
+def test_weights_without_a_checksum_cannot_be_described():
+    with pytest.raises(ValueError, match="no checksum"):
+        dataclasses.replace(inceptionv1_caffe.SPEC.weights, sha1=None)

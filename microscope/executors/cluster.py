@@ -142,7 +142,8 @@ class RayExecutor:
                                                device=session.spec.device if job.gpu else "cpu")
                     running[task.options(**self.resources(job)).remote(spec, job)] = job
                     began.setdefault(job.stage, time.perf_counter())
-                done, _ = ray.wait(list(running), num_returns=1)
+                # A timeout, so that Ctrl-C is seen within a second, not when the next task ends.
+                done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
                 for ref in done:
                     job = running.pop(ref)
                     if self._collect(ref, job, report, broken):

@@ -1,18 +1,23 @@
 """The model zoo: one module per architecture, each exporting a `SPEC` (see `spec.py`)."""
 from __future__ import annotations
 
+from functools import partial
+from typing import Callable
+
 from microscope.errors import UsageError
 from microscope.models.spec import LayerSpec, ModelSpec, Preprocessing, WeightsSpec
 
 __all__ = ["LayerSpec", "ModelSpec", "Preprocessing", "WeightsSpec", "get_spec", "model_names"]
 
 
-def _registry() -> dict[str, ModelSpec]:
-    # Imported lazily so that `microscope --help` does not pay for building three networks' specs.
-    from microscope.models import googlenet, inceptionv1, inceptionv1_caffe
+def _registry() -> dict[str, Callable[[], ModelSpec]]:
+    """name -> how to make its spec. Imported and made lazily: `microscope --help` pays for none of them,
+    and a torchvision model's spec (its graph traced for its layers) is made only when it is asked for."""
+    from microscope.models import googlenet, inceptionv1, inceptionv1_caffe, torchvision_zoo
 
-    specs = [inceptionv1.SPEC, inceptionv1_caffe.SPEC, googlenet.SPEC]
-    return {spec.name: spec for spec in specs}
+    specs = {spec.name: (lambda spec=spec: spec) for spec in (inceptionv1.SPEC, inceptionv1_caffe.SPEC, googlenet.SPEC)}
+    specs.update({entry.name: partial(torchvision_zoo.spec_of, entry.name) for entry in torchvision_zoo.ENTRIES})
+    return specs
 
 
 def model_names() -> list[str]:
@@ -23,4 +28,4 @@ def get_spec(name: str) -> ModelSpec:
     registry = _registry()
     if name not in registry:
         raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(registry)}")
-    return registry[name]
+    return registry[name]()

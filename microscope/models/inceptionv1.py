@@ -210,6 +210,8 @@ SPEC = ModelSpec(
     weights=WeightsSpec(
         url="https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth",
         filename="inception5h.pth",
+        # The upstream repository publishes no checksum; it records the file as this git blob (master).
+        git_blob="119f77db85c8352960933e025312b507d9a96ed7",
         licence="Apache-2.0 (TensorFlow's inception5h model, as Lucid publishes it); PyTorch conversion by ProGamerGov",
         notes="a state_dict with torch-lucent's InceptionV1 key names",
     ),

@@ -40,9 +40,16 @@ class WeightsSpec:
     filename: str  # name in the cache directory
     sha256: str | None = None  # full hex digest, or a prefix of it (torchvision publishes 8 hex digits)
     sha1: str | None = None  # some upstream files are only published with a sha1
+    # A file kept in a git repository is named by its blob id, the SHA-1 of b"blob <size>\0" + content:
+    # what a repository that publishes no checksum still records (and shows) for the file.
+    git_blob: str | None = None
     size: int | None = None  # bytes, for the progress bar when the server gives none
     licence: str = ""
     notes: str = ""
+
+    def __post_init__(self):
+        if not (self.sha256 or self.sha1 or self.git_blob):  # weights are never used unverified
+            raise ValueError(f"weights {self.filename} carry no checksum; give sha256, sha1 or git_blob")
 
 
 @dataclass(frozen=True)

@@ -206,8 +206,11 @@ class FeatureVisView(View):
             "config": {k: v for k, v in to_json(config).items() if k != "recipe"},
             "recipe": config.recipe,
         }
+        itself = config.optimised_layer == config.layer and page.layer.kind in ("conv", "block")
         line = (f"Feature visualizations: recipe {config.recipe.get('version')}, seed {config.seed}, "
-                f"{config.steps} steps at {config.size} px, optimising {config.optimised_layer}.")
+                f"{config.steps} steps at {config.size} px, optimising {config.optimised_layer}"
+                + (" itself: the graph has no pre-ReLU value of this layer (a branch without a ReLU), so a "
+                   "unit that is zero on the starting image gets no gradient." if itself else "."))
         return Panel(data={"renders": renders}, json=json_block, provenance=[line],
                      settings={"featurevis": {**to_json(config), "objectives": sorted(records)}}, thumb=thumb,
                      summary={"featurevis": {r["objective"]: r["file"] for r in renders}})
