@@ -214,8 +214,9 @@ def sae(layer, **values):
     executor = executor_from(values)
     request, session = request_from({**values, "layers": (layer,)}, ["sae"])
     outcome = compute(request, session, executor)
-    found = read_sae(session.store, request.run.model, request.layers[0], session.network().weights_id)
-    click.echo(f"sae of {request.run.model}, " + outcome.summary())
+    model = session.network().spec.name  # the store's name of the model (your own model's: from its file)
+    found = read_sae(session.store, model, request.layers[0], session.network().weights_id)
+    click.echo(f"sae of {model}, " + outcome.summary())
     if outcome.failed or found is None:
         sys.exit(1)
     result = found[0]
@@ -241,10 +242,10 @@ def atlas(**values):
     executor = executor_from(values)
     request, session = request_from(values, ["atlas"])
     outcome = compute(request, session, executor)
-    click.echo(f"atlas of {request.run.model}, " + outcome.summary())
+    click.echo(f"atlas of {session.network().spec.name}, " + outcome.summary())
     if outcome.failed:
         sys.exit(1)
-    model = request.run.model
+    model = session.network().spec.name
     for layer in VIEWS["atlas"].layers_of(request, session):
         found = read_atlas(session.store, model, layer)
         if found is not None:
@@ -261,7 +262,7 @@ def _compute(values: dict, views: list[str]) -> None:
     executor = executor_from(values)
     request, session = request_from(values, views)
     outcome = compute(request, session, executor)
-    click.echo(f"{' and '.join(views)} of {request.run.model}, " + outcome.summary())
+    click.echo(f"{' and '.join(views)} of {session.network().spec.name}, " + outcome.summary())
     click.echo(f"store: {session.store.root}")
     if outcome.failed:
         sys.exit(1)

@@ -96,7 +96,9 @@ def request_from(values: dict, views: list[str], session: Session | None = None)
     weights = values.get("weights")
     if weights not in (None, "random"):
         weights = str(Path(weights).expanduser().resolve())
-    run = RunSpec(store=str(store.resolve()), model=values["model"], weights=weights, seed=values.get("seed", 0),
+    from microscope.models.custom import canonical
+
+    run = RunSpec(store=str(store.resolve()), model=canonical(values["model"]), weights=weights, seed=values.get("seed", 0),
                   device=values.get("device", "auto"), progress=not values.get("quiet", False))
     session = session or Session(run)
     network = session.network()
@@ -151,7 +153,7 @@ def build(request: Request, session: Session, out: str, unit_labels: dict | None
     if warning:
         outcome.notes.append(warning)
     began = time.perf_counter()
-    site = build_site(session.store.root, out, models=[request.run.model], layers=list(request.layers),
+    site = build_site(session.store.root, out, models=[session.network().spec.name], layers=list(request.layers),
                       labels=unit_labels, progress=request.run.progress)
     outcome.seconds["site"] = time.perf_counter() - began
     outcome.site = site.summary()

@@ -133,7 +133,7 @@ def test_without_images_and_with_unit_labels(tmp_path):
     (["--layers", "conv1", "--steps", "0"], "--steps"),
     (["--layers", "conv1", "--images", "/no/such/folder"], "not found"),
     (["--layers", "conv1", "--labels-file", "/no/such/labels.yaml"], "labels file"),
-    (["--model", "alexnet"], "unknown model 'alexnet'"),
+    (["--model", "lenet5"], "unknown model 'lenet5'"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, extra, message):
     # in-process through click (the same code path as the console script, without a new interpreter)

@@ -25,6 +25,11 @@ def model_names() -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
+    """A model of the zoo by name, or your own: FILE.py:factory or package.module:factory (models/custom.py)."""
+    from microscope.models import custom
+
+    if custom.is_custom(name):
+        return custom.spec_for(custom.canonical(name))
     registry = _registry()
     if name not in registry:
         raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(registry)}")

@@ -16,13 +16,12 @@ from typing import Callable
 from urllib.parse import urlparse
 
 import torch
-import torch.nn.functional as F
 import torchvision
-from torch import fx, nn
-from torchvision.models.feature_extraction import NodePathTracer
+from torch import nn
 
-from microscope.errors import UsageError
-from microscope.models.spec import LayerSpec, ModelSpec, Preprocessing, WeightsSpec
+from microscope.models.graph import Graph, layer_specs
+from microscope.models.spec import ModelSpec, Preprocessing, WeightsSpec
+from microscope.models.state_dict import load_state_dict
 
 
 @dataclass(frozen=True)
@@ -41,44 +40,6 @@ class Entry:
 
     def build(self) -> nn.Module:
         return getattr(torchvision.models, self.builder)(weights=None, **self.options)
-
-
-@dataclass
-class Graph:
-    """The traced graph of a built network, with the qualified names layers are addressed by."""
-
-    nodes: list[fx.Node]
-    names: dict[fx.Node, str]
-    module: nn.Module
-
-    @classmethod
-    def of(cls, module: nn.Module) -> "Graph":
-        tracer = NodePathTracer()
-        graph = tracer.trace(module.eval())
-        names = dict(tracer.node_to_qualname)
-        return cls([node for node in graph.nodes if node in names], names, module)
-
-    def kind_of(self, node: fx.Node) -> type | None:
-        return type(self.module.get_submodule(node.target)) if node.op == "call_module" else None
-
-    def output_of(self, prefix: str) -> str:
-        """The qualified name of the last node inside the submodule `prefix`: its output."""
-        return [self.names[node] for node in self.nodes if self.names[node].startswith(prefix + ".")][-1]
-
-    def twin(self, qualname: str) -> tuple[str, ...] | None:
-        """The nodes whose concatenation is the layer before its ReLU, or None if it is not a ReLU (of parts)."""
-        node = next(node for node in self.nodes if self.names[node] == qualname)
-        found = self._twin(node)
-        return None if found is None else tuple(self.names[part] for part in found)
-
-    def _twin(self, node: fx.Node) -> list[fx.Node] | None:
-        is_relu = self.kind_of(node) is nn.ReLU or node.target in (F.relu, torch.relu, "relu")
-        if is_relu and isinstance(node.args[0], fx.Node) and node.args[0] in self.names:
-            return [node.args[0]]
-        if node.target is torch.cat and (node.args[1:] or [node.kwargs.get("dim", 0)])[0] == 1:
-            parts = [self._twin(part) for part in node.args[0]]
-            return None if any(part is None for part in parts) else [n for part in parts for n in part]
-        return None
 
 
 def conv_stages(graph: Graph, by_block: bool) -> list[tuple]:
@@ -126,42 +87,6 @@ ENTRIES = (
     Entry("inception_v3", "Inception v3 (torchvision)", "inception_v3", "Inception_V3_Weights.IMAGENET1K_V1",
           inception_blocks, {"aux_logits": False, "transform_input": True, "init_weights": False}, ("AuxLogits.",)),
 )
-
-
-def layer_specs(found: list[tuple], graph: Graph) -> tuple[LayerSpec, ...]:
-    """Each found layer, and its pre-ReLU twin where the graph has one."""
-    specs = []
-    for name, node, kind, description in found:
-        twin = graph.twin(node) if kind != "logits" else None
-        specs.append(LayerSpec(name, (node,), kind, f"{name}_pre_relu" if twin else None, description))
-        if twin:
-            specs.append(LayerSpec(f"{name}_pre_relu", twin, "pre_relu", None, f"{description}, before ReLU"))
-    return tuple(specs)
-
-
-def load_state_dict(module: nn.Module, path: str, name: str, drop: tuple[str, ...] = ()) -> None:
-    """Fill `module` from a state_dict file; a file that does not fit is one line naming its first misfit."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - pickles of other things, corrupt files
-        raise UsageError(f"weights file {path} is not a readable state_dict ({type(error).__name__}); "
-                         f"pass {name}'s weights with --weights") from None
-    if not isinstance(state, dict):
-        raise UsageError(f"weights file {path} holds no state_dict; pass {name}'s weights with --weights")
-    state = {key: value for key, value in state.items() if not key.startswith(drop or ("\0",))}
-    expected = module.state_dict()
-    for key in expected:
-        if key not in state:
-            raise UsageError(f"weights file {path} does not fit {name}: it has no {key} (first of "
-                             f"{sum(k not in state for k in expected)} missing); pass {name}'s weights with --weights")
-        if tuple(state[key].shape) != tuple(expected[key].shape):
-            raise UsageError(f"weights file {path} does not fit {name}: {key} has shape {tuple(state[key].shape)}, "
-                             f"expected {tuple(expected[key].shape)}; pass {name}'s weights with --weights")
-    extra = [key for key in state if key not in expected]
-    if extra:
-        raise UsageError(f"weights file {path} does not fit {name}: it has {extra[0]}, which {name} does not "
-                         f"(first of {len(extra)}); pass {name}'s weights with --weights")
-    module.load_state_dict(state, strict=True)
 
 
 @lru_cache(maxsize=None)

@@ -1,0 +1,95 @@
+"""Your own model (`--model FILE.py:factory`): the README's example, written by the test, built into a
+browsable site with a state_dict of its own; and what goes wrong said in one line."""
+import re
+import textwrap
+
+import pytest
+import torch
+
+from generated import blob_photos, cli
+from microscope.errors import UsageError
+from microscope.models import get_spec
+from test_torchvision_zoo import parsed
+
+# The README's example, as a user would write it.
+MODEL = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+
+    class TinyNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 16, 5, stride=2, padding=2), nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(16, 32, 3, padding=1), nn.ReLU())
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, x):
+            return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+    def tiny():
+        return TinyNet(), {"preprocessing": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+                                             "resize": 72, "crop": 64},
+                           "categories": [f"shape {i}" for i in range(10)]}
+''')
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mine")
+    (folder / "tinynet.py").write_text(MODEL)
+    (folder / "broken.py").write_text("def not_a_module():\n    return 42\n\ndef fails():\n    raise OSError('no GPU')\n")
+    return folder / "tinynet.py"
+
+
+def test_your_own_model_builds_into_a_site(tmp_path, model_file):
+    (tmp_path / "photos").mkdir()
+    photos = blob_photos(tmp_path / "photos", 6, seed=2)
+    layers = cli("layers", "--model", f"{model_file}:tiny").stdout
+    # Found in the graph: both ReLUs (named by their nodes), the head as logits, with fields by hand:
+    # features_1: 5x5 / 2 -> 5, 2; features_4: max pool 2/2 (5 + 2 = 7, 4), 3x3 (7 + 2*4 = 15, 4).
+    rows = {line.split()[0]: line.split() for line in layers.splitlines()[2:]}
+    assert rows["features_1"][1:3] == ["conv", "16"] and rows["features_1"][5:7] == ["5", "px"]
+    assert rows["features_4"][1:3] == ["conv", "32"] and rows["features_4"][5:7] == ["15", "px"]
+    assert rows["logits"][1:3] == ["logits", "10"]
+
+    weights = tmp_path / "tiny.pth"
+    torch.manual_seed(7)
+    namespace = {}
+    exec(compile(MODEL, "tinynet", "exec"), namespace)  # the user's class, to save weights of its own
+    torch.save(namespace["TinyNet"]().state_dict(), weights)
+    site = tmp_path / "site"
+    result = cli("build", "--model", f"{model_file}:tiny", "--weights", weights, "--layers", "features_1,features_4",
+                 "--units", "0-3", "--steps", "3", "--size", "48", "--objectives", "channel", "--top", "3",
+                 "--images", photos, "--store", tmp_path / "store", "--out", site, "--quiet")
+    assert "dataset examples: 2 layers computed" in result.stdout and "failed" not in result.stdout
+    home = parsed(site / "index.html")
+    assert "models/tinynet-tiny/index.html" in home.links
+    unit = site / "models" / "tinynet-tiny" / "features_4" / "0" / "index.html"
+    text = unit.read_text(encoding="utf-8")
+    assert "optimising features_4_pre_relu" in text  # its twin was found and checked
+    assert str(tmp_path) not in text and str(model_file.parent) not in (site / "models" / "tinynet-tiny" /
+                                                                         "index.html").read_text()
+
+
+def test_mistakes_with_your_own_model_are_one_line(tmp_path, model_file):
+    other = tmp_path / "other.pth"
+    torch.save({"features.0.weight": torch.zeros(8, 3, 5, 5)}, other)
+    folder = model_file.parent
+    for model, expected in [(f"{folder}/missing.py:tiny", "model file"),
+                            (f"{model_file}:nothing", "has no function 'nothing'"),
+                            (f"{folder}/broken.py:not_a_module", "returned int, not a torch nn.Module"),
+                            (f"{folder}/broken.py:fails", "failed (OSError: no GPU)")]:
+        with pytest.raises(UsageError, match=re.escape(expected)):  # what the command line prints in one line
+            get_spec(model)
+    cases = [
+        (f"{model_file}:tiny", ["--weights", other], "features.0.weight has shape (8, 3, 5, 5), expected (16, 3, 5, 5)"),
+        (f"{model_file}:tiny", [], "no downloadable weights file; pass one with --weights PATH"),
+        (f"{model_file}:tiny", ["--weights", "random", "--layers", "features_9"], "unknown layer 'features_9'"),
+    ]
+    for model, extra, expected in cases:
+        result = cli("featurevis", "--model", model, "--units", "0", "--store", tmp_path / "store", *extra, code=2)
+        assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
