@@ -111,3 +111,17 @@ def test_a_layer_without_a_twin_is_optimised_itself_and_the_page_says_so(tmp_pat
     cli("site", "--store", store, "--out", site, "--quiet")
     text = (site / "models" / "inception_v3" / "mixed_6a" / "0" / "index.html").read_text(encoding="utf-8")
     assert "optimising mixed_6a itself: the graph has no pre-ReLU value of this layer" in text
+
+
+def test_every_node_of_the_graph_can_be_picked_with_all(tmp_path):
+    """`layers --all` lists every node that gives a spatial map, with its field; any of them can be built."""
+    listed = cli("layers", "--model", "resnet50", "--all").stdout
+    rows = {line.split()[0]: line.split() for line in listed.splitlines()[2:]}
+    # layer1.0's bottleneck: 1x1 after the stem's max pool (11 px, stride 4), then its 3x3 (11 + 2 * 4 = 19 px).
+    assert rows["layer1_0_conv1"][1:6] == ["branch", "64", "56x56", "4", "11"]
+    assert rows["layer1_0_conv2"][1:6] == ["branch", "64", "56x56", "4", "19"]
+    assert "layer1_0_conv2" not in cli("layers", "--model", "resnet50").stdout  # not in the default list
+    result = cli("featurevis", "--model", "resnet50", "--weights", "random", "--layers", "layer1_0_conv2",
+                 "--units", "0-1", "--steps", "2", "--size", "48", "--objectives", "channel", "--store",
+                 tmp_path / "store", "--quiet")
+    assert "feature visualization: 2 renders computed" in result.stdout

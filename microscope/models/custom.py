@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from microscope.errors import UsageError
 from microscope.models.graph import Graph, layer_specs
@@ -122,15 +121,11 @@ def spec_for(model: str) -> ModelSpec:
     size = int(options.get("input_size") or preprocessing.crop)
     try:
         graph = Graph.of(module)
-        every = [graph.names[node] for node in graph.nodes]
-        with torch.inference_mode():
-            shapes = {k: tuple(v.shape) for k, v in
-                      create_feature_extractor(module.eval(), return_nodes=every)(torch.rand(1, 3, size, size)).items()
-                      if isinstance(v, torch.Tensor)}
+        shapes = graph.shapes(size)
     except Exception as error:  # noqa: BLE001
         raise UsageError(f"cannot trace --model {model} with torch.fx at {size} px ({type(error).__name__}: "
                          f"{str(error).splitlines()[0][:200]}); make its forward traceable") from None
-    layers = layer_specs(_found_layers(graph, options, shapes), graph)
+    layers = layer_specs(_found_layers(graph, options, shapes), graph, shapes)
     if not any(layer.kind != "pre_relu" for layer in layers):
         raise UsageError(f"--model {model} has no layers to show (no ReLU on a spatial map); name them in the "
                          "factory's options: {'layers': {'name': 'fx.node.name'}}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torchvision.models.feature_extraction import NodePathTracer
+from torchvision.models.feature_extraction import NodePathTracer, create_feature_extractor
 
 from microscope.models.spec import LayerSpec
 
@@ -29,6 +29,13 @@ class Graph:
         graph = tracer.trace(module.eval())
         names = dict(tracer.node_to_qualname)
         return cls([node for node in graph.nodes if node in names], names, module)
+
+    def shapes(self, size: int) -> dict[str, tuple[int, ...]]:
+        """The output shape of every node that gives a tensor, on one random image of size x size."""
+        every = [self.names[node] for node in self.nodes]
+        with torch.inference_mode():
+            found = create_feature_extractor(self.module.eval(), return_nodes=every)(torch.rand(1, 3, size, size))
+        return {name: tuple(value.shape) for name, value in found.items() if isinstance(value, torch.Tensor)}
 
     def kind_of(self, node: fx.Node) -> type | None:
         return type(self.module.get_submodule(node.target)) if node.op == "call_module" else None
@@ -53,12 +60,24 @@ class Graph:
         return None
 
 
-def layer_specs(found: list[tuple], graph: Graph) -> tuple[LayerSpec, ...]:
-    """Each found layer, and its pre-ReLU twin where the graph has one."""
+def layer_specs(found: list[tuple], graph: Graph, shapes: dict | None = None) -> tuple[LayerSpec, ...]:
+    """Each found layer and its pre-ReLU twin where the graph has one; with `shapes`, also every other
+    node of the graph that gives a spatial map, as a layer of kind "branch" (listed by `layers --all`,
+    picked by name: `layer1.0.conv2` is `layer1_0_conv2`)."""
     specs = []
     for name, node, kind, description in found:
         twin = graph.twin(node) if kind != "logits" else None
         specs.append(LayerSpec(name, (node,), kind, f"{name}_pre_relu" if twin else None, description))
         if twin:
             specs.append(LayerSpec(f"{name}_pre_relu", twin, "pre_relu", None, f"{description}, before ReLU"))
+    taken = {spec.name for spec in specs}
+    used = {node for spec in specs if len(spec.nodes) == 1 for node in spec.nodes}
+    for node in graph.nodes:
+        qualname = graph.names[node]
+        if node.op == "placeholder" or qualname in used or len((shapes or {}).get(qualname, ())) != 4:
+            continue
+        name = qualname.replace(".", "_") + ("_node" if qualname.replace(".", "_") in taken else "")
+        what = graph.kind_of(node).__name__ if graph.kind_of(node) else getattr(node.target, "__name__", node.target)
+        specs.append(LayerSpec(name, (qualname,), "branch", None, f"graph node {qualname} ({what})"))
+        taken.add(name)
     return tuple(specs)

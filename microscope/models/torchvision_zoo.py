@@ -109,7 +109,7 @@ def spec_of(name: str) -> ModelSpec:
                                     std=tuple(transforms.std), resize=transforms.resize_size[0],
                                     crop=transforms.crop_size[0]),
         categories=tuple(weights.meta["categories"]),
-        layers=layer_specs(entry.layers(graph), graph),
+        layers=layer_specs(entry.layers(graph), graph, graph.shapes(transforms.crop_size[0])),
         input_size=transforms.crop_size[0],
     )
 
