@@ -20,9 +20,15 @@ def blob_photos(root: Path, count: int, seed: int, side: int = 96) -> Path:
     return root
 
 
-def cli(*args, code: int = 0) -> subprocess.CompletedProcess:
-    """build.py with these arguments, in a process of its own; it must exit with `code`, never a traceback."""
-    result = subprocess.run([sys.executable, str(REPO / "build.py"), *map(str, args)], capture_output=True, text=True)
+def cli(*args, code: int = 0, env: dict | None = None) -> subprocess.CompletedProcess:
+    """build.py with these arguments, in a process of its own (with `env`, if given); it must exit with
+    `code`, never a traceback."""
+    result = subprocess.run(command(*args), capture_output=True, text=True, env=env)
     assert result.returncode == code, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     return result
+
+
+def command(*args) -> list[str]:
+    """The command line of build.py with these arguments (for a process the test watches or kills)."""
+    return [sys.executable, str(REPO / "build.py"), *map(str, args)]

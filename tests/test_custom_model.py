@@ -9,7 +9,7 @@ import torch
 from generated import blob_photos, cli
 from microscope.errors import UsageError
 from microscope.models import get_spec
-from test_torchvision_zoo import parsed
+from test_site import parse
 
 # The README's example, as a user would write it.
 MODEL = textwrap.dedent('''
@@ -66,8 +66,7 @@ def test_your_own_model_builds_into_a_site(tmp_path, model_file):
                  "--units", "0-3", "--steps", "3", "--size", "48", "--objectives", "channel", "--top", "3",
                  "--images", photos, "--store", tmp_path / "store", "--out", site, "--quiet")
     assert "dataset examples: 2 layers computed" in result.stdout and "failed" not in result.stdout
-    home = parsed(site / "index.html")
-    assert "models/tinynet-tiny/index.html" in home.links
+    assert ("a", "models/tinynet-tiny/index.html") in parse(site / "index.html").links
     unit = site / "models" / "tinynet-tiny" / "features_4" / "0" / "index.html"
     text = unit.read_text(encoding="utf-8")
     assert "optimising features_4_pre_relu" in text  # its twin was found and checked

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generated import REPO, blob_photos
+from generated import blob_photos, cli, command
 from test_build import snapshot
 
 RAY = Path(sys.executable).with_name("ray")
@@ -50,37 +50,30 @@ def photos(tmp_path_factory):
     return blob_photos(tmp_path_factory.mktemp("photos"), 24, seed=3)
 
 
-def command(store: Path, photos: Path, *extra) -> list[str]:
-    return [sys.executable, str(REPO / "build.py"), *BUILD, "--images", str(photos), "--store", str(store),
-            "--out", str(store.parent / f"{store.name}-site"), *extra]
+def build(store: Path, photos: Path, *extra) -> list:
+    """The arguments of the small build into `store`."""
+    return [*BUILD, "--images", photos, "--store", store, "--out", store.parent / f"{store.name}-site", *extra]
 
 
 def ray_env() -> dict:
     return {**os.environ, "RAY_AUTH_MODE": "token"}
 
 
-def run(args, env=None) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    return result
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, photos):
     store = tmp_path_factory.mktemp("local") / "store"
-    run(command(store, photos), env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cli(*build(store, photos), env={**os.environ, "OMP_NUM_THREADS": "1"})
     return snapshot(store)
 
 
 def test_ray_build_writes_the_local_executors_store(tmp_path, cluster, photos, reference):
     store = tmp_path / "store"
-    result = run(command(store, photos, "--executor", "ray", "--ray-address", cluster, "--shards", "3"), ray_env())
+    result = cli(*build(store, photos, "--executor", "ray", "--ray-address", cluster, "--shards", "3"), env=ray_env())
     assert "dataset examples: 2 layers computed" in result.stdout and "  failed:" not in result.stdout
     found = snapshot(store)
     assert sorted(found) == sorted(reference)  # no shard states, view caches or temp files left
     assert found == reference  # arrays, images, records: byte for byte, the pass cut in 3 shards merged exactly
-    again = run(command(store, photos, "--executor", "ray", "--ray-address", cluster), ray_env())
+    again = cli(*build(store, photos, "--executor", "ray", "--ray-address", cluster), env=ray_env())
     assert f"feature visualization: 0 renders computed, {RENDERS} reused" in again.stdout
     assert snapshot(store) == reference
 
@@ -93,7 +86,7 @@ def ray_tasks(name: str) -> list[int]:
 
 def test_a_killed_worker_is_retried_and_the_result_is_the_same(tmp_path, cluster, photos, reference):
     store = tmp_path / "store"
-    driver = subprocess.Popen(command(store, photos, "--executor", "ray", "--ray-address", cluster),
+    driver = subprocess.Popen(command(*build(store, photos, "--executor", "ray", "--ray-address", cluster)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ray_env())
     killed, deadline = None, time.time() + 240
     while killed is None and time.time() < deadline and driver.poll() is None:
@@ -112,7 +105,7 @@ def test_a_killed_worker_is_retried_and_the_result_is_the_same(tmp_path, cluster
 
 def test_a_killed_driver_resumes_without_redoing_finished_jobs(tmp_path, cluster, photos, reference):
     store = tmp_path / "store"
-    driver = subprocess.Popen(command(store, photos, "--executor", "ray", "--ray-address", cluster),
+    driver = subprocess.Popen(command(*build(store, photos, "--executor", "ray", "--ray-address", cluster)),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ray_env())
     renders = store / "inceptionv1-caffe"
     deadline = time.time() + 240
@@ -128,7 +121,7 @@ def test_a_killed_driver_resumes_without_redoing_finished_jobs(tmp_path, cluster
     done = len([path for path in finished if path.suffix == ".json"])
     assert 2 <= done < RENDERS
 
-    again = run(command(store, photos, "--executor", "ray", "--ray-address", cluster), ray_env())
+    again = cli(*build(store, photos, "--executor", "ray", "--ray-address", cluster), env=ray_env())
     assert f"feature visualization: {RENDERS - done} renders computed, {done} reused" in again.stdout
     assert all(path.stat().st_mtime_ns == when for path, when in finished.items())  # not written again
     assert snapshot(store) == reference
@@ -145,9 +138,8 @@ def test_ray_mistakes_are_one_line(tmp_path, cluster, photos):
     (hidden / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
     cases.append((["--executor", "ray"], {**os.environ, "PYTHONPATH": str(hidden.parent)}, "microscope[ray]"))
     for extra, env, expected in cases:
-        result = subprocess.run(command(tmp_path / "store", photos, *extra), capture_output=True, text=True, env=env)
-        assert result.returncode == 2, (extra, result.stderr[-2000:])
-        assert expected in result.stderr and "Traceback" not in result.stderr
+        result = cli(*build(tmp_path / "store", photos, *extra), code=2, env=env)
+        assert expected in result.stderr
         assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
 
 
@@ -169,17 +161,14 @@ def test_ray_atlas_renders_the_local_atlas(tmp_path, cluster, photos):
     """The atlas's icons run as one Ray task per slice of cells (some past the last cell: the layout is not
     known when the run is planned); icons.json collects them."""
     local, remote = tmp_path / "local", tmp_path / "ray"
-    common = [sys.executable, str(REPO / "build.py"), "--model", "inceptionv1-caffe", "--weights", "random",
-              "--layers", "inception_3a", "--images", str(photos), "--quiet"]
-    common.insert(2, "{}")
-    examples = [part.format("examples") for part in common] + ["--top", "3", "--atlas-vectors", "600"]
-    run(examples + ["--store", str(local)])
+    common = ["--model", "inceptionv1-caffe", "--weights", "random", "--layers", "inception_3a", "--images", photos,
+              "--quiet"]
+    cli("examples", *common, "--top", "3", "--atlas-vectors", "600", "--store", local)
     shutil.copytree(local, remote)
-    atlas = [part.format("atlas") for part in common] + [
-        "--grid", "6", "--icon-steps", "4", "--icon-size", "32", "--icon-batch-size", "8", "--umap-neighbours", "10",
-        "--attribution-vectors", "3", "--atlas-patches", "2"]
-    run(atlas + ["--store", str(local)], env={**os.environ, "OMP_NUM_THREADS": "1"})
-    result = run(atlas + ["--store", str(remote), "--executor", "ray", "--ray-address", cluster], ray_env())
+    atlas = ["atlas", *common, "--grid", "6", "--icon-steps", "4", "--icon-size", "32", "--icon-batch-size", "8",
+             "--umap-neighbours", "10", "--attribution-vectors", "3", "--atlas-patches", "2"]
+    cli(*atlas, "--store", local, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = cli(*atlas, "--store", remote, "--executor", "ray", "--ray-address", cluster, env=ray_env())
     assert "atlas of inceptionv1-caffe" in result.stdout and "  failed:" not in result.stdout
     files = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
     assert files == sorted(str(p.relative_to(remote)) for p in remote.rglob("*") if p.is_file())

@@ -1,8 +1,6 @@
 """torchvision's AlexNet, VGG19, ResNet-50 and Inception v3 in the zoo (seeded random weights: no download
 here): layers found in the graph, receptive fields against hand computation, checked pre-ReLU twins, a
 tiny build of each into a browsable site, and weights files that do not fit."""
-from html.parser import HTMLParser
-
 import pytest
 import torch
 import torchvision
@@ -10,6 +8,7 @@ import torchvision
 from generated import blob_photos, cli
 from microscope.catalogue import catalogue
 from microscope.network import load_network
+from test_site import parse
 
 # By hand, (channels, receptive field size, stride) of two layers per model:
 #   alexnet conv1: 11x11 / 4 -> 11, 4; conv2: max pool 3/2 (11 + 2*4 = 19, 8), 5x5 (19 + 4*8 = 51, 8)
@@ -45,25 +44,6 @@ def test_layers_fields_and_twins_come_from_the_graph(model):
     assert network.broken_twins() == []  # ReLU(twin) is the layer, exactly, on a random input
 
 
-class Links(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.links, self.images = [], []
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "a" and attrs.get("href"):
-            self.links.append(attrs["href"])
-        if tag == "img" and attrs.get("src"):
-            self.images.append(attrs["src"])
-
-
-def parsed(path):
-    page = Links()
-    page.feed(path.read_text(encoding="utf-8"))
-    return page
-
-
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     return blob_photos(tmp_path_factory.mktemp("photos"), 6, seed=5)
@@ -78,11 +58,11 @@ def test_a_tiny_build_of_each_model_is_a_browsable_site(tmp_path, photos, model)
                  "--images", photos, "--store", tmp_path / "store", "--out", site, "--quiet")
     assert "dataset examples: 2 layers computed" in result.stdout and "circuit: " in result.stdout
     assert "failed" not in result.stdout
-    assert f"models/{model}/index.html" in parsed(site / "index.html").links  # the home page lists it
+    assert ("a", f"models/{model}/index.html") in parse(site / "index.html").links  # the home page lists it
     unit = site / "models" / model / first / "0" / "index.html"
-    page = parsed(unit)
-    assert any(src.endswith("channel.webp") for src in page.images)  # its feature visualization
-    for link in page.links:  # every relative link of the unit page leads to a file of the site
+    page = parse(unit)
+    assert any(image["src"].endswith("channel.webp") for image in page.images)  # its feature visualization
+    for _, link in page.links:  # every relative link of the unit page leads to a file of the site
         if not link.startswith(("http", "#", "mailto")):
             target = (unit.parent / link.split("#")[0]).resolve()
             assert target.exists() and site.resolve() in target.parents, link

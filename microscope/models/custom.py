@@ -103,8 +103,7 @@ def _found_layers(graph: Graph, options: dict, shapes: dict) -> list[tuple]:
     found = []
     for node in graph.nodes:
         name = graph.names[node]
-        is_relu = graph.kind_of(node) is nn.ReLU or node.target in (torch.relu, torch.nn.functional.relu, "relu")
-        if is_relu and len(shapes[name]) == 4:
+        if graph.is_relu(node) and len(shapes[name]) == 4:
             found.append((re.sub(r"\W", "_", name), name, "conv", f"ReLU at node {name}"))
     last = graph.names[graph.nodes[-1]]
     if len(shapes[last]) == 2:
@@ -139,17 +138,17 @@ def spec_for(model: str) -> ModelSpec:
         build=lambda: _made(model, factory)[0],
         load_weights=lambda module, path: load_state_dict(module, path, title),
         weights=None, preprocessing=preprocessing, categories=categories, layers=layers, input_size=size)
-    return checked_twins(spec)
+    return checked_twins(spec, module)
 
 
-def checked_twins(spec: ModelSpec) -> ModelSpec:
-    """The spec without the twins that do not give their layer back under ReLU on a random input."""
+def checked_twins(spec: ModelSpec, module: nn.Module) -> ModelSpec:
+    """The spec without the twins that do not give their layer back under ReLU on a random input (through
+    `module`, a network of the spec)."""
     from dataclasses import replace
 
     from microscope.network import Network
 
-    torch.manual_seed(0)
-    network = Network(spec=spec, module=spec.build().eval().requires_grad_(False), weights_id="random-seed0")
+    network = Network(spec=spec, module=module.eval().requires_grad_(False), weights_id="random-seed0")
     broken = set(network.broken_twins())
     if not broken:
         return spec

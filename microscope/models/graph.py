@@ -50,9 +50,11 @@ class Graph:
         found = self._twin(node)
         return None if found is None else tuple(self.names[part] for part in found)
 
+    def is_relu(self, node: fx.Node) -> bool:
+        return self.kind_of(node) is nn.ReLU or node.target in (F.relu, torch.relu, "relu")
+
     def _twin(self, node: fx.Node) -> list[fx.Node] | None:
-        is_relu = self.kind_of(node) is nn.ReLU or node.target in (F.relu, torch.relu, "relu")
-        if is_relu and isinstance(node.args[0], fx.Node) and node.args[0] in self.names:
+        if self.is_relu(node) and isinstance(node.args[0], fx.Node) and node.args[0] in self.names:
             return [node.args[0]]
         if node.target is torch.cat and (node.args[1:] or [node.kwargs.get("dim", 0)])[0] == 1:
             parts = [self._twin(part) for part in node.args[0]]
