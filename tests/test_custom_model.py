@@ -92,3 +92,46 @@ def test_mistakes_with_your_own_model_are_one_line(tmp_path, model_file):
     for model, extra, expected in cases:
         result = cli("featurevis", "--model", model, "--units", "0", "--store", tmp_path / "store", *extra, code=2)
         assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+GELU_MODEL = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+
+    def gelu():
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.GELU(),
+                             nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(8, 4))
+''')
+
+
+def test_circuits_that_cannot_be_linearised_are_skipped_and_said_on_the_pages(tmp_path):
+    """A GELU between two layers: no expanded weights between them (the page names the module), the rest
+    of the build - and the circuits from the later layer into the logits - goes on."""
+    (tmp_path / "gelu.py").write_text(GELU_MODEL)
+    (tmp_path / "photos").mkdir()
+    photos = blob_photos(tmp_path / "photos", 4, seed=3)
+    namespace = {}
+    exec(compile(GELU_MODEL, "gelu", "exec"), namespace)
+    torch.manual_seed(3)
+    torch.save(namespace["gelu"]().state_dict(), tmp_path / "gelu.pth")
+    site, args = tmp_path / "site", ("build", "--model", f"{tmp_path / 'gelu.py'}:gelu", "--weights",
+                                     tmp_path / "gelu.pth", "--layers", "1,5",
+                                     "--units", "0-1", "--steps", "2", "--size", "32", "--objectives", "channel",
+                                     "--top", "2", "--images", photos, "--store", tmp_path / "store",
+                                     "--out", tmp_path / "site", "--quiet")
+    first = cli(*args)
+    assert "cannot linearise module 3 (GELU) between 1 and 5" in first.stderr
+    assert "failed" not in first.stdout
+    layer_page = " ".join(" ".join(parse(site / "models" / "gelu-gelu" / "5" / "index.html").text).split())
+    assert re.search(r"No expanded weights from 1 into this layer: .*cannot linearise module 3 \(GELU\)", layer_page)
+    unit_page = " ".join(" ".join(parse(site / "models" / "gelu-gelu" / "5" / "1" / "index.html").text).split())
+    assert "No expanded weights from 1: " in unit_page and "(GELU)" in unit_page
+    assert "Classes it pushes up most" in unit_page  # 5 -> logits is linear: computed
+    earlier = " ".join(" ".join(parse(site / "models" / "gelu-gelu" / "1" / "0" / "index.html").text).split())
+    assert "No expanded weights into 5: " in earlier and "(GELU)" in earlier
+    assert not (tmp_path / "store" / "gelu-gelu" / "5" / "circuits" / "result.json").exists()
+
+    again = cli(*args)  # the refusal is stored: nothing to redo
+    assert "circuit: 0 layer pairs computed, 2 reused" in again.stdout

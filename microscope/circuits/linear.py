@@ -6,8 +6,9 @@ ReLU becomes the identity and every max pool an average pool over the same windo
 network's own torch.fx graph: trace it up to L's pre-activation, cut it at P's output (which becomes
 the graph's input), and rewrite the nodes in between. Local response normalisation, which old
 networks put between their first layers, becomes its slope at zero, x / k^beta (the identity for
-Caffe's k = 1). Anything else that is not linear (a sigmoid, an attention block) stops with one line
-naming it: a silently wrong linearisation would be worse than none.
+Caffe's k = 1). Anything else that is not linear (a sigmoid, GELU, an attention block) raises NotLinear naming
+it - a silently wrong linearisation would be worse than none - and the circuits view skips that
+pair of layers, saying why on their pages.
 """
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ LINEAR_METHODS = {"view", "reshape", "flatten", "mean", "contiguous", "size", "p
 PASS_METHODS = {"relu", "relu_"}
 
 
+class NotLinear(UsageError):
+    """The network between two layers cannot be linearised: the circuits view skips the pair and says why."""
+
+
 @dataclass
 class LinearPair:
     """P's activation -> L's pre-activation, linearised: `module(x)` maps (N, C_in, S, S) to (N, C_out[, H, W])."""
@@ -53,8 +58,11 @@ class LinearPair:
 def linearise(network, previous: str, layer: str) -> LinearPair:
     """The linear network from layer `previous`'s output to `layer`'s pre-activation."""
     target = network.layer(network.layer(layer).pre_relu or layer)
-    graph_module = cut_graph(network, previous, target.name,
-                             f"expanded weights from {previous} alone do not describe {layer} (circuits)")
+    try:
+        graph_module = cut_graph(network, previous, target.name,
+                                 f"expanded weights from {previous} alone do not describe {layer} (circuits)")
+    except UsageError as error:  # a connection that skips `previous`: no weights between the two alone
+        raise NotLinear(str(error)) from None
     replaced = _rewrite(graph_module, previous, layer)
     graph_module.recompile()
     graph_module.eval().requires_grad_(False)
@@ -79,7 +87,7 @@ def _rewrite(graph_module: fx.GraphModule, previous: str, layer: str) -> list[st
                 count(f"{type(module).__name__} -> identity")
             elif isinstance(module, nn.MaxPool2d):
                 if module.dilation not in (1, (1, 1)) or module.return_indices:
-                    raise UsageError(f"circuits: cannot linearise {node.target} (a dilated max pool) {where}")
+                    raise NotLinear(f"circuits: cannot linearise {node.target} (a dilated max pool) {where}")
                 _set_module(graph_module, node.target, nn.AvgPool2d(module.kernel_size, module.stride, module.padding,
                                                                     module.ceil_mode, count_include_pad=False))
                 count("MaxPool2d -> AvgPool2d")
@@ -90,7 +98,7 @@ def _rewrite(graph_module: fx.GraphModule, previous: str, layer: str) -> list[st
                 graph_module.graph.erase_node(node)
                 count("LocalResponseNorm -> its slope at 0, x / k^beta")
             elif not isinstance(module, LINEAR_MODULES):
-                raise UsageError(f"circuits: cannot linearise module {node.target} ({type(module).__name__}) {where}; "
+                raise NotLinear(f"circuits: cannot linearise module {node.target} ({type(module).__name__}) {where}; "
                                  "expanded weights need linear modules, ReLUs and max pools only")
         elif node.op == "call_function":
             if node.target in PASS_FUNCTIONS:
@@ -108,15 +116,16 @@ def _rewrite(graph_module: fx.GraphModule, previous: str, layer: str) -> list[st
                     count("pad with -inf -> pad with 0")
             elif node.target not in LINEAR_FUNCTIONS and not (node.target is operator.mul and _has_constant(node)):
                 name = getattr(node.target, "__name__", str(node.target))
-                raise UsageError(f"circuits: cannot linearise the function {name} ({node.name}) {where}; "
+                raise NotLinear(f"circuits: cannot linearise the function {name} ({node.name}) {where}; "
                                  "expanded weights need linear operations, ReLUs and max pools only")
         elif node.op == "call_method":
             if node.target in PASS_METHODS:
                 _bypass(graph_module.graph, node)
                 count("relu -> identity")
             elif node.target not in LINEAR_METHODS:
-                raise UsageError(f"circuits: cannot linearise the method .{node.target}() ({node.name}) {where}")
+                raise NotLinear(f"circuits: cannot linearise the method .{node.target}() ({node.name}) {where}")
     return [f"{n} x {what}" for what, n in counts.items()]
+
 
 
 def _bypass(graph: fx.Graph, node: fx.Node) -> None:
@@ -138,10 +147,10 @@ def _avg_pool_args(node: fx.Node, where: str) -> tuple[tuple, dict]:
     names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
     given = dict(zip(names, node.args)) | dict(node.kwargs)
     if given.get("dilation", 1) not in (1, (1, 1), [1, 1]) or given.get("return_indices"):
-        raise UsageError(f"circuits: cannot linearise {node.name} (a dilated max pool) {where}")
+        raise NotLinear(f"circuits: cannot linearise {node.name} (a dilated max pool) {where}")
     return (given["input"], given["kernel_size"]), {"stride": given.get("stride"), "padding": given.get("padding", 0),
                                                      "ceil_mode": given.get("ceil_mode", False),
                                                      "count_include_pad": False}
 
 
-__all__ = ["GLOBAL", "LinearPair", "linearise"]
+__all__ = ["GLOBAL", "LinearPair", "NotLinear", "linearise"]

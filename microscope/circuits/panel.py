@@ -49,7 +49,8 @@ def _entries(page, layer: str, units, values, categories=None, thumbs: bool = Tr
 
 def unit_panel(data, unit: int, page) -> Panel:
     panel = {"previous": data.previous, "next": data.next, "first": data.previous is None, "excite": [],
-             "inhibit": [], "strip": None, "scale": None, "local": True, "outputs": None}
+             "inhibit": [], "strip": None, "scale": None, "local": True, "outputs": None,
+             "refused": data.refused_in, "refused_out": data.refused_out}
     json_block: dict = {"previous": data.previous, "next": data.next}
     if data.incoming is not None:
         arrays, result = data.incoming.arrays, data.incoming.result
@@ -80,16 +81,23 @@ def unit_panel(data, unit: int, page) -> Panel:
                             "inhibit": [e for e in entries[t:] if e["value"] < 0], "classes": logits}
         json_block["outputs"] = [{"unit": e["unit"], "sum": _short(e["value"]), **({"class": e["name"]} if logits else {})}
                                  for e in entries]
-    line = (f"Circuit: expanded weights from {data.previous} (the network between the layers linearised: "
-            "ReLUs as the identity, max pools as average pools), at the unit's centre position."
-            if data.previous else f"Circuit: {data.layer} is the first layer; its inputs are the image's pixels.")
+    if data.refused_in:
+        json_block["refused"] = data.refused_in
+        line = f"Circuit: no expanded weights from {data.previous}: {data.refused_in}."
+    elif data.previous:
+        line = (f"Circuit: expanded weights from {data.previous} (the network between the layers linearised: "
+                "ReLUs as the identity, max pools as average pools), at the unit's centre position.")
+    else:
+        line = f"Circuit: {data.layer} is the first layer; its inputs are the image's pixels."
     settings = {"circuits": {"previous": data.previous, "next": data.next,
                              "top": data.incoming.result.top if data.incoming else None}}
     return Panel(data=panel, json=json_block, provenance=[line], settings=settings, links=[("circuit", "#circuit")])
 
 
 def layer_panel(data, page) -> Panel | None:
-    """The layer's expanded weights from the previous layer as a download, float16."""
+    """The layer's expanded weights from the previous layer as a download, float16; or why there are none."""
+    if data.refused_in:
+        return Panel(data={"previous": data.previous, "refused": data.refused_in}, json={"refused": data.refused_in})
     if data.incoming is None:
         return None
     arrays = data.incoming.arrays
@@ -102,7 +110,7 @@ def layer_panel(data, page) -> Panel | None:
     size = page.write("weights.npz", buffer.getvalue())
     return Panel(data={"previous": data.previous, "units": arrays.top_index.shape[0], "inputs": arrays.sums.shape[1],
                        "top": arrays.top_index.shape[1] // 2, "bytes": size,
-                       "linearised": data.incoming.result.linearised},
+                       "linearised": data.incoming.result.linearised, "refused": None},
                  json={"weights": "weights.npz"})
 
 

@@ -2,13 +2,13 @@
 from microscope.store.atlas import AtlasCells, AtlasIcons, AtlasLayout, AtlasResult, AtlasStage, AtlasVectors
 from microscope.store.files import (FileStamp, atomic_save_npz, atomic_write_bytes, atomic_write_json,
                                     atomic_write_text, load_npz, usable_folder)
-from microscope.store.schema import (CircuitArrays, CircuitResult, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, LayerInfo,
+from microscope.store.schema import (CircuitArrays, CircuitRefusal, CircuitResult, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, LayerInfo,
                                      ModelRecord, PassShard, PatchIndex, PatchSettings, RenderConfig, RenderImage,
                                      RenderRecord, Store, ThumbSettings, ViewSettings)
 from microscope.store.sae import SaeResult, SaeVectors, SaeWeights, VectorShard
 from microscope.store.typed import RecordError
 
-__all__ = ["AtlasCells", "AtlasIcons", "AtlasLayout", "AtlasResult", "AtlasStage", "AtlasVectors", "CircuitArrays", "CircuitResult", "DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary", "FileStamp", "LayerInfo",
+__all__ = ["AtlasCells", "AtlasIcons", "AtlasLayout", "AtlasResult", "AtlasStage", "AtlasVectors", "CircuitArrays", "CircuitRefusal", "CircuitResult", "DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary", "FileStamp", "LayerInfo",
            "ModelRecord", "PassShard", "PatchIndex", "PatchSettings", "RecordError", "RenderConfig", "RenderImage",
            "RenderRecord", "SaeResult", "SaeVectors", "SaeWeights", "Store", "ThumbSettings", "ViewSettings", "atomic_save_npz", "atomic_write_bytes",
            "VectorShard", "atomic_write_json", "atomic_write_text", "load_npz", "usable_folder"]

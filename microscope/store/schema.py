@@ -11,6 +11,7 @@
     <root>/<model>/<layer>/featurevis/<unit>/<objective>.json  RenderRecord, written after its images
     <root>/<model>/<layer>/circuits/weights.npz         CircuitArrays: expanded weights from the previous layer
     <root>/<model>/<layer>/circuits/result.json         CircuitResult, written last
+    <root>/<model>/<layer>/circuits/refused.json        CircuitRefusal: why there are no expanded weights
     <root>/<model>/<layer>/sae/<weights>/...            a sparse autoencoder of the layer (store/sae.py)
 
 Model and layer folders are `names.segment(name)`: the name itself when it is a safe folder name.
@@ -365,6 +366,19 @@ class CircuitResult(JsonRecord):
     local: bool  # False: L is global (logits), each map is one number
     linearised: list[str]  # what the linearisation replaced, e.g. "2 x MaxPool2d -> AvgPool2d"
     files: dict[str, FileStamp]
+
+
+@dataclass(frozen=True)
+class CircuitRefusal(JsonRecord):
+    """circuits/refused.json of a layer L, instead of result.json: the network from P to L is not linear
+    enough to linearise (e.g. a GELU between them), and the pages say so."""
+
+    key: str
+    model: str
+    weights_id: str
+    previous: str
+    layer: str
+    reason: str  # one line naming the module or connection
 
 
 @dataclass

@@ -16,14 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import logging
+
 import click
 
 from microscope.errors import UsageError
 from microscope.jobs import hash_json, make_job
 from microscope.selection import MAIN_KINDS, neighbours
-from microscope.store import CircuitArrays, CircuitResult, Store
+from microscope.store import CircuitArrays, CircuitRefusal, CircuitResult, Store
 from microscope.views.base import Panel, UnitPage, View, ViewPlan
 
+log = logging.getLogger("microscope.build")
 VERSION = 1  # bump when the computation changes: stored weights are then recomputed
 
 
@@ -50,6 +53,8 @@ class LayerCircuits:
     next: str | None
     incoming: Pair | None  # expanded weights from the previous layer into this one
     outgoing: Pair | None  # from this layer into the next
+    refused_in: str | None = None  # why there are no incoming weights (the network between is not linear)
+    refused_out: str | None = None
 
 
 class CircuitsView(View):
@@ -86,13 +91,16 @@ class CircuitsView(View):
         return list(dict.fromkeys(found))
 
     def check(self, request, session) -> None:
-        from microscope.circuits.linear import linearise
+        from microscope.circuits.linear import NotLinear
 
-        network = session.network()
-        for previous, layer in self.pairs(request, session):  # an unknown module: one line now
-            session.memo(("linear pair", previous, layer), lambda p=previous, l=layer: linearise(network, p, l))
+        for previous, layer in self.pairs(request, session):  # an unknown layer: one line now
+            refused = linear_pair(session, previous, layer)
+            if isinstance(refused, NotLinear):
+                log.warning("%s - its pages say so; the build goes on without it", refused)
 
     def plan(self, request, session) -> ViewPlan:
+        from microscope.circuits.linear import NotLinear
+
         settings: Settings = request.settings.get(self.name) or Settings()
         network, store = session.network(), session.store
         catalogue = store.read_model(network.spec.name)
@@ -101,23 +109,32 @@ class CircuitsView(View):
             spec = {"model": network.spec.name, "weights_id": network.weights_id, "previous": previous,
                     "layer": layer, "top": settings.top, "version": VERSION}
             key = hash_json(spec, digits=32)
-            if read_pair(store, network.spec.name, layer, key) is not None:
+            refused = isinstance(linear_pair(session, previous, layer), NotLinear)
+            stored = read_refusal(store, network.spec.name, layer, key) if refused else \
+                read_pair(store, network.spec.name, layer, key)
+            if stored is not None:
                 done += 1
                 continue
             jobs.append(make_job(self.name, "weights", layer, {**spec, "key": key},
-                                 work=catalogue.layer(layer).channels))
+                                 work=catalogue.layer(layer).channels, gpu=not refused))
         return ViewPlan(jobs, todo=len(jobs), done=done, what="layer pairs")
 
     def run(self, job, session, report) -> None:
         from microscope.circuits.expanded import expanded_weights
-        from microscope.circuits.linear import GLOBAL, linearise
+        from microscope.circuits.linear import GLOBAL, NotLinear
 
-        network, store, spec = session.network(), session.store, job.spec
-        pair = session.memo(("linear pair", spec["previous"], spec["layer"]),
-                            lambda: linearise(network, spec["previous"], spec["layer"]))
+        store, spec = session.store, job.spec
+        folder = store.circuits_dir(spec["model"], spec["layer"])
+        pair = linear_pair(session, spec["previous"], spec["layer"])
+        if isinstance(pair, NotLinear):  # one record, so that the pages say why (and a rerun skips it)
+            (folder / "result.json").unlink(missing_ok=True)
+            store.write(folder / "refused.json", CircuitRefusal(
+                key=spec["key"], model=spec["model"], weights_id=spec["weights_id"], previous=spec["previous"],
+                layer=spec["layer"], reason=str(pair)))
+            return
         source = store.read_model(spec["model"]).layer(spec["previous"])
         found = expanded_weights(pair, source.channels, source.height, spec["top"], report=report)
-        folder = store.circuits_dir(spec["model"], spec["layer"])
+        (folder / "refused.json").unlink(missing_ok=True)
         stamp = store.write(folder / "weights.npz", CircuitArrays(
             sums=found.sums, top_index=found.top_index, top_value=found.top_value, maps=found.maps, box=found.box))
         store.write(folder / "result.json", CircuitResult(
@@ -136,14 +153,20 @@ class CircuitsView(View):
         outgoing = read_pair(store, model.name, following) if following else None
         if incoming is not None and incoming.result.previous != previous:
             incoming = None
-        if incoming is None and outgoing is None:
+        refused_in = read_refusal(store, model.name, layer.name) if previous and incoming is None else None
+        refused_out = read_refusal(store, model.name, following) if following and outgoing is None else None
+        if incoming is None and outgoing is None and refused_in is None and refused_out is None:
             return None
-        return LayerCircuits(layer.name, previous, following, incoming, outgoing)
+        return LayerCircuits(layer.name, previous, following, incoming, outgoing,
+                             refused_in.reason if refused_in and refused_in.previous == previous else None,
+                             refused_out.reason if refused_out and refused_out.previous == layer.name else None)
 
     def units(self, data: LayerCircuits) -> set[int]:
         if data.incoming is not None:
             return set(range(data.incoming.arrays.top_index.shape[0]))
-        return set(range(data.outgoing.arrays.sums.shape[1]))
+        if data.outgoing is not None:
+            return set(range(data.outgoing.arrays.sums.shape[1]))
+        return set()  # refused both ways: the other views' units carry the note
 
     def unit_panel(self, data: LayerCircuits, unit: int, page: UnitPage) -> Panel:
         from microscope.circuits.panel import unit_panel
@@ -157,7 +180,8 @@ class CircuitsView(View):
 
     def layer_json(self, data: LayerCircuits) -> dict:
         return {"previous": data.previous, "next": data.next,
-                "linearised": data.incoming.result.linearised if data.incoming else None}
+                "linearised": data.incoming.result.linearised if data.incoming else None,
+                **({"refused": data.refused_in} if data.refused_in else {})}
 
 
 def read_pair(store: Store, model: str, layer: str, key: str | None = None) -> Pair | None:
@@ -168,6 +192,25 @@ def read_pair(store: Store, model: str, layer: str, key: str | None = None) -> P
         return None
     arrays = store.read(folder / "weights.npz", CircuitArrays, result.files.get("weights.npz"))
     return None if arrays is None else Pair(result, arrays, folder)
+
+
+def read_refusal(store: Store, model: str, layer: str, key: str | None = None) -> CircuitRefusal | None:
+    """Why `layer` has no expanded weights from its previous layer (with this key, if given), or None."""
+    found = store.read(store.circuits_dir(model, layer) / "refused.json", CircuitRefusal)
+    return None if found is None or (key is not None and found.key != key) else found
+
+
+def linear_pair(session, previous: str, layer: str):
+    """The linearised network between the two layers, or the NotLinear saying why there is none; once."""
+    from microscope.circuits.linear import NotLinear, linearise
+
+    def make():
+        try:
+            return linearise(session.network(), previous, layer)
+        except NotLinear as refused:
+            return refused
+
+    return session.memo(("linear pair", previous, layer), make)
 
 
 VIEW = CircuitsView()
