@@ -7,10 +7,12 @@ UsageError, an unusable file or folder - becomes one line on stderr and exit cod
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from microscope.errors import UsageError
+from microscope.option_checks import check_device, guard_options
 from microscope.selection import LAYERS, UNITS
 
 
@@ -72,7 +74,8 @@ model_option = click.option("--model", "model", default="inceptionv1", show_defa
                             help="Model of the zoo (see `models`).")
 weights_option = click.option("--weights", default=None,
                               help="Weights file, or 'random' (seeded, for tests). Default: cache, then download.")
-device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+device_option = click.option("--device", default="auto", show_default=True, callback=check_device,
+                             help="auto, cpu or cuda.")
 store_option = click.option("--store", default=None,
                             help="Artifact store folder (default: $MICROSCOPE_STORE or ./artifacts).")
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bars (the summary is still printed).")
@@ -92,7 +95,7 @@ common_options = _options(
                  help="'all' (every conv layer and inception block) or comma-separated names."),
     click.option("--units", default="all", show_default=True, type=UNITS, help="e.g. 0-63, 3,5,9-12 or all."),
     store_option, device_option,
-    click.option("--seed", default=0, show_default=True, type=int, help="Seed of everything random."),
+    click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of everything random."),
     quiet_option, executor_options,
 )
 images_options = _options(
@@ -201,7 +204,7 @@ def circuits(**values):
 @click.option("--labels", default=None, help="Dataset labels: file,class_index CSV, or 'folders'.")
 @store_option
 @device_option
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of everything random.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of everything random.")
 @quiet_option
 @executor_options
 @_view_options("sae")
@@ -278,11 +281,13 @@ def _compute(values: dict, views: list[str]) -> None:
 def build(out, labels_file, log_file, **values):
     """The whole microscope: dataset examples, feature visualizations and the site, resumable."""
     from microscope.executors import executor_from
-    from microscope.pipeline import build as run_build, request_from
+    from microscope.pipeline import build as run_build, check_out, request_from
+    from microscope.unit_labels import read_unit_labels
     from microscope.views import build_views
 
+    check_out(out, values.get("store"), values.get("images"))  # before anything is loaded or written
     _log_to(log_file)
-    unit_labels = _read_labels(labels_file)
+    unit_labels = read_unit_labels(labels_file)
     executor = executor_from(values)
     request, session = request_from(values, build_views())
     outcome = run_build(request, session, out, unit_labels, executor)
@@ -298,19 +303,51 @@ def build(out, labels_file, log_file, **values):
 @click.option("--out", default="site", show_default=True, help="Output folder of the static site.")
 @store_option
 @click.option("--model", "models", multiple=True, help="Only these models (repeatable). Default: all in the store.")
-@click.option("--layers", default=None, help="Comma-separated: rewrite only these layers' pages (incremental).")
+@click.option("--layers", default=None, type=LAYERS,
+              help="Comma-separated: rewrite only these layers' pages (incremental).")
 @click.option("--labels-file", "labels_file", default=None, help="YAML: layer -> unit -> label (and note).")
 @quiet_option
 def site(out, store, models, layers, labels_file, quiet):
     """Render the static site from the artifact store."""
-    from microscope.pipeline import check_store
+    from microscope.pipeline import check_out, check_store
     from microscope.site import build_site
+    from microscope.unit_labels import read_unit_labels
 
-    labels = _read_labels(labels_file)
-    names = [part.strip() for part in layers.split(",") if part.strip()] if layers else None
-    report = build_site(check_store(store).root, out, models=list(models) or None, layers=names, labels=labels,
+    root = check_store(store).root
+    check_out(out, str(root))
+    labels = read_unit_labels(labels_file)
+    names = list(layers) if layers else None  # None: every layer ('all')
+    report = build_site(root, out, models=list(models) or None, layers=names, labels=labels,
                         progress=not quiet)
     click.echo(report.summary())
+
+
+@main.command()
+@store_option
+@click.option("--out", default=None, help="Also check this built site against its manifest.json.")
+@click.option("--repair", is_flag=True, default=False,
+              help="Remove every damaged piece (and the record vouching for it): the next build recomputes them.")
+def verify(store, out, repair):
+    """Check every record of the artifact store (and a built site); say what is damaged. Exit 1 if anything is."""
+    from microscope.pipeline import check_store
+    from microscope.store.lock import writing
+    from microscope.verify import repair as remove_damaged, verify_site, verify_store
+
+    root = check_store(store).root
+    report = verify_store(root)
+    for damage in report.damaged:
+        click.echo(f"damaged: {damage.path.relative_to(root)}: {damage.problem}")
+    site = verify_site(Path(out)) if out is not None else []
+    for damage in site:
+        click.echo(f"site: {damage.problem}")
+    click.echo(f"store {root}: {report.records} records and {report.files} files checked, {len(report.damaged)} damaged"
+               + (f"; site {out}: {len(site)} damaged" if out is not None else ""))
+    if repair and (report.damaged or site):
+        with writing(root):  # no build may be writing while pieces are removed
+            removed = remove_damaged(report.damaged, root) + (remove_damaged(site, Path(out)) if site else 0)
+        click.echo(f"repaired: removed {removed} files; run the same build again to recompute them")
+    elif report.damaged or site:
+        raise SystemExit(1)
 
 
 @main.command()
@@ -329,37 +366,16 @@ def serve(out, port):
 @click.option("--push/--no-push", default=False, show_default=True, help="Push the branch to --remote.")
 @click.option("--remote", default="origin", show_default=True)
 @click.option("--message", default=None, help="Commit message.")
-def publish(out, branch, push, remote, message):
-    """Commit the built site to the gh-pages branch (through a git worktree; other branches untouched)."""
+@click.option("--force", is_flag=True, default=False,
+              help="Replace --branch even if publish did not make it (its files are replaced; never force-pushes).")
+def publish(out, branch, push, remote, message, force):
+    """Commit the site's files (those its manifest.json lists) to gh-pages through a git worktree."""
     from microscope.publish import publish as publish_site
 
-    result = publish_site(out, ".", branch=branch, message=message, push=push, remote=remote)
+    result = publish_site(out, ".", branch=branch, message=message, push=push, remote=remote, force=force)
     state = "committed" if result["changed"] else "unchanged"
     click.echo(f"{branch}: {state} at {result['commit'][:12]}" + (f", pushed to {remote}" if result["pushed"] else
                                                                  f" (push with: git push {remote} {branch})"))
-
-
-def _read_labels(path: str | None) -> dict | None:
-    """labels.yaml: layer -> unit -> "short label" or {label, note}."""
-    if path is None:
-        return None
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as error:
-        raise UsageError(f"cannot read labels file {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"labels file {path} is not UTF-8 text; save it as UTF-8") from None
-    except yaml.YAMLError as error:
-        raise UsageError(f"labels file {path} is not valid YAML ({str(error).splitlines()[0]}); "
-                         "expected layer -> unit -> label") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise UsageError(f"labels file {path} must map layer -> unit -> label, e.g. 'mixed3b: {{379: curve}}'")
-    return data
 
 
 def _log_to(path: str | None) -> None:
@@ -372,9 +388,16 @@ def _log_to(path: str | None) -> None:
     except OSError as error:
         raise UsageError(f"cannot write log file {path}: {error.strerror}") from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # A handler of our own turns off Python's last-resort one, which is what shows warnings on the
+    # terminal: warnings keep going there too.
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING)
     root = logging.getLogger("microscope")
+    root.addHandler(console)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
 
+
+guard_options(main)
 
 __all__ = ["main"]

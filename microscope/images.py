@@ -7,15 +7,16 @@ Labels come from an ImageFolder tree (one class per top-level subfolder) or a `f
 Decoding is deliberately forgiving about *formats* (grayscale, 16-bit, CMYK, palette, alpha, EXIF
 rotation, animations) and strict about *damage*: a corrupt or truncated file is skipped with a
 warning naming it, never half-decoded (Pillow's LOAD_TRUNCATED_IMAGES stays off) and never fatal.
+
+Finding the files (safely: link loops, FIFOs) is image_files.py; reading labels is image_labels.py.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -23,10 +24,11 @@ import torch
 from PIL import Image, ImageOps
 
 from microscope.errors import UsageError
+from microscope.image_files import NotRegular, content_digest, find_images, open_regular
+from microscope.image_labels import csv_labels, folder_labels
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 # Transparent pixels are shown over white: images with alpha are mostly product shots and logos
 # made for white pages, and the site displays every image on white.
@@ -98,20 +100,33 @@ def resize_rgb(pixels: torch.Tensor, height: int, width: int, mode: str) -> torc
 def load_rgb(path: str | Path) -> Image.Image:
     """Decode a file into an 8-bit RGB picture, upright, first frame, alpha over white.
 
-    Raises `UnreadableImage` (one line: path and reason) if the file cannot be fully decoded.
+    Raises `UnreadableImage` (one line: path and reason) if the file cannot be fully decoded. The
+    reason never holds the path itself: it is stored with the in-root name and may be shown.
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with open_regular(path) as f, Image.open(f) as image:
             image.seek(0)  # animations (GIF, WebP): the first frame
             image.load()  # decode now, inside the try: truncation only shows up here
             image = _upright(image)
             return _to_rgb(image)
+    except NotRegular as error:
+        raise UnreadableImage(path, str(error)) from None
     except FileNotFoundError:
         raise UnreadableImage(path, "no such file") from None
+    except Image.UnidentifiedImageError:  # its message names the file object, not the file
+        raise UnreadableImage(path, "cannot identify image file") from None
+    except OSError as error:
+        if error.strerror and error.filename is not None:  # e.g. "[Errno 13] Permission denied: '/...'"
+            raise UnreadableImage(path, error.strerror.lower()) from None
+        raise UnreadableImage(path, _reason(error, path)) from None
     except Exception as error:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, EOFError...
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UnreadableImage(path, reason) from None
+        raise UnreadableImage(path, _reason(error, path)) from None
+
+
+def _reason(error: Exception, path: Path) -> str:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return reason.replace(str(path), path.name)  # a local path must not travel with the reason
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -160,14 +175,14 @@ class ImageDataset(torch.utils.data.Dataset):
         self.classes: list[str] | None = None
         self.labels: list[int] | None = None
         self._fingerprint: str | None = None
-        found = _find_images(self.root)
+        found, skipped = find_images(self.root)
         if labels is None:
             self.files = found
         elif str(labels) == "folders":
             self.files = found
-            self.classes, self.labels = _folder_labels(self.root, found)
+            self.classes, self.labels = folder_labels(self.root, found)
         else:
-            self.files, self.labels = _csv_labels(Path(labels), self.root, found)
+            self.files, self.labels = csv_labels(Path(labels), self.root, found, skipped)
 
     @classmethod
     def from_index(cls, index, view: View) -> "ImageDataset":
@@ -228,7 +243,7 @@ class ImageDataset(torch.utils.data.Dataset):
             digest = hashlib.sha256()
             for relative in self.files:
                 digest.update(relative.encode("utf-8") + b"\0")
-                digest.update(_content_digest(self.root / relative))
+                digest.update(content_digest(self.root / relative))
             self._fingerprint = digest.hexdigest()[:16]
         return self._fingerprint
 
@@ -265,81 +280,3 @@ def _collate(items):
     images = torch.stack([image for _, image in good]) if good else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
     return indices, images, bad
 
-
-def _find_images(root: Path) -> list[str]:
-    message = f"no images found in {root} (looked for {' '.join(SUFFIXES)})"
-    if not root.is_dir():
-        raise UsageError(f"{message}: the folder does not exist; pass a folder of images")
-    found = []
-    for directory, subdirs, names in os.walk(root, followlinks=True):
-        subdirs[:] = [name for name in subdirs if not name.startswith(".")]
-        for name in names:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in SUFFIXES:
-                found.append(Path(directory, name).relative_to(root).as_posix())
-    if not found:
-        raise UsageError(message)
-    return sorted(found)
-
-
-def _folder_labels(root: Path, files: list[str]) -> tuple[list[str], list[int]]:
-    classes = sorted(entry.name for entry in root.iterdir()
-                     if entry.is_dir() and not entry.name.startswith("."))
-    loose = [name for name in files if "/" not in name]
-    if loose:
-        raise UsageError(f"{len(loose)} images in {root} are not inside a class folder (first: {loose[0]}); "
-                         "with --labels folders every image must be in ROOT/<class>/")
-    index = {name: i for i, name in enumerate(classes)}
-    return classes, [index[name.split("/", 1)[0]] for name in files]
-
-
-def _csv_labels(csv_path: Path, root: Path, found: list[str]) -> tuple[list[str], list[int]]:
-    if not csv_path.is_file():
-        raise UsageError(f"labels file {csv_path} not found; pass a file,class_index CSV or 'folders'")
-    available = set(found)
-    labelled: dict[str, int] = {}
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
-    except UnicodeDecodeError:
-        raise UsageError(f"labels file {csv_path} is not UTF-8 text; save it as UTF-8 CSV 'file,class_index'") from None
-    except csv.Error as error:
-        raise UsageError(f"labels file {csv_path} is not a readable CSV ({error})") from None
-    for number, row in enumerate(rows, start=1):
-        where = f"{csv_path} line {number}"
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        if len(row) != 2:
-            raise UsageError(f"{where}: expected 2 columns 'file,class_index', found {len(row)}")
-        name, value = row[0].strip(), row[1].strip()
-        try:
-            label = int(value)
-        except ValueError:
-            if number == 1:  # a header row
-                continue
-            raise UsageError(f"{where}: class index {value!r} is not an integer") from None
-        if not 0 <= label < 2**31:
-            raise UsageError(f"{where}: class index {label} is {'negative' if label < 0 else 'too large'}")
-        relative = PurePosixPath(name).as_posix()
-        if relative not in available:
-            problem = "does not exist" if not (root / relative).is_file() else "is not a supported image"
-            raise UsageError(f"{where}: image {relative} {problem} under {root}")
-        if relative in labelled:
-            raise UsageError(f"{where}: image {relative} is listed twice")
-        labelled[relative] = label
-    if not labelled:
-        raise UsageError(f"labels file {csv_path} lists no images; expected rows 'file,class_index'")
-    files = sorted(labelled)
-    return files, [labelled[name] for name in files]
-
-
-def _content_digest(path: Path, chunk: int = 64 * 1024) -> bytes:
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        if size <= 2 * chunk:
-            digest.update(f.read())
-        else:
-            digest.update(f.read(chunk))
-            f.seek(size - chunk)
-            digest.update(f.read(chunk))
-    return digest.digest()

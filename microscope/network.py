@@ -164,6 +164,14 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def non_finite(module: nn.Module) -> tuple[str, str] | None:
+    """(name, "NaN" or "infinite") of the first tensor of the module's weights that is not finite, or None."""
+    for name, tensor in module.state_dict().items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            return name, "NaN" if bool(torch.isnan(tensor).any()) else "infinite"
+    return None
+
+
 def load_network(model: str, weights: str | None = None, device: str = "cpu", seed: int = 0,
                  progress: bool = True) -> Network:
     """Build a model of the zoo and fill it: `weights` is a path, "random", or None (cache/download)."""
@@ -184,6 +192,10 @@ def load_network(model: str, weights: str | None = None, device: str = "cpu", se
             raise UsageError(
                 f"cannot load weights {path} into {spec.name}: {error}; pass the right file with --weights"
             ) from None
+        found = non_finite(module)
+        if found is not None:
+            raise UsageError(f"weights file {path} holds {found[1]} values in {found[0]}; every render and example "
+                             "would be NaN: pass weights of a finished, healthy training run with --weights")
         weights_id = file_sha256(path)
     module.eval().requires_grad_(False)
     dev = resolve_device(device)

@@ -11,6 +11,7 @@ pages as they were.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,10 +75,15 @@ def resolve_images(images: str | None, labels: str | None) -> Images | None:
 
         folder, found = imagenette()
         return Images(str(folder), labels or str(found))
-    if not Path(images).is_dir():
+    if not _exists(images, Path.is_dir, "--images"):
         raise UsageError(f"image folder {images} not found; pass an existing folder or 'imagenette' to --images")
-    if labels not in (None, "folders") and not Path(labels).is_file():
-        raise UsageError(f"labels file {labels} not found; pass a file,class_index CSV or 'folders'")
+    if not os.access(images, os.R_OK | os.X_OK):
+        raise UsageError(f"image folder {images} is not readable; give this user read access or pass another folder")
+    if labels not in (None, "folders"):
+        if not _exists(labels, Path.is_file, "--labels"):
+            raise UsageError(f"labels file {labels} not found; pass a file,class_index CSV or 'folders'")
+        if not os.access(labels, os.R_OK):
+            raise UsageError(f"labels file {labels} is not readable; give this user read access or pass another file")
     # Absolute: a job may run in another process, from another folder.
     return Images(str(Path(images).resolve()), labels if labels in (None, "folders") else str(Path(labels).resolve()))
 
@@ -92,9 +98,16 @@ def request_from(values: dict, views: list[str], session: Session | None = None)
     settings = {name: VIEWS[name].settings(values) for name in views}
     images = resolve_images(values.get("images"), values.get("labels"))
     store = Path(values.get("store") or default_store_root())
-    usable_folder(store, "artifact store", "--store", create=False)
+    _usable(store, "artifact store", "--store")
+    if images is not None:
+        _separate({"--store": store, "--images": Path(images.folder)})
     weights = values.get("weights")
     if weights not in (None, "random"):
+        if not _exists(Path(weights).expanduser(), Path.is_file, "--weights"):
+            raise UsageError(f"weights file {weights} not found; pass an existing file with --weights, "
+                             "or leave --weights out to download the model's weights")
+        if not os.access(Path(weights).expanduser(), os.R_OK):
+            raise UsageError(f"weights file {weights} is not readable; give this user read access or pass another file")
         weights = str(Path(weights).expanduser().resolve())
     from microscope.models.custom import canonical
 
@@ -117,6 +130,7 @@ def compute(request: Request, session: Session, executor=None) -> Outcome:
     network = session.network()
     for name in request.views:  # every check before the first write
         VIEWS[name].check(request, session)
+    check_memory(request, session)
     usable_folder(session.store.root, "artifact store", "--store")
     with writing(session.store.root) as swept:
         if swept:
@@ -143,9 +157,8 @@ def compute(request: Request, session: Session, executor=None) -> Outcome:
 def build(request: Request, session: Session, out: str, unit_labels: dict | None = None, executor=None) -> Outcome:
     """`compute`, then the site of the request's model and layers in `out`."""
     from microscope.site import build_site
-    from microscope.site.builder import check_out_dir
 
-    check_out_dir(Path(out), create=False)  # before any work: a bad --out must not cost the compute
+    check_out(out, str(session.store.root), request.images.folder if request.images else None)  # before any work
     warning = size_warning(session.network())
     if warning:
         log.warning(warning)
@@ -158,6 +171,115 @@ def build(request: Request, session: Session, out: str, unit_labels: dict | None
     outcome.seconds["site"] = time.perf_counter() - began
     outcome.site = site.summary()
     return outcome
+
+
+def check_out(out: str, store: str | None = None, images: str | None = None) -> None:
+    """The site folder `build` and `site` will write, checked before anything is loaded or computed:
+    usable, apart from the store and the image folder, and neither it nor the store in use by another run."""
+    from microscope.site.builder import check_out_dir
+
+    try:
+        check_out_dir(Path(out), create=False)
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise UsageError(f"cannot write the site at --out {out} ({error.strerror or error}); "
+                         "pass a writable folder") from None
+    folders = {"--out": Path(out), "--store": Path(store or default_store_root())}
+    if images not in (None, "imagenette"):
+        folders["--images"] = Path(images)
+    _separate(folders)
+    from microscope.site.builder import SITE_LOCK
+    from microscope.store.lock import check_free
+
+    check_free(out, "the site", SITE_LOCK, "--out")  # another run writing there: say so now, not after the work
+    check_free(folders["--store"])
+
+
+def _usable(path: Path, what: str, option: str) -> None:
+    """usable_folder without creating anything, with an OSError (a name too long...) as one line."""
+    try:
+        usable_folder(path, what, option, create=False)
+    except OSError as error:
+        raise UsageError(f"cannot write the {what} at {option} {path} ({error.strerror or error}); "
+                         "pass a writable folder") from None
+
+
+def _exists(path, test, option: str) -> bool:
+    """`test(path)` (Path.is_dir, Path.is_file); a path the system cannot even look up is one line."""
+    try:
+        return test(Path(path))
+    except OSError as error:
+        raise UsageError(f"cannot use {option} {path} ({error.strerror or error}); pass an existing path") from None
+    except ValueError as error:  # a NUL byte
+        raise UsageError(f"cannot use {option} {path!r} ({error}); pass an existing path") from None
+
+
+def _separate(folders: dict[str, Path]) -> None:
+    """The site, the store and the image folder must not be one another or inside one another: the site
+    builder deletes stale files in its folder, and a store or site inside the images would become images."""
+    found = [(option, Path(os.path.abspath(path))) for option, path in folders.items()]
+    for at, (one, first) in enumerate(found):
+        for two, second in found[at + 1:]:
+            if first == second or first in second.parents or second in first.parents:
+                raise UsageError(f"{one} {folders[one]} and {two} {folders[two]} overlap (one is inside the other); "
+                                 "give them separate folders")
+
+
+ACCUMULATOR_BYTES = 200  # per unit and kept example: the pass peaks at about 70 (top and bottom, with their
+# merge temporaries); the rest covers checkpoint copies and the summary
+
+
+def check_memory(request: Request, session: Session, available: int | None = None) -> None:
+    """Refuse a --top whose examples cannot be kept in memory (or exceed the dataset), before any work:
+    the pass keeps the top and bottom examples of every unit of every chosen layer at once.
+    `available`: the bytes free (default: measured on the network's device)."""
+    settings = request.settings.get("examples")
+    if "examples" not in request.views or request.images is None or settings is None:
+        return
+    from microscope.catalogue import catalogue
+    from microscope.views.examples import Settings, request_images
+
+    images = len(request_images(request, session))
+    top = settings.top_k
+    if top > images and top > Settings().top_k:  # above both the dataset and the default
+        raise UsageError(f"--top {top} asks for more examples per unit than the {images} images of "
+                         f"{request.images.folder}; pass --top {images} or less")
+    units = sum(info.channels for info in catalogue(session.network(), list(request.layers)))
+    need = units * top * ACCUMULATOR_BYTES
+    have = available if available is not None else _memory(session.network().device)
+    if have is not None and need > have:
+        most = max(1, have // (units * ACCUMULATOR_BYTES))
+        raise UsageError(f"--top {top} for {units} units needs about {_bytes(need)} of memory to keep the "
+                         f"examples, more than the {_bytes(have)} available; pass --top {most} or less, "
+                         "or fewer --layers")
+
+
+def _bytes(count: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _memory(device) -> int | None:
+    """Bytes free for the accumulators on `device`: the GPU's free memory, else the least of the
+    machine's available memory and this process's cgroup (container, batch job) allowance; None if unknown."""
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0]
+    found = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            found += [int(line.split()[1]) * 1024 for line in info if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # cgroup v2: memory.max is "max" when unlimited
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
 
 
 PAGES_LIMIT = 1_000_000_000  # GitHub Pages' limit on a site

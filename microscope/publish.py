@@ -2,6 +2,13 @@
 
 The site is committed through a temporary `git worktree`, so the user's checkout, index and other
 branches are never touched, and pushing (optional) sends only the pages branch, without force.
+
+Only the files listed in the site's `manifest.json` (written by the site builder) are published,
+each read without following symlinks and checked against its size and sha256: a site folder may
+hold a `.git`, notes or a symlink to a private file, and none of that may reach a public branch.
+Every commit publish makes carries the trailer `Published-by: microscope`; a branch whose last
+commit lacks it was made (or amended) by someone else and is replaced only with `force=True`.
+User values (branch, remote) are checked before git sees them, so none can become a git option.
 """
 from __future__ import annotations
 
@@ -11,6 +18,10 @@ import tempfile
 from pathlib import Path
 
 from microscope.errors import UsageError
+from microscope.site.manifest import MANIFEST, SiteFileError, listed_file, manifest_text, read_manifest
+
+TRAILER = "Published-by: microscope"
+DEFAULT_MESSAGE = "Publish microscope site"  # also the whole message of commits from before TRAILER
 
 
 def _git(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -30,50 +41,104 @@ def _identity(repo: Path) -> list[str]:
     return args
 
 
-def _replace_tree(source: Path, target: Path) -> None:
-    """Make `target` (a worktree) hold exactly the files of `source`, keeping its .git link."""
+def check_remote(remote: str) -> None:
+    """A remote name or URL that git cannot read as an option (`--upload-pack=...` would run a command)."""
+    if not remote or remote.startswith("-") or any(ord(c) < 32 or c == "\x7f" for c in remote):
+        raise UsageError(f"--remote {remote!r} is not a remote name or URL; use a name that `git remote` "
+                         "lists (such as origin) or a repository URL")
+
+
+def check_branch(branch: str, repo: Path) -> None:
+    """A plain branch name: git's own rules, and nothing it would expand (`@{-1}`) or read as an option."""
+    if branch and not branch.startswith("-"):
+        result = _git(["check-ref-format", "--branch", branch], repo, check=False)
+        if result.returncode == 0 and result.stdout.strip() == branch:
+            return
+    raise UsageError(f"--branch {branch!r} is not a valid branch name; use a name such as gh-pages")
+
+
+def _made_by_publish(repo: Path, branch: str) -> bool:
+    """Whether the branch's last commit is one of ours: its last paragraph holds TRAILER.
+
+    The tip commit, not a marker file: a commit added by hand on top (a CNAME, an edited page)
+    lacks the trailer, so publish refuses rather than silently dropping that work.
+    """
+    body = _git(["log", "-1", "--format=%B", f"refs/heads/{branch}", "--"], repo).stdout.strip()
+    return TRAILER in (line.strip() for line in body.split("\n\n")[-1].splitlines()) or body == DEFAULT_MESSAGE
+
+
+def _find_repo(repo_dir: Path) -> Path:
+    probe = _git(["rev-parse", "--show-toplevel"], repo_dir, check=False)
+    if probe.returncode != 0:
+        raise UsageError(f"{repo_dir.resolve()} is not inside a git repository; "
+                         "run `git init` or publish from your clone")
+    return Path(probe.stdout.strip())
+
+
+def _copy_site(site: Path, manifest: dict, target: Path) -> None:
+    """Make `target` (a worktree) hold exactly the manifest's files, keeping its .git link."""
     for entry in target.iterdir():
         if entry.name == ".git":
             continue
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    shutil.copytree(source, target, dirs_exist_ok=True, symlinks=False)
+    for relative, entry in sorted(manifest["files"].items()):
+        try:
+            data = listed_file(site, relative, entry)  # checks the path too: it cannot leave `target`
+        except SiteFileError as error:
+            raise UsageError(f"not publishing {site}: {error}; rebuild it with `build.py site --out {site}` "
+                             "(nothing was committed)") from None
+        destination = target / relative
+        try:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(data)
+        except OSError as error:
+            raise UsageError(f"not publishing {site}: cannot copy {relative} ({error.strerror})") from None
+    (target / MANIFEST).write_text(manifest_text(manifest["files"], manifest["generator"]), encoding="utf-8")
+    (target / ".nojekyll").touch()  # GitHub Pages must not run Jekyll over the files
 
 
-def publish(site_dir: str | Path, repo_dir: str | Path = ".", branch: str = "gh-pages",
-            message: str | None = None, push: bool = False, remote: str = "origin") -> dict:
-    """Commit `site_dir` as the whole content of `branch`; returns {"commit", "changed", "pushed"}."""
+def publish(site_dir: str | Path, repo_dir: str | Path = ".", branch: str = "gh-pages", message: str | None = None,
+            push: bool = False, remote: str = "origin", force: bool = False) -> dict:
+    """Commit the manifest's files of `site_dir` as the whole content of `branch`.
+
+    Returns {"commit", "changed", "pushed", "branch"}. `force`: replace a branch publish did not make.
+    """
+    check_remote(remote)
     site = Path(site_dir).resolve()
-    if not (site / "index.html").is_file():
-        raise UsageError(f"no site at {site_dir} (index.html missing); build it first with `build.py site --out {site_dir}`")
-    probe = _git(["rev-parse", "--show-toplevel"], Path(repo_dir), check=False)
-    if probe.returncode != 0:
-        raise UsageError(f"{Path(repo_dir).resolve()} is not inside a git repository; run `git init` or publish from your clone")
-    repo = Path(probe.stdout.strip())
-    if site == repo or repo in site.parents and _git(["check-ignore", "-q", str(site)], repo, check=False).returncode != 0:
-        raise UsageError(f"the site folder {site_dir} is tracked by this repository; build it into an ignored folder such as site/")
+    manifest = read_manifest(site)
+    repo = _find_repo(Path(repo_dir))
+    check_branch(branch, repo)
+    ignored = _git(["check-ignore", "-q", "--", str(site)], repo, check=False).returncode == 0
+    if site == repo or repo in site.parents and not ignored:
+        raise UsageError(f"the site folder {site_dir} is tracked by this repository; "
+                         "build it into an ignored folder such as site/")
     has_branch = _git(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], repo, check=False).returncode == 0
+    if has_branch and not force and not _made_by_publish(repo, branch):
+        raise UsageError(f"branch {branch} was not made by `build.py publish` (its last commit has no "
+                         f"'{TRAILER}' line) and publishing replaces all its files; pass --force to replace them, "
+                         "or choose another --branch")
 
     with tempfile.TemporaryDirectory(prefix="microscope-publish-") as tmp:
         worktree = Path(tmp) / "pages"
         if has_branch:
-            _git(["worktree", "add", "--quiet", str(worktree), branch], repo)
+            _git(["worktree", "add", "--quiet", "--", str(worktree), branch], repo)
         else:  # an orphan branch: the pages history shares nothing with the source history
-            _git(["worktree", "add", "--quiet", "--detach", str(worktree)], repo)
-            _git(["checkout", "--quiet", "--orphan", branch], worktree)
-            _git(["rm", "-rf", "--quiet", "--ignore-unmatch", "."], worktree)
+            _git(["worktree", "add", "--quiet", "--detach", "--", str(worktree)], repo)
+            _git(["checkout", "--quiet", f"--orphan={branch}"], worktree)
+            _git(["rm", "-rf", "--quiet", "--ignore-unmatch", "--", "."], worktree)
         try:
-            _replace_tree(site, worktree)
-            (worktree / ".nojekyll").touch()  # GitHub Pages must not run Jekyll over the files
-            _git(["add", "--all", "."], worktree)
+            _copy_site(site, manifest, worktree)
+            _git(["add", "--all", "--", "."], worktree)
             changed = _git(["diff", "--cached", "--quiet"], worktree, check=False).returncode != 0 or not has_branch
             if changed:
-                _git([*_identity(repo), "commit", "--quiet", "--allow-empty", "-m", message or "Publish microscope site"], worktree)
+                text = f"{(message or DEFAULT_MESSAGE).rstrip()}\n\n{TRAILER}\n"
+                _git([*_identity(repo), "commit", "--quiet", "--allow-empty", "-m", text], worktree)
             commit = _git(["rev-parse", "HEAD"], worktree).stdout.strip()
         finally:
-            _git(["worktree", "remove", "--force", str(worktree)], repo, check=False)
+            _git(["worktree", "remove", "--force", "--", str(worktree)], repo, check=False)
             _git(["worktree", "prune"], repo, check=False)
     pushed = False
     if push:
-        _git(["push", remote, f"refs/heads/{branch}:refs/heads/{branch}"], repo)
+        _git(["push", "--", remote, f"refs/heads/{branch}:refs/heads/{branch}"], repo)
         pushed = True
     return {"commit": commit, "changed": changed, "pushed": pushed, "branch": branch}

@@ -29,6 +29,17 @@ def cli(*args, code: int = 0, env: dict | None = None) -> subprocess.CompletedPr
     return result
 
 
+def lock_holder(folder: Path, *lock_args) -> subprocess.Popen:
+    """Another process holding `folder`'s write lock (microscope/store/lock.py) until killed; returned once
+    it holds it. `lock_args`: what, name and option, as for a site folder."""
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom microscope.store.lock import writing\n"
+                               f"with writing({str(folder)!r}, *{list(lock_args)!r}):\n"
+                               "    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
 def command(*args) -> list[str]:
     """The command line of build.py with these arguments (for a process the test watches or kills)."""
     return [sys.executable, str(REPO / "build.py"), *map(str, args)]

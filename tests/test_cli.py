@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -142,6 +143,11 @@ def files(tmp_path_factory, photos):
     (root / "labels.yaml").write_bytes(b"conv1:\n  1: \xe9t\xe9\n")
     (root / "notasite").mkdir()
     (root / "notasite" / "thesis.tex").write_text("precious")
+    from test_custom_model import your_own_model  # with weights gone wrong
+
+    _, weights = your_own_model(root, seed=0)
+    weights["features.3.bias"][2] = float("nan")
+    torch.save(weights, root / "nan.pth")
     return root
 
 
@@ -182,6 +188,11 @@ BAD = [
     (["publish", "--out", "/no/site"], "no site at /no/site"),
     (["build", *TINY, "--out", "/proc/x"], "cannot write the site at --out /proc/x"),
     (["build", *TINY, "--labels-file", "/no/labels.yaml"], "cannot read labels file"),
+    (["build", *TINY, "--images", "{photos}", "--out", "{photos}/site"], "overlap (one is inside the other)"),
+    (["build", *TINY, "--images", "{photos}", "--store", "{photos}"], "overlap (one is inside the other)"),
+    (["examples", *TINY, "--images", "{photos}", "--top", "1000"], "more examples per unit than the 5 images"),
+    (["featurevis", "--model", "{files}/tiny.py:tiny", "--weights", "{files}/nan.pth", "--quiet"],
+     "holds NaN values in features.3.bias"),
 ]
 
 

@@ -37,6 +37,23 @@ MODEL = textwrap.dedent('''
 ''')
 
 
+def your_own_model(folder, seed: int, name: str = "tiny.py"):
+    """The README's example written to folder/name, and a seeded state_dict of its own."""
+    (folder / name).write_text(MODEL)
+    namespace = {}
+    exec(compile(MODEL, "tinynet", "exec"), namespace)  # the user's class, to make weights of its own
+    torch.manual_seed(seed)
+    return folder / name, namespace["TinyNet"]().state_dict()
+
+
+def model_and_photos(root, seed: int):
+    """root/tiny.py (the README's example), root/tiny.pth (its seeded weights) and 8 photos in root/photos."""
+    torch.save(your_own_model(root, seed)[1], root / "tiny.pth")
+    (root / "photos").mkdir()
+    blob_photos(root / "photos", 8, seed=seed)
+    return root
+
+
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mine")
@@ -57,10 +74,7 @@ def test_your_own_model_builds_into_a_site(tmp_path, model_file):
     assert rows["logits"][1:3] == ["logits", "10"]
 
     weights = tmp_path / "tiny.pth"
-    torch.manual_seed(7)
-    namespace = {}
-    exec(compile(MODEL, "tinynet", "exec"), namespace)  # the user's class, to save weights of its own
-    torch.save(namespace["TinyNet"]().state_dict(), weights)
+    torch.save(your_own_model(tmp_path, seed=7)[1], weights)
     site = tmp_path / "site"
     result = cli("build", "--model", f"{model_file}:tiny", "--weights", weights, "--layers", "features_1,features_4",
                  "--units", "0-3", "--steps", "3", "--size", "48", "--objectives", "channel", "--top", "3",

@@ -1,7 +1,12 @@
 """Image decoding, the centre-crop view, and datasets: checked pixel by pixel on images made here."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -328,3 +333,173 @@ def test_batches_reject_bad_arguments(tmp_path):
         next(dataset.batches(batch_size=0))
     with pytest.raises(UsageError, match="workers"):
         next(dataset.batches(workers=-1))
+
+
+# --- hostile folders: FIFOs, sockets, devices, dangling links, link loops, duplicates ----------------
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail instead of hanging: opening a FIFO blocks until a writer comes, forever in a test."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still blocked after {seconds} s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "microscope.images"]
+
+
+def test_fifo_socket_and_device_named_like_photos_are_skipped_unopened(tmp_path, caplog, monkeypatch):
+    root = tmp_path / "hostile-a"
+    make_tree(root, ["good.png"])
+    os.mkfifo(root / "fifo.jpg")
+    monkeypatch.chdir(root)  # a relative name: a socket's path is limited to ~108 bytes
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("socket.png")
+    (root / "null.jpg").symlink_to(os.devnull)
+    make_tree(root, ["folder.jpg/inner.png"])  # a folder named like a photo is a folder
+    try:
+        with deadline(10), caplog.at_level(logging.WARNING, logger="microscope.images"):
+            dataset = ImageDataset(root)
+            assert dataset.files == ["folder.jpg/inner.png", "good.png"]
+            assert len(dataset.fingerprint()) == 16
+    finally:
+        server.close()
+    assert warnings_of(caplog) == ["skipped 3 entries of hostile-a: 3 not a regular file (first: fifo.jpg)"]
+
+
+def test_a_fifo_that_takes_a_photos_place_later_does_not_block(tmp_path, caplog):
+    make_tree(tmp_path, ["a.png", "b.png"], colour=GREEN)
+    dataset = ImageDataset(tmp_path, view=View(resize=None, crop=4))
+    (tmp_path / "a.png").unlink()
+    os.mkfifo(tmp_path / "a.png")
+    with deadline(10), caplog.at_level(logging.WARNING, logger="microscope.images"):
+        assert dataset.load(0) == (None, "not a regular file (a FIFO)")
+        with pytest.raises(UnreadableImage, match=r"a\.png: not a regular file \(a FIFO\)"):
+            load_rgb(tmp_path / "a.png")
+        batches = list(dataset.batches(batch_size=2, workers=0))
+        assert len(dataset.fingerprint()) == 16
+    assert batches[0].indices.tolist() == [1] and batches[0].skipped == [("a.png", "not a regular file (a FIFO)")]
+    assert (batches[0].images[0].permute(1, 2, 0) == torch.tensor(GREEN, dtype=torch.uint8)).all()
+
+
+def test_link_loops_are_walked_once(tmp_path, caplog):
+    root = tmp_path / "loops"
+    make_tree(root, ["photo.png", "a/x.png"])
+    (root / "a" / "back").symlink_to("..")  # the root again
+    (root / "a" / "self").symlink_to(".")  # a/ again, from inside itself
+    (root / "a" / "up").symlink_to(tmp_path)  # the folder above the root
+    (root / "everything").symlink_to("/")  # would walk the whole machine
+    (root / "me.jpg").symlink_to("me.jpg")  # a file link to itself
+    with deadline(20), caplog.at_level(logging.WARNING, logger="microscope.images"):
+        dataset = ImageDataset(root)
+    assert dataset.files == ["a/x.png", "photo.png"]  # once each, not 41 times
+    assert warnings_of(caplog) == ["skipped 5 entries of loops: 5 link loop (first: a/back)"]
+
+
+def test_duplicates_are_listed_once_under_their_first_name(tmp_path, caplog):
+    root = tmp_path / "dups"
+    make_tree(root, ["b/x.png", "b/y.png"])
+    os.link(root / "b" / "x.png", root / "c-hard.png")  # the same inode, another name
+    (root / "d-link.png").symlink_to("b/y.png")
+    (root / "a").symlink_to("b")  # sorts first: its names win over b's, on every file system
+    with caplog.at_level(logging.WARNING, logger="microscope.images"):
+        dataset = ImageDataset(root)
+    assert dataset.files == ["a/x.png", "a/y.png"]
+    assert dataset.path(0) == root / "a" / "x.png"
+    assert warnings_of(caplog) == ["skipped 3 entries of dups: 2 duplicate (first: c-hard.png), "
+                                   "1 duplicate folder (first: b)"]
+    (root / "labels.csv").write_text("a/x.png,1\nd-link.png,2\n")
+    with pytest.raises(UsageError, match=r"line 2: image d-link.png is left out \(duplicate of a/y.png\)"):
+        ImageDataset(root, labels=root / "labels.csv")
+
+
+def test_dangling_links_are_counted_not_fatal(tmp_path, caplog):
+    root = tmp_path / "dangling"
+    make_tree(root, ["ok.png"])
+    (root / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (root / "gone-folder").symlink_to(tmp_path / "nowhere")
+    with caplog.at_level(logging.WARNING, logger="microscope.images"):
+        dataset = ImageDataset(root)
+    assert dataset.files == ["ok.png"] and len(dataset.fingerprint()) == 16
+    assert warnings_of(caplog) == ["skipped 1 entries of dangling: 1 dangling link (first: gone.jpg)"]
+    (root / "labels.csv").write_text("gone.jpg,0\n")
+    with pytest.raises(UsageError, match=r"line 1: image gone.jpg is left out \(dangling link\)"):
+        ImageDataset(root, labels=root / "labels.csv")
+
+
+def test_links_out_of_the_root_keep_their_in_root_names(tmp_path):
+    outside = tmp_path / "private-elsewhere"
+    make_tree(outside, ["real.png", "album/y.png"], colour=BLUE)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "in.png").symlink_to(outside / "real.png")
+    (root / "ext").symlink_to(outside / "album")
+    dataset = ImageDataset(root, view=View(resize=None, crop=4))
+    assert dataset.files == ["ext/y.png", "in.png"]
+    assert [dataset.path(i) for i in range(2)] == [root / "ext" / "y.png", root / "in.png"]
+    assert all(image is not None for image, _ in map(dataset.load, range(2)))
+
+
+def test_unreadable_reasons_do_not_carry_the_local_path(tmp_path):
+    (tmp_path / "noise.jpg").write_bytes(np.random.default_rng(2).bytes(300))
+    (tmp_path / "folder.png").mkdir()
+    for name in ["noise.jpg", "folder.png", "none.jpg"]:
+        with pytest.raises(UnreadableImage) as error:
+            load_rgb(tmp_path / name)
+        assert str(tmp_path) not in error.value.reason
+    assert error.value.reason == "no such file"
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"b.png,1\nsub/a.png,2\n\xe9t\xe9.png,3\n", r"labels.csv line 3 is not UTF-8 text \(byte 0xe9\)"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"labels.csv line 1 is not UTF-8 text \(byte 0x89\)"),
+    (b"file,class_index\nb.png,1\x00\x00\n", r"labels.csv line 2 holds a NUL byte"),
+    (b"b.png," + b"9" * 5000 + b"\n", r"line 1: class index 9{5000} is too large"),
+    (b"b.png,-" + b"9" * 5000 + b"\n", r"line 1: class index -9{5000} is negative"),
+    (b"b.png,2\nsub/a.png,1_000\n", r"line 2: class index '1_000' is not an integer"),
+    ("b.png,2\nsub/a.png,\u0663\n".encode(), r"line 2: class index '\u0663' is not an integer"),
+    (b'file,class_index\n"b.png","1\n"\nsub/a.png,x\n', r"line 4: class index 'x' is not an integer"),
+    (b"b.png,1\n../img/b.png,2\n", r"line 2: image ../img/b.png is not inside .*img; names are relative"),
+    (b"b.png,1\n/etc/passwd,2\n", r"line 2: image /etc/passwd is not inside"),
+    (b'b.png,1\n"' + b"x" * 200_000 + b'",2\n', r"line 2: not a readable CSV \(field larger than field limit"),
+])
+def test_labels_csv_bytes_and_numbers_name_the_file_and_line(tmp_path, data, message):
+    make_tree(tmp_path / "img", ["b.png", "sub/a.png"])
+    (tmp_path / "labels.csv").write_bytes(data)
+    with pytest.raises(UsageError, match=message) as error:
+        ImageDataset(tmp_path / "img", labels=tmp_path / "labels.csv")
+    assert str(tmp_path / "labels.csv") in str(error.value) and "\n" not in str(error.value)
+
+
+def test_labels_csv_that_is_a_fifo_or_folder_is_refused_at_once(tmp_path):
+    make_tree(tmp_path / "img", ["b.png"])
+    os.mkfifo(tmp_path / "fifo.csv")
+    (tmp_path / "folder.csv").mkdir()
+    with deadline(10):
+        for name, kind in [("fifo.csv", "a FIFO"), ("folder.csv", "a folder")]:
+            with pytest.raises(UsageError, match=f"labels file .*{name} is not a regular file \\({kind}\\)"):
+                ImageDataset(tmp_path / "img", labels=tmp_path / name)
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfb.png,+4\n")  # Excel's UTF-8 CSV, a plus sign
+    assert ImageDataset(tmp_path / "img", labels=tmp_path / "bom.csv").labels == [4]
+
+
+def test_names_that_are_not_utf8_are_skipped_or_refused(tmp_path, caplog):
+    # Linux names are bytes: these arrive as surrogates, which no JSON file or page can hold.
+    root = tmp_path / "bytes"
+    make_tree(root, ["ok.png"])
+    Image.new("RGB", (4, 4), RED).save(os.fsdecode(bytes(root) + b"/caf\xe9.png"), format="PNG")
+    with caplog.at_level(logging.WARNING, logger="microscope.images"):
+        dataset = ImageDataset(root)
+    assert dataset.files == ["ok.png"] and len(dataset.fingerprint()) == 16
+    assert warnings_of(caplog) == ["skipped 1 entries of bytes: 1 name not UTF-8 (first: caf\\xe9.png)"]
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/f\xf6to"))
+    make_tree(folder, ["a.png"])
+    with pytest.raises(UsageError, match=r"the image folder's name f\\xf6to is not UTF-8 text; rename it"):
+        ImageDataset(folder)

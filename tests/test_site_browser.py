@@ -216,6 +216,28 @@ def test_missing_pages_get_the_404_page(browser, site, tmp_path):
     watched.close()
 
 
+def test_the_404_page_links_home_on_its_own_site_whatever_the_address(browser, site):
+    """A link to //other.example/... must not turn the 404 page's home link into a link to another site."""
+    from microscope.site import make_server
+
+    httpd = make_server(site, 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{httpd.server_address[1]}"
+    watched = Watched(browser)
+    page = watched.page
+    try:
+        for path in ("//evil.example/index.html", "//evil.example/models/x/", "/\\evil.example/models/x/",
+                     "/models/../..//evil.example/"):
+            response = page.goto(origin + path)
+            assert response.status == 404 and "Page not found" in page.content(), path
+            home = page.eval_on_selector("#home", "a => a.href")
+            assert home.startswith(origin + "/"), (path, home)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    watched.close()  # (its console holds the 404s themselves)
+
+
 def test_works_from_file_urls(browser, site, tmp_path):
     copy = tmp_path / "offline copy"  # a space in the path, as in many home folders
     shutil.copytree(site, copy)

@@ -58,6 +58,10 @@ class ExampleSettings:
         data["bands"] = [list(band) for band in self.bands]
         return data
 
+    @classmethod
+    def from_json(cls, data: dict) -> "ExampleSettings":
+        return cls(**{**data, "bands": tuple(tuple(band) for band in data["bands"])})
+
 
 def identity(network, dataset, layer: str, top_k: int, settings: ExampleSettings) -> dict:
     """Everything that determines a layer's result; equal identities mean equal results."""

@@ -227,5 +227,8 @@ def _photos(data: ExamplesData, page: UnitPage):
     found = page.state.setdefault("photos", {})
     fingerprint = data.dataset.fingerprint
     if fingerprint not in found:
-        found[fingerprint] = Photos(page.writer, f"{page.model_dir}/datasets/{segment(fingerprint)}", data.thumbs)
+        stamps, store, model = data.store.thumb_stamps(page.model.name, fingerprint), data.store, page.model.name
+        found[fingerprint] = Photos(page.writer, f"{page.model_dir}/datasets/{segment(fingerprint)}", data.thumbs,
+                                    lambda index: store.thumb_problem(store.thumb_file(model, fingerprint, index),
+                                                                      stamps.get(index)))
     return found[fingerprint]

@@ -150,6 +150,14 @@ class PatchFormat:
     thumb_quality: int = 85
 
 
+def thumbnail_jpeg(view: np.ndarray, form: PatchFormat) -> bytes:
+    """The model's view of an image (H, W, 3), shrunk to the thumbnail size, as JPEG."""
+    height, width = view.shape[:2]
+    thumb = view if max(height, width) <= form.thumb_size else \
+        shrink(view, round(form.thumb_size * height / width), form.thumb_size)
+    return encode_all([thumb], "jpg", form.thumb_quality)[0]
+
+
 def cut_chunk(dataset, chunk: int, layers: list[LayerPatches], thumbs: dict[int, Path], form: PatchFormat,
               views: ViewCache | None = None) -> int:
     """Cut, encode and pack the patches of every layer from the images of `chunk`, the images
@@ -166,7 +174,7 @@ def cut_chunk(dataset, chunk: int, layers: list[LayerPatches], thumbs: dict[int,
         rows = np.flatnonzero(patches.index // form.pack_images == chunk)
         if rows.size:
             parts.append((patches, rows[np.argsort(patches.index[rows], kind="stable")]))
-    thumbs = {index: path for index, path in thumbs.items() if index // form.pack_images == chunk and not path.exists()}
+    thumbs = {index: path for index, path in thumbs.items() if index // form.pack_images == chunk}
     indices = sorted({int(i) for patches, rows in parts for i in patches.index[rows]} | set(thumbs))
     entries: list[list] = [[] for _ in parts]
     by_image = [_runs(patches.index[rows]) for patches, rows in parts]  # image -> slice of its rows
@@ -187,11 +195,8 @@ def cut_chunk(dataset, chunk: int, layers: list[LayerPatches], thumbs: dict[int,
                 out += zip(patches.unit[rows].tolist(), patches.kind[rows].tolist(), patches.rank[rows].tolist(),
                            encode_all(cut, form.suffix, form.quality))
         if index in thumbs:
-            height, width = view.shape[:2]
-            thumb = view if max(height, width) <= form.thumb_size else \
-                shrink(view, round(form.thumb_size * height / width), form.thumb_size)
             # Not fsync'ed: the examples view calls os.sync() once before it marks a layer complete.
-            atomic_write_bytes(thumbs[index], encode_all([thumb], "jpg", form.thumb_quality)[0], sync=False)
+            atomic_write_bytes(thumbs[index], thumbnail_jpeg(view, form), sync=False)
     if not failed:  # an incomplete pack is never written: the next run cuts the chunk again
         for (patches, _), out in zip(parts, entries):
             if out:

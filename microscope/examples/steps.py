@@ -6,14 +6,17 @@
 3. `summary` (per layer): the shards merged exactly, then summary.npz. Only now is the layer's old
    result given up: result.json goes, pending.json names this pass (patches of another pass go);
 4. `patches` (per chunk of images, 64 by default): receptive-field patches of every layer, packed, and the
-   thumbnails of the chunk's example images;
+   thumbnails of the chunk's example images (with their stamps, thumbs.py);
 5. `release`: the pass's decoded views are dropped (before anything is synced to disk);
 6. `finish` (per layer): one os.sync(), then result.json with every file's stamp, last: a layer is
    complete exactly when its result.json matches;
 7. `clean`: the pass's shard states go.
+
+And, for layers already complete, `thumbs`: a damaged dataset index or thumbnail rewritten (repair_thumbs).
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from microscope.errors import UsageError
+from microscope.examples import thumbs as example_thumbs
 from microscope.examples.config import ExampleSettings
 from microscope.examples.patches import PAD_COLOUR, LayerPatches, PatchFormat, cut_chunk
 from microscope.examples.stream import PassSettings, Shard, activation_shapes, extracted, merge_shards, run_shard
@@ -31,6 +35,8 @@ from microscope.packs import complete_chunks, pack_indexes
 from microscope.store import (AtlasVectors, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp, PassShard,
                               PatchSettings, Store, ThumbSettings, ViewSettings)
 from microscope.store.schema import PATCHES
+
+log = logging.getLogger("microscope.build")
 
 SKIPPED_LISTED = 100  # unreadable files named in result.json; all of them are counted
 
@@ -63,9 +69,7 @@ class PassPlan:
         return cls(**data)
 
     def example_settings(self) -> ExampleSettings:
-        data = dict(self.settings)
-        data["bands"] = tuple(tuple(band) for band in data["bands"])
-        return ExampleSettings(**data)
+        return ExampleSettings.from_json(self.settings)
 
     def shard(self, store: Store, first: int, last: int) -> Shard:
         return Shard(self.key, self.layers, first, last, store.shard_file(self.model, self.key, first, last))
@@ -100,7 +104,10 @@ def write_index(store: Store, model: str, dataset: ImageDataset, settings: Examp
     if old == index:
         return
     if old is None or old.thumbs != index.thumbs:
-        shutil.rmtree(path.parent / "thumbs", ignore_errors=True)  # made from another view or size, or unknown
+        thumbs = path.parent / "thumbs"
+        if old is None and any(thumbs.glob("*.jpg")):  # the index was damaged: what they show is unknown
+            log.warning("store: %s written again (the dataset index beside them was damaged)", thumbs)
+        shutil.rmtree(thumbs, ignore_errors=True)  # made from another view or size, or unknown
     store.write(path, index)
 
 
@@ -228,14 +235,41 @@ def cut(session, plan: PassPlan, chunk: int) -> None:
     store, settings = session.store, plan.example_settings()
     layers, thumbs = layer_patches(session, plan)
     dataset = open_dataset(session, plan)
-    thumb_paths = {i: store.thumb_file(plan.model, plan.fingerprint, i) for i in thumbs
-                   if i // settings.pack_images == chunk}
-    form = PatchFormat(settings.patch_size, settings.patch_quality, settings.patch_format, settings.thumb_size,
-                       settings.pack_images)
+    mine = [i for i in thumbs if i // settings.pack_images == chunk]
+    thumb_paths = {i: store.thumb_file(plan.model, plan.fingerprint, i)
+                   for i in example_thumbs.to_write(store, plan.model, plan.fingerprint, mine)}
+    form = patch_format(settings)
     failed = cut_chunk(dataset, chunk, layers, thumb_paths, form, session.memo(("views", plan.key), lambda: None))
+    example_thumbs.record(store, plan.model, plan.fingerprint, thumb_paths, settings.pack_images)
     if failed:
         raise UsageError(f"{failed} example images in {plan.folder} could no longer be read while cutting "
                          "patches; did the folder change during the run? Run the stage again")
+
+
+def patch_format(settings: ExampleSettings) -> PatchFormat:
+    return PatchFormat(settings.patch_size, settings.patch_quality, settings.patch_format, settings.thumb_size,
+                       settings.pack_images)
+
+
+def repair_thumbs(session, spec: dict) -> None:
+    """The "thumbs" step: rewrite the dataset index if it is damaged, then every needed thumbnail that is
+    missing, damaged or unrecorded - from the images folder, without recomputing any layer."""
+    store, settings = session.store, ExampleSettings.from_json(spec["settings"])
+    dataset = session.memo(("dataset", spec["fingerprint"], tuple(spec["view"])), lambda: scan(spec))
+    if store.read(store.dataset_file(spec["model"], spec["fingerprint"]), DatasetIndex) is None:
+        write_index(store, spec["model"], dataset, settings)
+    todo = example_thumbs.to_write(store, spec["model"], spec["fingerprint"], spec["indices"])
+    failed = example_thumbs.rewrite(store, spec["model"], dataset, todo, patch_format(settings))
+    if failed:
+        raise UsageError(f"{failed} example images in {spec['folder']} could no longer be read while writing "
+                         "thumbnails; did the folder change? Run the build again")
+
+
+def scan(spec: dict) -> ImageDataset:
+    dataset = ImageDataset(spec["folder"], labels=spec["labels"], view=View(*spec["view"]))
+    if dataset.fingerprint() != spec["fingerprint"]:
+        raise UsageError(f"the images in {spec['folder']} changed since the build was planned; run it again")
+    return dataset
 
 
 def release(session, plan: PassPlan) -> None:

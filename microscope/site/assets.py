@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,6 +27,8 @@ from PIL import Image, ImageOps
 
 from microscope.packs import PatchRef
 from microscope.site.output import SiteWriter
+
+log = logging.getLogger("microscope.site")
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,17 @@ def photo_jpeg(source: Path, side: int, quality: int) -> tuple[bytes, dict]:
     return encode_image(image, "JPEG", quality), {}
 
 
+def _decodes(path: Path) -> bool:
+    """Whether the image decodes in full: a damaged thumbnail is left out, never shipped."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        log.warning("store: %s is damaged (%s); the next build writes it again", path, error)
+        return False
+
+
 class AssetCache:
     """Skips re-encoding an image whose sources and settings have not changed since the last build.
 
@@ -173,8 +187,9 @@ class Photos:
     """Dataset photos (the model's view, from the store's thumbnails) for the hover view and cropped
     tiles: written once per model and dataset, shared by every unit page that shows them."""
 
-    def __init__(self, writer: SiteWriter, folder: str, thumbs: Path):
+    def __init__(self, writer: SiteWriter, folder: str, thumbs: Path, problem=lambda index: None):
         self.writer, self.folder, self.thumbs = writer, folder, thumbs
+        self.problem = problem  # index -> what is wrong with its thumbnail (its recorded stamp), or None
         self.cache = AssetCache(writer, f"{folder}/.assets.json")
         self.done: dict[int, str | None] = {}
 
@@ -182,7 +197,10 @@ class Photos:
         """Site-relative path of photo `index`, producing it on first use; None if there is none."""
         if index not in self.done:
             source = self.thumbs / f"{index}.jpg"
-            if not source.is_file():
+            problem = self.problem(index) if source.is_file() else "missing"
+            if problem == "no recorded checksum":  # a store from before the stamps: decoding is the check
+                problem = None if _decodes(source) else "damaged"
+            if problem:  # said by the store, in one line
                 self.done[index] = None
             else:
                 relative = f"{self.folder}/{index}.jpg"

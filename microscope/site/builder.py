@@ -3,6 +3,7 @@
 Site layout (every link relative, so it works under any sub-path and from file://):
 
     index.html, 404.html, .nojekyll, site.json, search.js, static/
+    manifest.json                                         size and sha256 of every other file (not dotfiles)
     models/<model>/index.html, model.json                 the model page and its JSON index
     models/<model>/datasets/<fingerprint>/<index>.jpg     dataset photos shown on hover
     models/<model>/<layer>/index.html, layer.json         the layer grid and its JSON index
@@ -26,10 +27,12 @@ from microscope.names import segment
 from microscope.site.charts import network_diagram
 from microscope.site.assets import PAGE_BUDGET
 from microscope.site.output import SiteWriter, folder_size
+from microscope.site.manifest import write_manifest
 from microscope.site.pages import LayerContext, build_layer, layer_units
 from microscope.site.render import Renderer, static_files
 from microscope.site.search import search_index, search_script
 from microscope.store import ModelRecord, Store, usable_folder
+from microscope.store.lock import writing
 from microscope.views import VIEWS
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 GENERATOR = f"microscope {__version__}"
 ESTIMATE_KINDS = ("conv", "block", "logits", "sae")  # "all layers" of a full site, for the size estimate
 PROMINENT_KINDS = ("conv", "block")  # listed on the model page even before anything is computed
+SITE_LOCK = ".site.lock"  # held while a build writes the folder (store/lock.py); never published
 
 
 @dataclass
@@ -134,6 +138,13 @@ def build_site(store_root, out_dir, *, models=None, layers=None, labels=None, pr
                 raise UsageError(f"layer {name!r} is in none of the models {', '.join(chosen)}; layers include: {some}")
     label_map = _normalise_labels(labels)
     out = check_out_dir(Path(out_dir))
+    with writing(out, "the site", SITE_LOCK, "--out"):  # two builds into one folder would prune each other's files
+        report = _write_site(store, out, chosen, catalogues, models, layers, label_map, progress)
+    report.total_bytes, report.total_files = folder_size(out)  # (the lock, released, is empty again)
+    return report
+
+
+def _write_site(store, out: Path, chosen, catalogues, models, layers, label_map, progress) -> SiteReport:
     writer = SiteWriter(out)
     if not (out / "site.json").exists():  # mark the folder as ours first: a killed build may resume
         writer.write_text("site.json", json.dumps({"generator": GENERATOR, "models": []}) + "\n")
@@ -158,8 +169,9 @@ def build_site(store_root, out_dir, *, models=None, layers=None, labels=None, pr
         writer.prune("static")
         if not models:
             writer.prune("models")
+    # Last, after pruning: the manifest lists what is in the site now (publish copies only that).
+    report.warnings += write_manifest(writer, GENERATOR)
     report.written, report.unchanged, report.removed = writer.written, writer.unchanged, writer.removed
-    report.total_bytes, report.total_files = folder_size(out)
     return report
 
 

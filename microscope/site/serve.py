@@ -20,6 +20,14 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         if len(args) > 1 and str(args[1]).startswith(("4", "5")):
             super().log_message(format, *args)
 
+    def parse_request(self):
+        # A path that starts with // reads as another host to a browser (a redirect to "//host/dir/" would
+        # leave the site): one slash, as Python 3.11+ does itself.
+        ok = super().parse_request()
+        if ok and self.path.startswith("//"):
+            self.path = "/" + self.path.lstrip("/")
+        return ok
+
     def send_error(self, code, message=None, explain=None):
         # Serve the site's own 404 page, as GitHub Pages does.
         page = Path(self.directory) / "404.html"

@@ -4,11 +4,11 @@ from microscope.store.files import (FileStamp, atomic_save_npz, atomic_write_byt
                                     atomic_write_text, load_npz, usable_folder)
 from microscope.store.schema import (CircuitArrays, CircuitRefusal, CircuitResult, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, LayerInfo,
                                      ModelRecord, PassShard, PatchIndex, PatchSettings, RenderConfig, RenderImage,
-                                     RenderRecord, Store, ThumbSettings, ViewSettings)
+                                     RenderRecord, Store, ThumbSettings, ThumbStamps, ViewSettings)
 from microscope.store.sae import SaeResult, SaeVectors, SaeWeights, VectorShard
 from microscope.store.typed import RecordError
 
 __all__ = ["AtlasCells", "AtlasIcons", "AtlasLayout", "AtlasResult", "AtlasStage", "AtlasVectors", "CircuitArrays", "CircuitRefusal", "CircuitResult", "DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary", "FileStamp", "LayerInfo",
            "ModelRecord", "PassShard", "PatchIndex", "PatchSettings", "RecordError", "RenderConfig", "RenderImage",
-           "RenderRecord", "SaeResult", "SaeVectors", "SaeWeights", "Store", "ThumbSettings", "ViewSettings", "atomic_save_npz", "atomic_write_bytes",
+           "RenderRecord", "SaeResult", "SaeVectors", "SaeWeights", "Store", "ThumbSettings", "ThumbStamps", "ViewSettings", "atomic_save_npz", "atomic_write_bytes",
            "VectorShard", "atomic_write_json", "atomic_write_text", "load_npz", "usable_folder"]

@@ -19,14 +19,16 @@ LOCK_NAME = ".lock"
 
 
 @contextmanager
-def writing(root: str | Path) -> Iterator[int]:
-    """Hold the store's write lock; yields how many leftover temp files were removed.
+def writing(root: str | Path, what: str = "the artifact store", name: str = LOCK_NAME,
+            option: str = "--store") -> Iterator[int]:
+    """Hold the folder's write lock; yields how many leftover temp files were removed.
 
-    Raises UsageError at once (no waiting) if another process holds it.
+    Raises UsageError at once (no waiting) if another process holds it. The store and a site folder
+    each have one (`what`, `name` and `option` say which in the message).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    path = root / LOCK_NAME
+    path = root / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     held = False
     try:
@@ -34,8 +36,8 @@ def writing(root: str | Path) -> Iterator[int]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "another process"
-            raise UsageError(f"the artifact store {root} is in use by another run (pid {holder}); "
-                             "wait for it to finish, or pass another --store") from None
+            raise UsageError(f"{what} {root} is in use by another run (pid {holder}); "
+                             f"wait for it to finish, or pass another {option}") from None
         held = True
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
@@ -44,6 +46,15 @@ def writing(root: str | Path) -> Iterator[int]:
         if held:
             os.ftruncate(fd, 0)  # the pid only while running: a finished store holds no trace of the run
         os.close(fd)  # closing releases the lock
+
+
+def check_free(root: str | Path, what: str = "the artifact store", name: str = LOCK_NAME,
+               option: str = "--store") -> None:
+    """Raise the same one line as `writing` if another process holds the folder's lock now (taking and
+    releasing it at once), so that a command can refuse before hours of work instead of after."""
+    if (Path(root) / name).is_file():
+        with writing(root, what, name, option):
+            pass
 
 
 def sweep_temp_files(root: Path) -> int:

@@ -3,6 +3,7 @@
     <root>/<model>/model.json                           ModelRecord: layer catalogue, weights id, classes
     <root>/<model>/datasets/<fingerprint>/images.json   DatasetIndex: the dataset's files in index order
     <root>/<model>/datasets/<fingerprint>/thumbs/<i>.jpg  the model's view of example image i, small
+    <root>/<model>/datasets/<fingerprint>/thumbs/<first>-<last>.json  ThumbStamps of images [first, last)
     <root>/<model>/passes/<pass>/<first>-<last>.npz     PassShard: accumulators of one shard of images
     <root>/<model>/<layer>/examples/summary.npz         ExamplesSummary: top/bottom examples, bands, histogram
     <root>/<model>/<layer>/examples/patches/<chunk>.*   patch packs (microscope/packs.py, PatchIndex)
@@ -113,6 +114,15 @@ class DatasetIndex(JsonRecord):
     labels: list[int] | None
     classes: list[str] | None  # class names of an ImageFolder tree
     thumbs: ThumbSettings
+
+
+@dataclass(frozen=True)
+class ThumbStamps(JsonRecord):
+    """thumbs/<first>-<last>.json: what the thumbnails of images [first, last) held when written."""
+
+    first: int
+    last: int
+    stamps: dict[str, FileStamp]  # image index -> its thumbnail's stamp
 
 
 # ------------------------------------------------------------------------------------------------
@@ -439,6 +449,24 @@ class Store:
 
     def thumb_file(self, model: str, fingerprint: str, index: int) -> Path:
         return self.dataset_dir(model, fingerprint) / "thumbs" / f"{int(index)}.jpg"
+
+    def thumb_stamps_file(self, model: str, fingerprint: str, first: int, last: int) -> Path:
+        return self.dataset_dir(model, fingerprint) / "thumbs" / f"{first:09d}-{last:09d}.json"
+
+    def thumb_stamps(self, model: str, fingerprint: str) -> dict[int, FileStamp]:
+        """Every recorded thumbnail stamp of the dataset (a damaged record is said and left out)."""
+        found: dict[int, FileStamp] = {}
+        for path in sorted((self.dataset_dir(model, fingerprint) / "thumbs").glob("*-*.json")):
+            record = self.read(path, ThumbStamps)
+            found.update({} if record is None else {int(index): stamp for index, stamp in record.stamps.items()})
+        return found
+
+    def thumb_problem(self, path: Path, stamp: FileStamp | None) -> str | None:
+        """None if the thumbnail at `path` is what was recorded; else what is wrong (said once if damaged)."""
+        problem = "no recorded checksum" if stamp is None else stamp.problem(path)
+        if stamp is not None and problem and problem != "missing":
+            self.damaged(path, problem)
+        return problem
 
     def pass_dir(self, model: str, key: str) -> Path:
         return self.model_dir(model) / "passes" / segment(key)

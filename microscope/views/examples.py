@@ -17,7 +17,7 @@ import click
 from microscope.errors import UsageError
 from microscope.jobs import hash_json, make_job
 from microscope.packs import read_patch_index
-from microscope.store import ExamplesResult, PassShard, Store
+from microscope.store import DatasetIndex, ExamplesResult, PassShard, Store
 from microscope.store.schema import PATCHES
 from microscope.store.typed import to_json
 from microscope.views.base import Panel, UnitPage, View, ViewPlan
@@ -101,8 +101,10 @@ class ExamplesView(View):
             found = identity(network, images, layer, settings.top_k, examples)
             results[layer] = {"key": hash_json(found, digits=32), "identity": found}
         todo = [layer for layer in request.layers if not is_current(store, model, layer, results[layer]["key"])]
+        current = [layer for layer in request.layers if layer not in todo]
         if not todo:
-            return ViewPlan([], todo=0, done=len(request.layers), what="layers")
+            return ViewPlan(thumbs_jobs(request, store, model, images, current), todo=0, done=len(request.layers),
+                            what="layers")
         batch = settings.image_batch_size
         plan = PassPlan(model=model, fingerprint=images.fingerprint(), folder=str(request.images.folder),
                         labels=request.images.labels, view=tuple(settings.view),
@@ -112,11 +114,15 @@ class ExamplesView(View):
                         settings=examples.as_json(), batch_size=batch, workers=settings.workers,
                         checkpoint_every=settings.checkpoint_every)
         session.memo(("dataset", plan.fingerprint, plan.view), lambda: images)
-        return ViewPlan(pass_jobs(store, plan), todo=len(todo), done=len(request.layers) - len(todo), what="layers")
+        jobs = pass_jobs(store, plan)
+        jobs += thumbs_jobs(request, store, model, images, current, after=[job.key for job in jobs])
+        return ViewPlan(jobs, todo=len(todo), done=len(request.layers) - len(todo), what="layers")
 
     def run(self, job, session, report) -> None:
         from microscope.examples import steps
 
+        if job.step == "thumbs":
+            return steps.repair_thumbs(session, job.spec)
         plan = steps.PassPlan.from_spec(job.spec)
         if job.step == "index":
             steps.write_index(session.store, plan.model, scanned(session, plan), plan.example_settings())
@@ -202,6 +208,24 @@ def pass_jobs(store: Store, plan) -> list:
     return [index, *passes, *summaries, *chunks, release, *finishes, clean]
 
 
+def thumbs_jobs(request, store: Store, model: str, images, layers: list[str], after=()) -> list:
+    """A "thumbs" job if the complete layers' dataset index or any thumbnail they show needs writing again."""
+    from microscope.examples import thumbs
+    from microscope.examples.config import ExampleSettings
+
+    settings: Settings = request.settings.get("examples") or Settings()
+    fingerprint = images.fingerprint()
+    wanted = sorted(thumbs.needed(store, model, layers))
+    index_ok = store.read(store.dataset_file(model, fingerprint), DatasetIndex) is not None
+    damaged = thumbs.to_write(store, model, fingerprint, wanted)  # (each damaged one said, in one line)
+    if not layers or (index_ok and not damaged):
+        return []
+    spec = {"model": model, "fingerprint": fingerprint, "folder": str(request.images.folder),
+            "labels": request.images.labels, "view": list(settings.view),
+            "settings": (settings.examples or ExampleSettings()).as_json(), "indices": wanted}
+    return [make_job("examples", "thumbs", "", spec, after=after, work=max(1, len(wanted)), gpu=False)]
+
+
 def shard_done(store: Store, plan, first: int, last: int) -> bool:
     record = store.read(store.shard_file(plan.model, plan.key, first, last), PassShard)
     if record is None:
@@ -228,13 +252,15 @@ def is_current(store: Store, model: str, layer: str, key: str) -> bool:
     result = store.read(path, ExamplesResult)
     if result is None or result.key != key:
         return False
-    for name, stamp in result.files.items():
+    damaged = False
+    for name, stamp in result.files.items():  # every damaged file said, though one is enough to recompute
         problem = stamp.problem(path.parent / name)
         if problem:
             store.damaged(path.parent / name, problem)
-            return False
+            damaged = True
     packs = {name.split("/", 1)[1]: stamp for name, stamp in result.files.items() if name.startswith(f"{PATCHES}/")}
-    return read_patch_index(store, store.patches_dir(model, layer), packs) is not None  # each pack against its index
+    packed = read_patch_index(store, store.patches_dir(model, layer), packs) is not None  # each pack against its index
+    return packed and not damaged
 
 
 VIEW = ExamplesView()

@@ -243,8 +243,14 @@ def is_rendered(store: Store, config: RenderConfig, unit: int, objective: str) -
     if record is None or record.config != config:
         return False
     expected = UNIT_OBJECTIVES[objective].files(Recipe.from_dict(config.recipe), config.image_format)
-    return [image.file for image in record.images] == expected and \
-        all(image.stamp.problem(path.parent / image.file) is None for image in record.images)
+    if [image.file for image in record.images] != expected:
+        return False
+    for image in record.images:
+        problem = image.stamp.problem(path.parent / image.file)
+        if problem:
+            store.damaged(path.parent / image.file, problem)
+            return False
+    return True
 
 
 def write_renders(store: Store, config: RenderConfig, batch, rendered) -> None:
