@@ -98,9 +98,13 @@ common_options = _options(
     click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of everything random."),
     quiet_option, executor_options,
 )
+image_sample_option = click.option(
+    "--image-sample", "image_sample", default=None, type=click.IntRange(min=1), metavar="N",
+    help="Use a fixed sample of N of the images (spread over the folder; the same N gives the same images).")
 images_options = _options(
     click.option("--images", default=None, help="Folder of images (searched recursively), or 'imagenette'."),
     click.option("--labels", default=None, help="Dataset labels: file,class_index CSV, or 'folders' (class per subfolder)."),
+    image_sample_option,
 )
 
 
@@ -174,6 +178,7 @@ def evaluate(model, weights, images, labels, image_batch_size, workers, device, 
 @common_options
 @click.option("--images", required=True, help="Folder of images (searched recursively), or 'imagenette'.")
 @click.option("--labels", default=None, help="Dataset labels: file,class_index CSV, or 'folders' (class per subfolder).")
+@image_sample_option
 @_view_options("examples")
 def examples(**values):
     """Top-activating dataset images and patches for every channel of the chosen layers."""
@@ -184,7 +189,7 @@ def examples(**values):
 @common_options
 @_view_options("featurevis")
 def featurevis(**values):
-    """Feature visualizations (Lucid's recipe) of every chosen unit, into the artifact store."""
+    """Feature visualizations (Lucid's recipe, or --recipe fast) of every chosen unit, into the artifact store."""
     _compute(values, ["featurevis"])
 
 
@@ -202,6 +207,7 @@ def circuits(**values):
 @click.option("--layer", required=True, help="The layer to encode, e.g. inception_3b (a conv or block layer).")
 @click.option("--images", required=True, help="Folder of images (searched recursively), or 'imagenette'.")
 @click.option("--labels", default=None, help="Dataset labels: file,class_index CSV, or 'folders'.")
+@image_sample_option
 @store_option
 @device_option
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of everything random.")
@@ -234,6 +240,7 @@ def sae(layer, **values):
 @common_options
 @click.option("--images", required=True, help="The folder the layers' dataset examples were computed from.")
 @click.option("--labels", default=None, help="Dataset labels: file,class_index CSV, or 'folders'.")
+@image_sample_option
 @_view_options("atlas")
 def atlas(**values):
     """Activation atlases of the chosen layers, from the sample their dataset examples drew."""
@@ -264,7 +271,7 @@ def _compute(values: dict, views: list[str]) -> None:
 
     executor = executor_from(values)
     request, session = request_from(values, views)
-    outcome = compute(request, session, executor)
+    outcome = compute(request, session, executor, announce=click.echo)
     click.echo(f"{' and '.join(views)} of {session.network().spec.name}, " + outcome.summary())
     click.echo(f"store: {session.store.root}")
     if outcome.failed:
@@ -278,10 +285,17 @@ def _compute(values: dict, views: list[str]) -> None:
 @click.option("--out", default="site", show_default=True, help="Output folder of the static site.")
 @click.option("--labels-file", "labels_file", default=None, help="YAML: layer -> unit -> label (and note).")
 @click.option("--log-file", default=None, help="Append a timestamped log of the run to this file.")
-def build(out, labels_file, log_file, **values):
+@click.option("--preview", is_flag=True, default=False,
+              help="A first site in minutes: units 0-7 of one layer (the middle one, unless --layers), the fast "
+                   "recipe at 128 px, the channel objective, 300 photos, 16 examples. Options given still win; "
+                   "the same command without --preview then refines the site in place.")
+def build(out, labels_file, log_file, preview, **values):
     """The whole microscope: dataset examples, feature visualizations and the site, resumable."""
+    from dataclasses import replace
+
     from microscope.executors import executor_from
     from microscope.pipeline import build as run_build, check_out, request_from
+    from microscope.preview import preview_layer, preview_values, refine_command
     from microscope.unit_labels import read_unit_labels
     from microscope.views import build_views
 
@@ -289,11 +303,19 @@ def build(out, labels_file, log_file, **values):
     _log_to(log_file)
     unit_labels = read_unit_labels(labels_file)
     executor = executor_from(values)
-    request, session = request_from(values, build_views())
-    outcome = run_build(request, session, out, unit_labels, executor)
+    context = click.get_current_context()
+    given = {name for name in values if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    request, session = request_from(preview_values(values, given) if preview else values, build_views())
+    chosen = None
+    if preview and "layers" not in given:
+        chosen = preview_layer(list(request.layers))
+        request = replace(request, layers=(chosen,))
+    outcome = run_build(request, session, out, unit_labels, executor, announce=click.echo)
     if request.images is None:
         outcome.notes.append("no --images: the site shows feature visualizations only")
     click.echo("build: " + outcome.summary())
+    if preview:
+        click.echo(f"next, the whole layer refined in place: {refine_command(sys.argv, chosen)}")
     click.echo(f"preview: python build.py serve --out {out}    publish: python build.py publish --out {out}")
     if outcome.failed:
         sys.exit(1)

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # Transparent pixels are shown over white: images with alpha are mostly product shots and logos
 # made for white pages, and the site displays every image on white.
 ALPHA_BACKGROUND = (255, 255, 255)
+IMAGE_SAMPLE_SEED = 20260601  # of --image-sample: fixed, so that a sample is part of what a folder is
 
 
 class UnreadableImage(UsageError):
@@ -166,10 +167,12 @@ class ImageDataset(torch.utils.data.Dataset):
     `labels`: None, "folders" (ImageFolder tree: class = top-level subfolder, classes sorted by name,
     the same indices as torchvision's ImageFolder), or a path to a `file,class_index` CSV whose file
     column is relative to `root` (header row optional). With a CSV, the dataset is exactly the images
-    the CSV lists. Hidden files and folders (names starting with ".", e.g. macOS "._x.jpg") are ignored.
+    the CSV lists. `sample`: keep a fixed sample of that many of them (--image-sample). Hidden files and
+    folders (names starting with ".", e.g. macOS "._x.jpg") are ignored.
     """
 
-    def __init__(self, root: str | Path, labels: str | Path | None = None, view: View = View()):
+    def __init__(self, root: str | Path, labels: str | Path | None = None, view: View = View(),
+                 sample: int | None = None):
         self.root = Path(root)
         self.view = view
         self.classes: list[str] | None = None
@@ -183,6 +186,12 @@ class ImageDataset(torch.utils.data.Dataset):
             self.classes, self.labels = folder_labels(self.root, found)
         else:
             self.files, self.labels = csv_labels(Path(labels), self.root, found, skipped)
+        if sample is not None and sample < len(self.files):
+            # Seeded apart from --seed: the same folder and count always give the same images, so a preview's
+            # examples are reused by the next preview whatever its seed. Spread over the folder, in its order.
+            chosen = sorted(np.random.default_rng(IMAGE_SAMPLE_SEED).choice(len(self.files), sample, replace=False))
+            self.files = [self.files[i] for i in chosen]
+            self.labels = None if self.labels is None else [self.labels[i] for i in chosen]
 
     @classmethod
     def from_index(cls, index, view: View) -> "ImageDataset":

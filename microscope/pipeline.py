@@ -15,8 +15,10 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from microscope.errors import UsageError
+from microscope.estimate import Estimate, estimate, machine
 from microscope.executors import LocalExecutor, RunReport
 from microscope.selection import Units, resolve_layers
 from microscope.session import Images, Request, RunSpec, Session
@@ -43,6 +45,7 @@ class Outcome:
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     site: str = ""
+    estimate: Estimate | None = None  # made before the work, when the caller asked to be told the plan
 
     @property
     def failed(self) -> list[str]:
@@ -66,15 +69,15 @@ class Outcome:
         return "\n".join(lines)
 
 
-def resolve_images(images: str | None, labels: str | None) -> Images | None:
-    """--images DIR, or 'imagenette' (downloaded into the cache), with its labels."""
+def resolve_images(images: str | None, labels: str | None, sample: int | None = None) -> Images | None:
+    """--images DIR, or 'imagenette' (downloaded into the cache), with its labels and --image-sample."""
     if images is None:
         return None
     if images == "imagenette":
         from microscope.imagenette import imagenette
 
         folder, found = imagenette()
-        return Images(str(folder), labels or str(found))
+        return Images(str(folder), labels or str(found), sample)
     if not _exists(images, Path.is_dir, "--images"):
         raise UsageError(f"image folder {images} not found; pass an existing folder or 'imagenette' to --images")
     if not os.access(images, os.R_OK | os.X_OK):
@@ -85,7 +88,8 @@ def resolve_images(images: str | None, labels: str | None) -> Images | None:
         if not os.access(labels, os.R_OK):
             raise UsageError(f"labels file {labels} is not readable; give this user read access or pass another file")
     # Absolute: a job may run in another process, from another folder.
-    return Images(str(Path(images).resolve()), labels if labels in (None, "folders") else str(Path(labels).resolve()))
+    return Images(str(Path(images).resolve()), labels if labels in (None, "folders") else str(Path(labels).resolve()),
+                  sample)
 
 
 def request_from(values: dict, views: list[str], session: Session | None = None) -> tuple[Request, Session]:
@@ -96,7 +100,7 @@ def request_from(values: dict, views: list[str], session: Session | None = None)
     weights is checked first; nothing is written before every check passed.
     """
     settings = {name: VIEWS[name].settings(values) for name in views}
-    images = resolve_images(values.get("images"), values.get("labels"))
+    images = resolve_images(values.get("images"), values.get("labels"), values.get("image_sample"))
     store = Path(values.get("store") or default_store_root())
     _usable(store, "artifact store", "--store")
     if images is not None:
@@ -121,8 +125,9 @@ def request_from(values: dict, views: list[str], session: Session | None = None)
     return Request(run=run, layers=tuple(layers), units=units, views=chosen, images=images, settings=settings), session
 
 
-def compute(request: Request, session: Session, executor=None) -> Outcome:
-    """Write the model's catalogue, plan every view of the request, and run the plan."""
+def compute(request: Request, session: Session, executor=None, announce: Callable[[str], None] | None = None) -> Outcome:
+    """Write the model's catalogue, plan every view of the request, and run the plan. `announce(line)`, if
+    given, is told the plan and its estimated time on this machine before the work starts."""
     from microscope.catalogue import model_record
 
     outcome = Outcome(layers=list(request.layers))
@@ -144,17 +149,21 @@ def compute(request: Request, session: Session, executor=None) -> Outcome:
             plan = VIEWS[name].plan(request, session)
             outcome.plans[name] = plan
             jobs += plan.jobs
+        executor = executor or LocalExecutor()
+        if announce is not None and jobs:  # timed here only if the jobs run here
+            outcome.estimate = estimate(outcome.plans, request, session, timed=not executor.distributed)
+            announce(outcome.estimate.line(outcome.plans, machine(network)))
         outcome.seconds["plan"] = time.perf_counter() - began
         log.info("model %s (weights %s), layers %s: %d jobs", network.spec.name, network.weights_id[:12],
                  list(request.layers), len(jobs))
-        executor = executor or LocalExecutor()
         outcome.run = executor.run(jobs, session, progress=request.run.progress)
         if executor.distributed:  # a worker killed mid-write (its job was retried) left a temp file
             sweep_temp_files(session.store.root)
     return outcome
 
 
-def build(request: Request, session: Session, out: str, unit_labels: dict | None = None, executor=None) -> Outcome:
+def build(request: Request, session: Session, out: str, unit_labels: dict | None = None, executor=None,
+          announce: Callable[[str], None] | None = None) -> Outcome:
     """`compute`, then the site of the request's model and layers in `out`."""
     from microscope.site import build_site
 
@@ -162,7 +171,7 @@ def build(request: Request, session: Session, out: str, unit_labels: dict | None
     warning = size_warning(session.network())
     if warning:
         log.warning(warning)
-    outcome = compute(request, session, executor)
+    outcome = compute(request, session, executor, announce)
     if warning:
         outcome.notes.append(warning)
     began = time.perf_counter()

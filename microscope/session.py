@@ -30,6 +30,7 @@ class Images:
 
     folder: str
     labels: str | None = None
+    sample: int | None = None  # --image-sample: a seeded sample of this many of the images (None: all)
 
 
 @dataclass(frozen=True)

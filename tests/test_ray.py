@@ -8,6 +8,7 @@ worker does: a CPU render is deterministic for a given thread count, not across 
 """
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -38,7 +39,7 @@ def free_port() -> int:
 def cluster(tmp_path_factory):
     """The address of a Ray head on this machine with two CPUs; the token it wants is in the env."""
     port = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env = ray_env()
     subprocess.run([str(RAY), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
                     "--include-dashboard=false", "--disable-usage-stats"], env=env, check=True, capture_output=True)
     yield f"127.0.0.1:{port}"
@@ -55,8 +56,11 @@ def build(store: Path, photos: Path, *extra) -> list:
     return [*BUILD, "--images", photos, "--store", store, "--out", store.parent / f"{store.name}-site", *extra]
 
 
+TOKEN = secrets.token_hex(32)  # this test run's cluster token (Ray no longer makes one when it is missing)
+
+
 def ray_env() -> dict:
-    return {**os.environ, "RAY_AUTH_MODE": "token"}
+    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
 
 
 @pytest.fixture(scope="module")

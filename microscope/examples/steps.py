@@ -49,6 +49,7 @@ class PassPlan:
     fingerprint: str
     folder: str
     labels: str | None  # the --labels value the dataset was opened with
+    sample: int | None  # the --image-sample value (None: every image)
     view: tuple[int | None, int]  # resize, crop
     key: str  # the pass: its layers' result keys and the batching
     layers: tuple[str, ...]
@@ -266,7 +267,7 @@ def repair_thumbs(session, spec: dict) -> None:
 
 
 def scan(spec: dict) -> ImageDataset:
-    dataset = ImageDataset(spec["folder"], labels=spec["labels"], view=View(*spec["view"]))
+    dataset = ImageDataset(spec["folder"], labels=spec["labels"], view=View(*spec["view"]), sample=spec["sample"])
     if dataset.fingerprint() != spec["fingerprint"]:
         raise UsageError(f"the images in {spec['folder']} changed since the build was planned; run it again")
     return dataset

@@ -8,7 +8,8 @@ machine: float rounding may differ between CPU types, thread counts and devices)
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -17,8 +18,9 @@ from microscope.featurevis.lrn import with_fast_lrn
 from microscope.featurevis.objectives import as_4d
 from microscope.featurevis.registry import UnitObjective
 from microscope.featurevis.param import FourierImage
-from microscope.featurevis.recipe import Recipe
+from microscope.featurevis.recipe import NO_TRANSFORMS, Recipe
 from microscope.featurevis.render import render
+from microscope.featurevis.transform import output_size
 from microscope.network import LayerExtractor, Network
 
 
@@ -77,10 +79,15 @@ def render_batch(network: Network, extractor: LayerExtractor, batch: UnitBatch, 
     image = FourierImage(seeds, batch.size, sd=recipe.init_sd, decay_power=recipe.decay_power,
                          decorrelate=recipe.decorrelate).to(network.device)
     objective = batch.objective.make(batch.target, batch.layer, list(batch.units), recipe)
-    result = render(extractor, objective, image, batch.steps, transform_seed=element_seed(batch.seed, "transforms"),
-                    transforms=recipe.transforms, learning_rate=recipe.learning_rate,
-                    autocast_dtype=batch.autocast_dtype, channels_last=True, on_step=on_step)
-    pixels = (result.images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    # Lucid's steps with transforms, then the recipe's polish steps without them (none in Lucid's).
+    polish = recipe.polish_steps(batch.steps)
+    stages = [(batch.steps - polish, recipe.transforms), (polish, NO_TRANSFORMS)]
+    results = [render(extractor, objective, image, steps, transform_seed=element_seed(batch.seed, "transforms"),
+                      transforms=transforms, learning_rate=recipe.learning_rate,
+                      autocast_dtype=batch.autocast_dtype, channels_last=True, on_step=on_step)
+               for steps, transforms in stages if steps]
+    values = np.concatenate([result.values for result in results])
+    pixels = (results[-1].images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     # Measure the saved pixels, not the float image: what a reader reloads is what is reported.
     with torch.no_grad():
         reloaded = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255).to(network.device)
@@ -88,4 +95,27 @@ def render_batch(network: Network, extractor: LayerExtractor, batch: UnitBatch, 
     rows = torch.arange(len(seeds))
     channels = torch.tensor([unit for unit in batch.units for _ in range(per_unit)])
     response = activation[rows, channels].flatten(1)
-    return Rendered(pixels, result.values, response.mean(dim=1).cpu().numpy(), response.max(dim=1).values.cpu().numpy())
+    return Rendered(pixels, values, response.mean(dim=1).cpu().numpy(), response.max(dim=1).values.cpu().numpy())
+
+
+def step_seconds(network: Network, extractor: LayerExtractor, batch: UnitBatch, steps: int = 5) -> float:
+    """Seconds per optimisation step of `batch` on this machine: the median of `steps` real steps (the first
+    warms up allocators and kernels), made without transforms and scaled by `relative_pixels` - each new
+    image size costs the convolution libraries a slow first step, and a few transformed steps would all
+    be such. Writes nothing."""
+    marks = []
+
+    def mark():
+        if network.device.type == "cuda":
+            torch.cuda.synchronize(network.device)  # CUDA returns before the step is done
+        marks.append(time.perf_counter())
+    plain = replace(batch.recipe, transforms=NO_TRANSFORMS, polish_share=0.0)
+    render_batch(network, extractor, replace(batch, steps=steps, recipe=plain), on_step=mark)
+    return float(np.median(np.diff(marks))) * relative_pixels(batch.recipe, batch.size, batch.steps)
+
+
+def relative_pixels(recipe: Recipe, size: int, steps: int) -> float:
+    """The pixels the network sees in an average step of the recipe, relative to the image's own."""
+    transformed = np.mean([output_size(recipe.transforms, size, scale) ** 2 for scale in recipe.transforms.scales])
+    polish = recipe.polish_steps(steps)
+    return ((steps - polish) * transformed + polish * size * size) / (steps * size * size)

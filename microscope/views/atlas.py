@@ -162,7 +162,7 @@ class AtlasView(View):
         settings: Settings = request.settings[self.name]
         if "examples" in request.views:
             return  # the sample is drawn by this very run
-        images = {"folder": str(request.images.folder), "labels": request.images.labels}
+        images = {"folder": str(request.images.folder), "labels": request.images.labels, "sample": request.images.sample}
         for name in layers:
             sample, _ = sample_of(session.store, network.spec.name, name)
             same_images(session, session.store, network.spec.name, name, images)
@@ -185,7 +185,8 @@ class AtlasView(View):
         for layer in self.layers_of(request, session):
             layout, cells, icons = settings.layout(seed), settings.cells(seed), settings.icons(seed, network.device)
             spec = {"layer": layer, "layout": asdict(layout), "cells": asdict(cells), "icons": asdict(icons),
-                    "images": {"folder": str(request.images.folder), "labels": request.images.labels}}
+                    "images": {"folder": str(request.images.folder), "labels": request.images.labels,
+                               "sample": request.images.sample}}
             examples = store.read(store.result_file(model, layer), ExamplesResult)
             stamp = examples.files.get("atlas_vectors.npz") if examples else None
             found = store.read(store.atlas_dir(model, layer) / "result.json", AtlasResult)
@@ -314,8 +315,9 @@ def same_images(session, store, model: str, layer: str, images: dict):
     if examples is None:
         raise UsageError(f"{layer} has no dataset examples in {store.root}; compute them first")
     view = ImageView(examples.view.resize, examples.view.crop)
-    dataset = session.memo(("atlas images", images["folder"], images["labels"], view),
-                           lambda: ImageDataset(images["folder"], labels=images["labels"], view=view))
+    dataset = session.memo(("atlas images", images["folder"], images["labels"], images["sample"], view),
+                           lambda: ImageDataset(images["folder"], labels=images["labels"], view=view,
+                                                sample=images["sample"]))
     if examples.dataset.fingerprint != dataset.fingerprint():
         raise UsageError(f"the atlas sample of {layer} was drawn from other images ({examples.dataset.name}) than "
                          f"{images['folder']}; pass the --images its dataset examples were computed from")

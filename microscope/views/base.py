@@ -120,6 +120,11 @@ class View:
     def run(self, job: Job, session, report: Callable[[int], None]) -> None:
         raise NotImplementedError
 
+    def estimate(self, plan: ViewPlan, request, session) -> float | None:
+        """Seconds the plan's jobs will take on this machine, from a short calibration (a few steps of
+        the real work); None when the view has no estimate. Writes nothing."""
+        return None
+
     # The site side (no torch) --------------------------------------------------------------------
 
     def applies(self, layer: LayerInfo) -> bool:

@@ -25,6 +25,7 @@ from microscope.views.base import Panel, UnitPage, View, ViewPlan
 if TYPE_CHECKING:
     from microscope.examples.config import ExampleSettings
 
+CALIBRATE_FROM = 8  # batches of the pass: below that a timed batch would cost too much of the work
 VIEW_SIZE = (224, 224)  # resize, crop: the square the model sees of every photo
 
 
@@ -107,7 +108,7 @@ class ExamplesView(View):
                             what="layers")
         batch = settings.image_batch_size
         plan = PassPlan(model=model, fingerprint=images.fingerprint(), folder=str(request.images.folder),
-                        labels=request.images.labels, view=tuple(settings.view),
+                        labels=request.images.labels, sample=request.images.sample, view=tuple(settings.view),
                         key=hash_json({"results": [results[layer]["key"] for layer in todo], "batch_size": batch}),
                         layers=tuple(todo), results={layer: results[layer] for layer in todo},
                         shards=tuple(shard_ranges(len(images), settings.shards, batch)), top_k=settings.top_k,
@@ -140,6 +141,25 @@ class ExamplesView(View):
             steps.clean(session, plan)
         else:
             raise ValueError(f"unknown examples step {job.step!r}")
+
+    def estimate(self, plan, request, session) -> float | None:
+        """The pass: one timed forward batch and a few decoded images, scaled to the images it reads;
+        the patches: the same decoding again for the images they cut from."""
+        from microscope.examples import steps
+        from microscope.executors.local import usable_cpus
+        from microscope.images import default_workers
+
+        passes = [job for job in plan.jobs if job.step == "pass"]
+        if not passes:  # thumbnails to write again: quick
+            return None
+        pass_plan = steps.PassPlan.from_spec(passes[0].spec)
+        images = sum(job.spec["last"] - job.spec["first"] for job in passes)
+        if images < CALIBRATE_FROM * pass_plan.batch_size:  # the calibration would cost too much of the work
+            return None
+        forward, decode = pass_costs(session, pass_plan)
+        decoders = max(1, pass_plan.workers if pass_plan.workers is not None else default_workers())
+        cut = sum(job.work for job in plan.jobs if job.step == "patches")
+        return images * (forward + decode / decoders) + cut * decode / max(1, usable_cpus())
 
     # The site ------------------------------------------------------------------------------------
 
@@ -177,7 +197,8 @@ def request_images(request, session):
     settings: Settings = request.settings.get("examples") or Settings()
 
     def scan():
-        found = ImageDataset(request.images.folder, labels=request.images.labels, view=ImageView(*settings.view))
+        found = ImageDataset(request.images.folder, labels=request.images.labels, view=ImageView(*settings.view),
+                             sample=request.images.sample)
         if len(found) >= 2**31:
             raise UsageError(f"{len(found)} images is more than the examples view indexes (2**31 - 1); split the folder")
         return found
@@ -208,6 +229,31 @@ def pass_jobs(store: Store, plan) -> list:
     return [index, *passes, *summaries, *chunks, release, *finishes, clean]
 
 
+def pass_costs(session, plan, samples: int = 8) -> tuple[float, float]:
+    """Seconds per image of the pass's forward (one warm-up batch, one timed) and of decoding one image
+    (`samples` images spread over the dataset)."""
+    import time
+
+    import torch
+
+    network, dataset = session.network(), scanned(session, plan)
+    crop = plan.view[1]
+    batch = torch.rand(plan.batch_size, 3, crop, crop, device=network.device)
+    layers = list(plan.layers)
+    with torch.no_grad():
+        network.activations(batch[:2], layers)
+        began = time.perf_counter()
+        network.activations(batch, layers)
+        if network.device.type == "cuda":
+            torch.cuda.synchronize(network.device)
+        forward = (time.perf_counter() - began) / plan.batch_size
+    chosen = sorted({int(i) for i in torch.linspace(0, len(dataset) - 1, samples).tolist()})
+    began = time.perf_counter()
+    for index in chosen:
+        dataset.load(index)
+    return forward, (time.perf_counter() - began) / len(chosen)
+
+
 def thumbs_jobs(request, store: Store, model: str, images, layers: list[str], after=()) -> list:
     """A "thumbs" job if the complete layers' dataset index or any thumbnail they show needs writing again."""
     from microscope.examples import thumbs
@@ -221,7 +267,7 @@ def thumbs_jobs(request, store: Store, model: str, images, layers: list[str], af
     if not layers or (index_ok and not damaged):
         return []
     spec = {"model": model, "fingerprint": fingerprint, "folder": str(request.images.folder),
-            "labels": request.images.labels, "view": list(settings.view),
+            "labels": request.images.labels, "sample": request.images.sample, "view": list(settings.view),
             "settings": (settings.examples or ExampleSettings()).as_json(), "indices": wanted}
     return [make_job("examples", "thumbs", "", spec, after=after, work=max(1, len(wanted)), gpu=False)]
 
@@ -239,7 +285,7 @@ def scanned(session, plan):
     from microscope.images import ImageDataset, View as ImageView
 
     def scan():
-        dataset = ImageDataset(plan.folder, labels=plan.labels, view=ImageView(*plan.view))
+        dataset = ImageDataset(plan.folder, labels=plan.labels, view=ImageView(*plan.view), sample=plan.sample)
         if dataset.fingerprint() != plan.fingerprint:
             raise UsageError(f"the images in {plan.folder} changed since the build was planned; run it again")
         return dataset

@@ -16,13 +16,14 @@ import click
 
 from microscope.errors import UsageError
 from microscope.featurevis.registry import UNIT_OBJECTIVES
-from microscope.featurevis.recipe import PRECISIONS, Recipe
+from microscope.featurevis.recipe import PRECISIONS, RECIPES, Recipe
 from microscope.jobs import make_job
 from microscope.selection import objectives_type, parse_objectives
 from microscope.store import RenderConfig, RenderImage, RenderRecord, Store
 from microscope.store.typed import from_json, to_json
 from microscope.views.base import Panel, Thumb, UnitPage, View, ViewPlan
 
+CALIBRATE_FROM = 100  # steps of work: below that the calibration's few steps would cost too much of it
 MIN_SIZE = 32  # below this the deepest layers of the zoo shrink to nothing
 IMAGE_FORMATS = ("png", "webp")
 
@@ -30,7 +31,7 @@ IMAGE_FORMATS = ("png", "webp")
 @dataclass(frozen=True)
 class Settings:
     objectives: tuple[str, ...] = tuple(UNIT_OBJECTIVES)
-    steps: int = 512
+    steps: int | None = None  # None: the recipe's own (512 for Lucid's, 128 for the fast one)
     size: int = 224
     batch_size: int | None = None  # units per batch; default 8 on a CPU, 64 on a GPU
     image_format: str = "png"
@@ -38,6 +39,8 @@ class Settings:
     recipe: Recipe = field(default_factory=Recipe)
 
     def __post_init__(self):
+        if self.steps is None:
+            object.__setattr__(self, "steps", self.recipe.default_steps)
         parse_objectives(",".join(self.objectives), UNIT_OBJECTIVES)
         if self.steps < 1:
             raise UsageError(f"--steps must be a positive number of optimisation steps, not {self.steps}")
@@ -71,8 +74,11 @@ class FeatureVisView(View):
         return [
             click.option("--objectives", default=",".join(UNIT_OBJECTIVES), show_default=True,
                          type=objectives_type(UNIT_OBJECTIVES), help=f"Comma-separated, of: {', '.join(UNIT_OBJECTIVES)}."),
-            click.option("--steps", default=512, show_default=True, type=click.IntRange(min=1),
-                         help="Feature-vis optimisation steps."),
+            click.option("--recipe", "recipe_name", default="lucid", show_default=True, type=click.Choice(list(RECIPES)),
+                         help="Feature-vis recipe: Lucid's, or 'fast' (a quarter of the compute, as strong; "
+                              "see the README)."),
+            click.option("--steps", default=None, type=click.IntRange(min=1),
+                         help="Feature-vis optimisation steps (default: the recipe's, 512 for lucid, 128 for fast)."),
             click.option("--size", default=224, show_default=True, type=click.IntRange(min=MIN_SIZE),
                          help="Feature-vis image size in pixels."),
             click.option("--batch-size", default=None, type=click.IntRange(min=1),
@@ -85,8 +91,13 @@ class FeatureVisView(View):
         objectives = values["objectives"]
         if isinstance(objectives, str):  # a caller other than the command line
             objectives = parse_objectives(objectives, UNIT_OBJECTIVES)
-        return Settings(objectives=tuple(objectives), steps=values["steps"],
-                        size=values["size"], batch_size=values["batch_size"], image_format=values["image_format"])
+        name = values.get("recipe_name") or "lucid"
+        if name not in RECIPES:
+            raise UsageError(f"unknown recipe {name!r}; use one of: {', '.join(RECIPES)}")
+        recipe = RECIPES[name]
+        return Settings(objectives=tuple(objectives), steps=values.get("steps"),
+                        size=values["size"], batch_size=values["batch_size"], image_format=values["image_format"],
+                        recipe=recipe)
 
     def default_settings(self) -> Settings:
         return Settings()
@@ -136,20 +147,27 @@ class FeatureVisView(View):
         return ViewPlan(jobs, todo=todo_count, done=reused, what="renders")
 
     def run(self, job, session, report) -> None:
-        from microscope.featurevis.batch import UnitBatch, featurevis_extractor, render_batch
-        from microscope.featurevis.render import resolve_precision
+        from microscope.featurevis.batch import render_batch
 
-        network, store = session.network(), session.store
-        config = from_json(RenderConfig, job.spec["config"])
-        objective = UNIT_OBJECTIVES[job.spec["objective"]]
-        recipe = Recipe.from_dict(config.recipe)
-        layers = [config.optimised_layer, config.layer] if config.optimised_layer != config.layer else [config.layer]
-        extractor = session.memo(("featurevis extractor", *layers), lambda: featurevis_extractor(network, layers))
-        autocast = resolve_precision("bf16" if config.precision == "bf16" else "fp32", network.device)
-        batch = UnitBatch(config.layer, config.optimised_layer, objective, tuple(job.spec["units"]), config.steps,
-                          config.size, config.seed, recipe, autocast)
-        rendered = render_batch(network, extractor, batch, on_step=lambda: report(1))
-        write_renders(store, config, batch, rendered)
+        config, extractor, batch = _job_batch(job, session)
+        rendered = render_batch(session.network(), extractor, batch, on_step=lambda: report(1))
+        write_renders(session.store, config, batch, rendered)
+
+    def estimate(self, plan, request, session) -> float:
+        """A few real steps of each layer's (and size's) largest batch, scaled to every job's steps and
+        elements (a step's time grows with the images in the batch)."""
+        from microscope.featurevis.batch import step_seconds
+
+        if sum(job.work for job in plan.jobs) < CALIBRATE_FROM:
+            return None
+        calibrated: dict[tuple, tuple[float, int]] = {}  # (layer, size) -> (seconds per step, elements)
+        for job in sorted(plan.jobs, key=lambda job: -_elements(job)):
+            key = (job.layer, job.spec["config"]["size"])
+            if key not in calibrated:
+                _, extractor, batch = _job_batch(job, session)
+                calibrated[key] = (step_seconds(session.network(), extractor, batch), _elements(job))
+        return sum(job.work * calibrated[key][0] * _elements(job) / calibrated[key][1]
+                   for job in plan.jobs for key in [(job.layer, job.spec["config"]["size"])])
 
     # The site ------------------------------------------------------------------------------------
 
@@ -207,7 +225,8 @@ class FeatureVisView(View):
             "recipe": config.recipe,
         }
         itself = config.optimised_layer == config.layer and page.layer.kind in ("conv", "block")
-        line = (f"Feature visualizations: recipe {config.recipe.get('version')}, seed {config.seed}, "
+        line = (f"Feature visualizations: recipe {config.recipe.get('name', 'lucid')} "
+                f"({config.recipe.get('version')}), seed {config.seed}, "
                 f"{config.steps} steps at {config.size} px, optimising {config.optimised_layer}"
                 + (" itself: the graph has no pre-ReLU value of this layer (a branch without a ReLU), so a "
                    "unit that is zero on the starting image gets no gradient." if itself else "."))
@@ -218,6 +237,28 @@ class FeatureVisView(View):
     def layer_json(self, data: LayerRenders) -> dict:
         some = next(iter(next(iter(data.units.values())).values()))
         return {"config": to_json(some.config), "units": len(data.units)}
+
+
+def _job_batch(job, session):
+    """A render job's config, the network truncated for it (kept in the session), and its batch."""
+    from microscope.featurevis.batch import UnitBatch, featurevis_extractor
+    from microscope.featurevis.render import resolve_precision
+
+    network = session.network()
+    config = from_json(RenderConfig, job.spec["config"])
+    layers = [config.optimised_layer, config.layer] if config.optimised_layer != config.layer else [config.layer]
+    extractor = session.memo(("featurevis extractor", *layers), lambda: featurevis_extractor(network, layers))
+    autocast = resolve_precision("bf16" if config.precision == "bf16" else "fp32", network.device)
+    batch = UnitBatch(config.layer, config.optimised_layer, UNIT_OBJECTIVES[job.spec["objective"]],
+                      tuple(job.spec["units"]), config.steps, config.size, config.seed,
+                      Recipe.from_dict(config.recipe), autocast)
+    return config, extractor, batch
+
+
+def _elements(job) -> int:
+    """Images a render job optimises at once."""
+    objective = UNIT_OBJECTIVES[job.spec["objective"]]
+    return len(job.spec["units"]) * objective.images(Recipe.from_dict(job.spec["config"]["recipe"]))
 
 
 def _order(objective: str) -> tuple:

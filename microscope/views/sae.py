@@ -127,6 +127,7 @@ class SaeView(View):
             spec = {"layer": layer, "vectors": vectors, "key": key, "sampling": asdict(sampling),
                     "training": asdict(training), "expansion": settings.expansion,
                     "images": {"folder": str(dataset.root), "labels": request.images.labels,
+                               "sample": request.images.sample,
                                "view": [dataset.view.resize, dataset.view.crop],
                                "fingerprint": dataset.fingerprint()}}
             first = make_job(self.name, "vectors", layer, spec, work=len(dataset))
@@ -182,11 +183,13 @@ def images_of(session, images: dict):
     from microscope.images import ImageDataset, View as ImageView
 
     def scan():
-        dataset = ImageDataset(images["folder"], labels=images["labels"], view=ImageView(*images["view"]))
+        dataset = ImageDataset(images["folder"], labels=images["labels"], view=ImageView(*images["view"]),
+                               sample=images["sample"])
         if dataset.fingerprint() != images["fingerprint"]:
             raise UsageError(f"the images in {images['folder']} changed since the run was planned; run it again")
         return dataset
-    return session.memo(("request images", images["folder"], images["labels"], tuple(images["view"])), scan)
+    return session.memo(("request images", images["folder"], images["labels"], images["sample"],
+                         tuple(images["view"])), scan)
 
 
 VIEW = SaeView()
