@@ -222,7 +222,7 @@ def sae(layer, **values):
 
     executor = executor_from(values)
     request, session = request_from({**values, "layers": (layer,)}, ["sae"])
-    outcome = compute(request, session, executor)
+    outcome = compute(request, session, executor, announce=click.echo)
     model = session.network().spec.name  # the store's name of the model (your own model's: from its file)
     found = read_sae(session.store, model, request.layers[0], session.network().weights_id)
     click.echo(f"sae of {model}, " + outcome.summary())
@@ -251,7 +251,7 @@ def atlas(**values):
 
     executor = executor_from(values)
     request, session = request_from(values, ["atlas"])
-    outcome = compute(request, session, executor)
+    outcome = compute(request, session, executor, announce=click.echo)
     click.echo(f"atlas of {session.network().spec.name}, " + outcome.summary())
     if outcome.failed:
         sys.exit(1)

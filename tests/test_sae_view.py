@@ -46,6 +46,7 @@ def test_sae_command_reports_and_reuses(built):
     store, _, trained, again = built
     result, weights = read_sae(store, "inceptionv1-caffe", LAYER, "random-seed0")
     last = trained.stdout.strip().splitlines()
+    assert last[0] == "plan: sparse autoencoder 1 SAEs (not timed)"  # said before the work; training has no estimate
     assert f"{FEATURES}: 512 features, k 8; held-out FVU {result.fvu:.3f}" in trained.stdout
     assert last[-1].startswith("next: python build.py build") and FEATURES in last[-1]
     assert "1 SAEs computed, 0 reused" in trained.stdout and "0 SAEs computed, 1 reused" in again.stdout
