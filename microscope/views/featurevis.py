@@ -153,7 +153,7 @@ class FeatureVisView(View):
         rendered = render_batch(session.network(), extractor, batch, on_step=lambda: report(1))
         write_renders(session.store, config, batch, rendered)
 
-    def estimate(self, plan, request, session) -> float:
+    def estimate(self, plan, request, session) -> float | None:
         """A few real steps of each layer's (and size's) largest batch, scaled to every job's steps and
         elements (a step's time grows with the images in the batch)."""
         from microscope.featurevis.batch import step_seconds
