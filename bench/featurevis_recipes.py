@@ -10,7 +10,8 @@ and measures the mean activation of its own channel (post-ReLU, as the pages rep
 layer: the median ratio fast / Lucid, the share of channels where fast >= Lucid, the compute ratio (the
 sum over steps of the pixels of the batch the network sees, transforms included) and the wall-time
 ratio - of each whole run_views call (the catalogue, the plan and writing the files included), of
-its rendering stage alone, and of the process's CPU time; then one line per channel. The bar: fast >= Lucid for >= 90 % of channels at <= 25 % of the compute.
+its rendering stage alone, and of the process's CPU time; then one line per channel. The bar: fast >=
+Lucid for >= 90 % of channels at <= 25 % of the compute.
 It writes a contact sheet per layer and recipe into the store root, to compare by eye with each other
 and with ../shared/reference. Resumable: each batch's time is kept in <store>/seconds.json, and a rerun
 renders only the batches it has not timed yet.
@@ -25,8 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -39,6 +38,7 @@ from microscope.pipeline import run_views  # noqa: E402
 from microscope.selection import Units  # noqa: E402
 from microscope.store import Store  # noqa: E402
 from microscope.views.featurevis import Settings  # noqa: E402
+from featurevis_quality import contact_sheet, rendered_channel_means  # noqa: E402  (its sibling in bench/)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RECIPE_NAMES = ("lucid", "fast")
@@ -49,26 +49,6 @@ def pixel_steps(recipe: Recipe, steps: int, size: int, seed: int = 0) -> int:
     polish = recipe.polish_steps(steps)
     draws = draw_transforms(recipe.transforms, element_seed(seed, "transforms"), steps - polish)
     return sum(output_size(recipe.transforms, size, d.scale) ** 2 for d in draws) + polish * size * size
-
-
-def reloaded_means(network, store: Store, layer: str, units: list[int]) -> np.ndarray:
-    """Each saved channel render's mean activation on its own channel, read back from its PNG."""
-    values = []
-    for unit in units:
-        with Image.open(store.unit_dir(network.spec.name, layer, unit) / "channel.png") as image:
-            x = TF.to_tensor(image.convert("RGB"))[None]
-        with torch.no_grad():
-            values.append(float(network.activations(x, [layer])[layer][0, unit].mean()))
-    return np.array(values)
-
-
-def contact_sheet(network, store: Store, layer: str, units: list[int], path: Path, columns: int = 8) -> None:
-    tiles = [Image.open(store.unit_dir(network.spec.name, layer, u) / "channel.png").convert("RGB") for u in units]
-    side = tiles[0].size[0]
-    sheet = Image.new("RGB", (columns * side, -(-len(tiles) // columns) * side), "white")
-    for i, tile in enumerate(tiles):
-        sheet.paste(tile, ((i % columns) * side, (i // columns) * side))
-    sheet.save(path)
 
 
 def main() -> None:
@@ -115,7 +95,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     lines = []
     for layer, units in samples.items():
-        means = {name: reloaded_means(network, stores[name], layer, units) for name in RECIPE_NAMES}
+        means = {name: rendered_channel_means(network, stores[name], layer, units) for name in RECIPE_NAMES}
         ratio = means["fast"] / np.maximum(means["lucid"], 1e-6)
         wall, cpu, rendering = ({name: sum(s[i] for k, s in seconds.items() if k.startswith(f"{name}/{layer}/"))
                                  for name in RECIPE_NAMES} for i in (0, 1, 2))

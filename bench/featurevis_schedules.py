@@ -14,7 +14,8 @@ featurevis view renders it), it prints per plan: compute (sum over steps of pixe
 baseline), wall time (relative), and the activation of the saved (8-bit) image on its own channel: the
 median ratio to the baseline's and the share of channels where the plan reaches at least the baseline.
 It writes each plan's renders as one strip into --out, to compare by eye (and with ../shared/reference).
-This is an exploration tool: the recipe the issue asks for (`--recipe fast`) is not built yet.
+This is the exploration that chose `--recipe fast` (224:96:0.05+224:32:0.05:plain); bench/featurevis_recipes.py
+measures the recipe as built.
 """
 from __future__ import annotations
 
@@ -33,13 +34,12 @@ from microscope.catalogue import catalogue  # noqa: E402
 from microscope.featurevis.batch import element_seed, featurevis_extractor  # noqa: E402
 from microscope.featurevis.objectives import as_4d  # noqa: E402
 from microscope.featurevis.param import FourierImage  # noqa: E402
-from microscope.featurevis.recipe import Recipe, TransformRecipe  # noqa: E402
+from microscope.featurevis.recipe import NO_TRANSFORMS, Recipe  # noqa: E402
 from microscope.featurevis.registry import UNIT_OBJECTIVES  # noqa: E402
 from microscope.featurevis.render import render  # noqa: E402
 from microscope.network import load_network  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-PLAIN = TransformRecipe(pad=0, jitter_first=0, scales=(1.0,), angles=(0.0,), jitter_last=0)
 
 
 def grown(spectrum: torch.Tensor, size: int) -> torch.Tensor:
@@ -67,7 +67,7 @@ def run_plan(plan: str, extractor, objective, seeds, recipe: Recipe):
                 fresh.spectrum.copy_(grown(image.spectrum.detach(), size))
         image = fresh
         render(extractor, objective, image, steps, transform_seed=element_seed(0, "transforms", stage),
-               transforms=PLAIN if fields[3:] == ["plain"] else recipe.transforms, learning_rate=learning_rate)
+               transforms=NO_TRANSFORMS if fields[3:] == ["plain"] else recipe.transforms, learning_rate=learning_rate)
         compute += steps * size * size
     with torch.no_grad():
         pixels = (image().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
