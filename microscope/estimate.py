@@ -2,7 +2,8 @@
 
 Each view with work to do estimates its own jobs from a short calibration of the real work (a few
 optimisation steps, one forward batch: `View.estimate`); a view whose work is too small to be worth
-timing, or one without an estimate, is listed without a time. The line is what a user reads before a long build.
+timing, or one without an estimate, is listed without a time. The line is what a user reads before a
+long build.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ class Estimate:
         parts = []
         for name, seconds in self.seconds.items():
             plan = plans[name]
-            size = f"{plan.todo} {plan.what}"
-            parts.append(f"{VIEWS[name].title.lower()} {size} ({duration(seconds) if seconds is not None else 'not timed'})")
+            took = duration(seconds) if seconds is not None else "not timed"
+            parts.append(f"{VIEWS[name].title.lower()} {plan.todo} {plan.what} ({took})")
         if not parts:
             return "plan: nothing to compute, every result is in the store"
         timed = any(s is not None for s in self.seconds.values())

@@ -51,9 +51,10 @@ def render(extractor: nn.Module, objective: Objective, image: FourierImage, step
     device = image.spectrum.device
     optimizer = torch.optim.Adam(image.parameters(), lr=learning_rate)
     values = []
+    plain = transforms.identity  # the image goes in as it is (the fast recipe's polish steps)
     for draw in draw_transforms(transforms, transform_seed, steps):
         optimizer.zero_grad(set_to_none=True)
-        x = image() if transforms.identity else transform_images(image(), draw, transforms)
+        x = image() if plain else transform_images(image(), draw, transforms)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
