@@ -22,6 +22,8 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from microscope.featurevis.recipe import Recipe  # noqa: E402
+from microscope.featurevis.registry import UNIT_OBJECTIVES  # noqa: E402
 from microscope.packs import BOTTOM, TOP, write_pack  # noqa: E402
 from microscope.site import build_site  # noqa: E402
 from microscope.site.builder import part_budget  # noqa: E402
@@ -32,6 +34,8 @@ from microscope.store.files import image_bytes  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FULL_SITE_UNITS = 7000
+# Every objective of the registry with the default recipe's files (4 diversity images), as a full build stores them.
+OBJECTIVE_FILES = {name: objective.files(Recipe(), "png") for name, objective in UNIT_OBJECTIVES.items()}
 
 
 def variants(tiles: list[Image.Image], rng: np.random.Generator, noise: float) -> Image.Image:
@@ -88,9 +92,7 @@ def make_store(root: Path, units: int, noise: float) -> None:
                           steps=512, size=224, precision="fp32", image_format="png")
     for unit in range(units):
         folder = store.unit_dir(model, "mixed4a", unit)
-        objectives = {"channel": ["channel.png"], "neuron": ["neuron.png"], "negative": ["negative.png"],
-                      "diversity": [f"diversity-{i}.png" for i in range(4)]}
-        for objective, names in objectives.items():
+        for objective, names in OBJECTIVE_FILES.items():
             images = [RenderImage(file=name, stamp=atomic_write_bytes(folder / name, image_bytes(
                                       variants(tiles, rng, noise), ".png")),
                                   objective_final=float(rng.uniform(50, 900)),

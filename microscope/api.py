@@ -25,7 +25,7 @@ from PIL import Image
 
 from microscope.errors import UsageError
 from microscope.store import ExamplesSummary, LayerInfo, ModelRecord, RenderRecord, Store
-from microscope.views import VIEWS
+from microscope.views.registry import VIEWS
 
 
 def open_store(path: str | Path = "artifacts") -> "StoreReader":

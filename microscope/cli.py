@@ -65,7 +65,7 @@ def _options(*decorators):
 
 def _view_options(*names):
     """The options of these views (of every view `build` computes if none is named)."""
-    from microscope.views import VIEWS, build_views
+    from microscope.views.registry import VIEWS, build_views
 
     return _options(*[option for name in names or build_views() for option in VIEWS[name].options()])
 
@@ -247,7 +247,7 @@ def atlas(**values):
     from microscope.atlas.stored import read_atlas
     from microscope.executors import executor_from
     from microscope.pipeline import compute, request_from
-    from microscope.views import VIEWS
+    from microscope.views.registry import VIEWS
 
     executor = executor_from(values)
     request, session = request_from(values, ["atlas"])
@@ -297,7 +297,7 @@ def build(out, labels_file, log_file, preview, **values):
     from microscope.pipeline import build as run_build, check_out, request_from
     from microscope.preview import preview_layer, preview_values, refine_command
     from microscope.unit_labels import read_unit_labels
-    from microscope.views import build_views
+    from microscope.views.registry import build_views
 
     check_out(out, values.get("store"), values.get("images"))  # before anything is loaded or written
     _log_to(log_file)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from microscope.views import VIEWS, ViewPlan
+from microscope.views.base import ViewPlan
+from microscope.views.registry import VIEWS
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,3 +71,8 @@ def ordered(jobs: list[Job]) -> list[Job]:
     if len(result) != len(jobs):
         raise ValueError("the plan has a dependency cycle; this is a bug")
     return result
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers narrow), for sizing job pools."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from microscope.errors import UsageError
 from microscope.models import LayerSpec, ModelSpec, get_spec
+from microscope.models.graph import NodeExtractor, broken_twins
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,10 @@ class Derived:
 
 
 class LayerExtractor(nn.Module):
-    """Preprocess, run the truncated graph, and assemble each layer from its fx nodes (or derive it)."""
+    """The model's own layers from their fx nodes (`NodeExtractor`), and the derived layers computed from them."""
 
     def __init__(self, network: "Network", layers: list[LayerSpec]):
         super().__init__()
-        self.preprocessing = network.spec.preprocessing
         self.layers = layers
         self.derived = nn.ModuleList()  # by position: any layer name, no key to escape
         self.sources: dict[str, tuple[str, int]] = {}  # derived layer -> (source layer, its module's position)
@@ -51,17 +50,15 @@ class LayerExtractor(nn.Module):
                 self.sources[layer.name] = (found.source, len(self.derived))
                 self.derived.append(found.module)
                 base.append(network.layer(found.source))
-        self.base = list({layer.name: layer for layer in base}.values())
-        nodes = sorted({node for layer in self.base for node in layer.nodes})
-        self.graph_module = create_feature_extractor(network.module, return_nodes=nodes)
-        _disable_inplace(self.graph_module)
+        self.base = NodeExtractor(network.module, network.spec.preprocessing, base)
+
+    @property
+    def graph_module(self) -> torch.fx.GraphModule:
+        """The graph truncated after the deepest layer asked for (catalogue.py walks receptive fields on it)."""
+        return self.base.graph_module
 
     def forward(self, rgb01: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = self.graph_module(self.preprocessing(rgb01))
-        found = {}
-        for layer in self.base:
-            parts = [outputs[node] for node in layer.nodes]
-            found[layer.name] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        found = self.base(rgb01)
         result = {}
         for layer in self.layers:
             if layer.name in self.sources:
@@ -70,17 +67,6 @@ class LayerExtractor(nn.Module):
             else:
                 result[layer.name] = found[layer.name]
         return result
-
-
-def _disable_inplace(graph_module: torch.fx.GraphModule) -> None:
-    # An in-place ReLU after a node we return would overwrite the pre-ReLU value we asked for.
-    for node in graph_module.graph.nodes:
-        if node.kwargs.get("inplace"):
-            node.kwargs = {**node.kwargs, "inplace": False}
-    for module in graph_module.modules():
-        if hasattr(module, "inplace"):
-            module.inplace = False
-    graph_module.recompile()
 
 
 @dataclass
@@ -143,17 +129,8 @@ class Network:
     def broken_twins(self, names: list[str] | None = None, seed: int = 0) -> list[str]:
         """The layers (of `names`, default all) that claim a pre-ReLU twin but do not equal ReLU(twin)
         on a seeded random input: a twin is checked, never assumed."""
-        claimed = [layer for layer in (self.layer(n) for n in names or [l.name for l in self.layers])
-                   if layer.pre_relu is not None and layer.relu_of_twin]
-        if not claimed:
-            return []
-        wanted = list(dict.fromkeys(n for layer in claimed for n in (layer.name, layer.pre_relu)))
-        size = self.spec.input_size
-        image = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
-        with torch.inference_mode():
-            found = self.activations(image, wanted)
-        return [layer.name for layer in claimed if found[layer.name].shape != found[layer.pre_relu].shape
-                or not torch.equal(found[layer.name], found[layer.pre_relu].clamp_min(0))]
+        layers = [self.layer(name) for name in names or [layer.name for layer in self.layers]]
+        return broken_twins(layers, self.activations, self.spec.input_size, seed)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -35,16 +35,6 @@ def kind_name(kind: int) -> str:
     return "top" if kind == TOP else "bottom" if kind == BOTTOM else f"band{kind - BAND0}"
 
 
-def pack_stem(chunk: int) -> str:
-    return f"{chunk:06d}"
-
-
-def _chunk_of(name: str, suffix: str) -> int | None:
-    """The chunk of a pack file name `<stem><suffix>`, None for any other name."""
-    stem = name.removesuffix(suffix)
-    return int(stem) if stem != name and stem.isdigit() else None
-
-
 @dataclass(frozen=True)
 class PatchRef:
     """Where one patch's bytes are: `length` bytes at `offset` of the pack `path`."""
@@ -68,17 +58,18 @@ class PatchRef:
 def write_pack(directory: Path, chunk: int, entries: list[tuple[int, int, int, bytes]]) -> FileStamp:
     """Write the pack of `chunk`: entries are (unit, kind, rank, encoded image), stored in this order.
     Returns the stamp of its index (which holds the stamp of the .bin)."""
+    index_file = Store.patch_index_file(directory, chunk)
     offsets = np.cumsum([0] + [len(data) for *_, data in entries])
-    stamp = atomic_write_bytes(directory / f"{pack_stem(chunk)}.bin", b"".join(data for *_, data in entries),
+    stamp = atomic_write_bytes(Store.patch_pack_file(index_file), b"".join(data for *_, data in entries),
                                sync=False)
     columns = np.array([entry[:3] for entry in entries], dtype=np.int64).reshape(-1, 3)
     index = PatchIndex(unit=columns[:, 0], kind=columns[:, 1], rank=columns[:, 2], offset=offsets[:-1],
                        length=np.diff(offsets), bin_size=np.array(stamp.size), bin_sha256=np.array(stamp.sha256))
-    return Store.write(directory / f"{pack_stem(chunk)}.idx.npz", index, sync=False)
+    return Store.write(index_file, index, sync=False)
 
 
 def pack_complete(directory: Path, chunk: int) -> bool:
-    return (directory / f"{pack_stem(chunk)}.idx.npz").is_file()
+    return Store.patch_index_file(directory, chunk).is_file()
 
 
 def complete_chunks(directory: Path) -> set[int]:
@@ -87,9 +78,9 @@ def complete_chunks(directory: Path) -> set[int]:
     if not directory.is_dir():
         return set()
     names = os.listdir(directory)
-    done = {_chunk_of(name, ".idx.npz") for name in names} - {None}
+    done = {Store.patch_index_chunk(name) for name in names} - {None}
     for name in names:
-        chunk = _chunk_of(name, ".bin")
+        chunk = Store.patch_pack_chunk(name)
         if name.endswith(".tmp") or (chunk is not None and chunk not in done):
             os.unlink(directory / name)
     return done
@@ -97,7 +88,7 @@ def complete_chunks(directory: Path) -> set[int]:
 
 def pack_indexes(directory: Path) -> list[str]:
     """Names of the complete packs' index files in `directory`, sorted (each stamps its .bin)."""
-    return [f"{pack_stem(chunk)}.idx.npz" for chunk in sorted(complete_chunks(directory))]
+    return [Store.patch_index_file(directory, chunk).name for chunk in sorted(complete_chunks(directory))]
 
 
 def read_patch_index(store: Store, directory: Path, stamps: dict[str, FileStamp] | None = None
@@ -110,7 +101,7 @@ def read_patch_index(store: Store, directory: Path, stamps: dict[str, FileStamp]
     found: dict[int, dict[tuple[str, int], PatchRef]] = {}
     if not directory.is_dir():
         return found if not stamps else None
-    names = sorted(name for name in (stamps or os.listdir(directory)) if _chunk_of(name, ".idx.npz") is not None)
+    names = sorted(name for name in (stamps or os.listdir(directory)) if Store.patch_index_chunk(name) is not None)
     for name in names:
         rows = read_pack(store, directory, name, stamps.get(name) if stamps else None)
         if rows is None:
@@ -124,7 +115,7 @@ def read_pack(store: Store, directory: Path, name: str, stamp: FileStamp | None 
               ) -> list[tuple[int, int, int, PatchRef]] | None:
     """(unit, kind, rank, PatchRef) of every patch of the pack whose index is `directory/name`, the index
     checked against `stamp` and the .bin against the index; None if either is missing or damaged (said once)."""
-    pack = directory / f"{name.removesuffix('.idx.npz')}.bin"
+    pack = Store.patch_pack_file(directory / name)
     index = store.read(directory / name, PatchIndex, stamp)
     if index is None:
         return None

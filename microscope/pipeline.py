@@ -24,7 +24,8 @@ from microscope.selection import Units, resolve_layers
 from microscope.session import Images, Request, RunSpec, Session
 from microscope.store import Store, usable_folder
 from microscope.store.lock import sweep_temp_files, writing
-from microscope.views import VIEWS, ViewPlan
+from microscope.views.base import ViewPlan
+from microscope.views.registry import VIEWS
 
 log = logging.getLogger("microscope.build")
 
@@ -54,7 +55,9 @@ class Outcome:
     def summary(self) -> str:
         lines = [f"{len(self.layers)} layer(s): {', '.join(self.layers)}"]
         for name, plan in self.plans.items():
-            lines.append(f"  {VIEWS[name].title.lower()}: {plan.todo} {plan.what} computed, {plan.done} reused")
+            refused = f", {plan.refused} refused" if plan.refused else ""
+            lines.append(f"  {VIEWS[name].title.lower()}: {plan.todo - plan.refused} {plan.what} computed{refused}, "
+                         f"{plan.done} reused")
         stages = {name: secs for name, secs in self.seconds.items() if name != "site"}
         stages.update(self.run.seconds)
         if "site" in self.seconds:

@@ -16,26 +16,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from microscope.store import (AtlasResult, AtlasStage, CircuitRefusal, CircuitResult, DatasetIndex, ExamplesResult,
-                              FileStamp, ModelRecord, PassShard, PatchIndex, RecordError, RenderRecord, SaeResult,
-                              SaeVectors, ThumbStamps, load_npz)
+from microscope.store import PassShard, PatchIndex, RecordError, Store, ThumbStamps, load_npz
 
-# Where each kind of record lives, relative to the store's root (store/schema.py, atlas.py, sae.py).
-RECORDS = (
-    ("*/model.json", ModelRecord),
-    ("*/datasets/*/images.json", DatasetIndex),
-    ("*/datasets/*/thumbs/*-*.json", ThumbStamps),
-    ("*/*/examples/result.json", ExamplesResult),
-    ("*/*/featurevis/*/*.json", RenderRecord),
-    ("*/*/circuits/result.json", CircuitResult),
-    ("*/*/circuits/refused.json", CircuitRefusal),
-    ("*/*/atlas/result.json", AtlasResult),
-    ("*/*/atlas/cells.json", AtlasStage),
-    ("*/*/atlas/icons.json", AtlasStage),
-    ("*/*/sae/*/result.json", SaeResult),
-    ("*/*/sae/*/vectors/*/vectors.json", SaeVectors),
-)
-SHARDS = "*/passes/*/*.npz"  # an unfinished examples pass's checkpoints
 DECODE_ERRORS = (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile, UnicodeDecodeError,
                  RecordError)
 
@@ -56,47 +38,32 @@ class Report:
 
 def verify_store(root: Path) -> Report:
     """Every record of the store under `root` decoded, and every file it vouches for checked."""
-    report = Report()
-    for pattern, kind in RECORDS:
-        for path in sorted(root.glob(pattern)):
-            report.records += 1
-            try:
-                record = kind.from_json(json.loads(path.read_text(encoding="utf-8")))
-            except DECODE_ERRORS as error:
-                report.damaged.append(Damage(path, _say(error), [path]))
-                continue
-            for file, stamp in stamped(record, path.parent).items():
+    report, store = Report(), Store(root)
+    for path, kind in store.record_files():
+        report.records += 1
+        try:
+            record = kind.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except DECODE_ERRORS as error:
+            report.damaged.append(Damage(path, _say(error), [path]))
+            continue
+        for file, stamp in store.stamped_files(record, path.parent).items():
+            report.files += 1
+            problem = stamp.problem(file)
+            if problem:  # a thumbnail's stamp stays: the next build sees it missing and writes it alone
+                report.damaged.append(Damage(file, problem, [file] if kind is ThumbStamps else [file, path]))
+            elif store.is_patch_index(file):  # the index vouches for its pack
+                pack = store.patch_pack_file(file)
                 report.files += 1
-                problem = stamp.problem(file)
-                if problem:  # a thumbnail's stamp stays: the next build sees it missing and writes it alone
-                    report.damaged.append(Damage(file, problem, [file] if kind is ThumbStamps else [file, path]))
-                elif file.name.endswith(".idx.npz"):  # the index vouches for its pack
-                    pack = file.with_name(file.name.removesuffix(".idx.npz") + ".bin")
-                    report.files += 1
-                    problem = _pack_problem(file, pack)
-                    if problem:
-                        report.damaged.append(Damage(pack, problem, [pack, file, path]))
-    for path in sorted(root.glob(SHARDS)):
+                problem = _pack_problem(file, pack)
+                if problem:
+                    report.damaged.append(Damage(pack, problem, [pack, file, path]))
+    for path in store.pass_shard_files():
         report.records += 1
         try:
             PassShard.from_arrays(load_npz(path))
         except DECODE_ERRORS as error:
             report.damaged.append(Damage(path, _say(error), [path]))
     return report
-
-
-def stamped(record, folder: Path) -> dict[Path, FileStamp]:
-    """The data files a record vouches for, with what they held when it was written."""
-    files = getattr(record, "files", None)  # (a DatasetIndex's files are image names, not stamps)
-    found = {folder / name: stamp for name, stamp in files.items()} if isinstance(files, dict) else {}
-    if isinstance(record, RenderRecord):
-        found.update({folder / image.file: image.stamp for image in record.images})
-    elif isinstance(record, ThumbStamps):
-        found.update({folder / f"{int(index)}.jpg": stamp for index, stamp in record.stamps.items()})
-    elif isinstance(record, SaeVectors):
-        for shard in record.shards:
-            found.update({folder / f"{shard.stem}.train.npy": shard.train, folder / f"{shard.stem}.held.npy": shard.held})
-    return found
 
 
 def repair(damaged: list[Damage], root: Path) -> int:

@@ -10,19 +10,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from microscope.atlas.stored import LEVELS, icons_key
+from microscope.featurevis.recipe import Recipe
+from microscope.featurevis.registry import UNIT_OBJECTIVES
 from microscope.packs import write_pack
-from microscope.store import (CircuitArrays, CircuitResult, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary,
-                              FileStamp, LayerInfo,
-                              ModelRecord, PatchSettings, RenderConfig, RenderImage, RenderRecord, Store, ThumbSettings,
-                              ViewSettings, atomic_write_bytes)
+from microscope.store import (AtlasCells, AtlasIcons, AtlasLayout, AtlasResult, AtlasStage, CircuitArrays,
+                              CircuitResult, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp,
+                              LayerInfo, ModelRecord, PatchSettings, RenderConfig, RenderImage, RenderRecord, SaeResult,
+                              SaeWeights, Store, ThumbSettings, ViewSettings, atomic_write_bytes)
 from microscope.store.files import image_bytes
 
 FINGERPRINT = "d5e1f00d"
 N_IMAGES = 10
 TOP_K, BOTTOM_K, BAND_SAMPLES = 6, 3, 2
 WEIRD_LAYER = 'a<b"c'
-OBJECTIVES = {"channel": ["channel.png"], "neuron": ["neuron.png"], "negative": ["negative.png"],
-              "diversity": ["diversity-0.png", "diversity-1.png"]}
+# Every objective of the registry, as the view names its files; 2 diversity images keep the stores small.
+OBJECTIVES = {name: objective.files(Recipe(diversity_images=2), "png") for name, objective in UNIT_OBJECTIVES.items()}
 FILES = [name for files in OBJECTIVES.values() for name in files]
 BAND_NAMES = ["top 10%", "10-50%"]
 ACTIVATION_MAX = 3.0  # of every stored render on its unit
@@ -53,10 +56,12 @@ def catalogue() -> list[LayerInfo]:
 
 
 def make_store(root: Path, model: str = "tiny", featurevis_layers=("conv1", "mixed_a", WEIRD_LAYER),
-               examples_layers=("conv1", WEIRD_LAYER), featurevis_units=None, circuits=("mixed_a",)) -> Store:
-    """A store with one model: featurevis and/or examples for the given layers."""
+               examples_layers=("conv1", WEIRD_LAYER), featurevis_units=None, circuits=("mixed_a",),
+               layers: list[LayerInfo] | None = None) -> Store:
+    """A store with one model (its layers: `catalogue()` unless given): featurevis and/or examples for the
+    given layers."""
     store = Store(root)
-    layers = catalogue()
+    layers = catalogue() if layers is None else layers
     store.write(store.model_file(model), ModelRecord(
         name=model, title="Tiny test net", description="A made-up network for the site tests.",
         weights_id="random-seed0", input_size=32, layers=layers, categories=[f"class <{i}>" for i in range(5)]))
@@ -174,3 +179,105 @@ def write_examples(store: Store, model: str, info: LayerInfo) -> None:
         patches=PatchSettings("webp", 24, 100, [128, 128, 128], ["top", "bottom"], BOTTOM_K), batch_size=4,
         files={name: stamp for name, stamp in files.items() if isinstance(stamp, FileStamp)}))
     assert folder.is_dir()
+
+
+def write_sae(store: Store, model: str, source: LayerInfo, features: int, fvu: float = 0.25) -> SaeWeights:
+    """As microscope/sae/fit.py writes them: weights.npz, then result.json; an SAE of `source` for the
+    weights "random-seed0" (the model record's), its features the layer `<source>_sae`."""
+    rng = np.random.default_rng(4)
+    width = source.channels
+    decoder = rng.normal(size=(width, features))
+    decoder /= np.linalg.norm(decoder, axis=0)  # unit-norm columns, as trained
+    weights = SaeWeights(W_enc=decoder.T.astype(np.float32).copy(), b_enc=np.zeros(features, np.float32),
+                         W_dec=decoder.astype(np.float32), b_pre=np.zeros(width, np.float32),
+                         firing=rng.uniform(0, 0.2, features).astype(np.float32),
+                         mean_activation=rng.uniform(0, 3, features).astype(np.float32),
+                         nearest_neuron=np.abs(decoder).argmax(axis=0).astype(np.int64),
+                         nearest_cosine=np.abs(decoder).max(axis=0).astype(np.float32))
+    stamp = store.write(store.sae_weights_file(model, source.name, "random-seed0"), weights)
+    store.write(store.sae_result_file(model, source.name, "random-seed0"), SaeResult(
+        key="test", model=model, weights_id="random-seed0", layer=source.name, width=width, features=features, k=4,
+        expansion=features // width, scale=1.0, vectors="test", dataset=FINGERPRINT, n_images=N_IMAGES,
+        train_vectors=400, held_vectors=100, sampling={}, training={}, fvu=fvu, l0=3.5, dead_fraction=0.0,
+        curve=[[0, 0.9], [10, fvu]], seconds={"training": 1.0}, files={"weights.npz": stamp}))
+    return weights
+
+
+ATLAS_SIDES = (2, 4)  # coarse and fine grids
+ATLAS_ICONS = {"size": 8, "batch_size": 3}  # icon settings: batches of 3 cells, so a level has several files
+
+
+def write_atlas(store: Store, model: str, layer: LayerInfo, vectors: int = 24) -> dict:
+    """As microscope/atlas writes an atlas: the layout, then the cells and their patches, then the icons,
+    each stage's record last and keyed on the one before. Returns what was written, by name."""
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 1, (vectors, 2)).astype(np.float32)
+    grids = [_atlas_grid(xy, side, layer.channels) for side in ATLAS_SIDES]
+    layout = AtlasLayout(xy=xy, sizes=np.array(ATLAS_SIDES, np.int64), count_coarse=grids[0][0], mean_coarse=grids[0][1],
+                         count_fine=grids[1][0], mean_fine=grids[1][1])
+    layout_file = store.atlas_layout_file(model, layer.name)
+    result = AtlasResult(key="layout-test", model=model, layer=layer.name, vectors=FileStamp(0, "0" * 64),
+                         n_vectors=vectors, layout={}, sizes=list(ATLAS_SIDES), min_count=0, seconds={},
+                         files={layout_file.name: store.write(layout_file, layout)})
+    store.write(store.atlas_result_file(model, layer.name), result)
+    cells = {level: _atlas_cells(count, layer.channels, rng) for level, (count, _) in zip(LEVELS, grids)}
+    cells_stage = _write_atlas_cells(store, model, layer.name, result.key, cells)
+    icons = _write_atlas_icons(store, model, layer.name, cells_stage, cells)
+    return {"layout": layout, "cells": cells, "icons": icons}
+
+
+def _atlas_grid(xy: np.ndarray, side: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors per cell of a side x side grid (row: y, column: x), and the cells' (here zero) means."""
+    cell = np.minimum((xy * side).astype(np.int64), side - 1)
+    count = np.zeros((side, side), np.int64)
+    np.add.at(count, (cell[:, 1], cell[:, 0]), 1)
+    return count, np.zeros((side, side, channels), np.float32)
+
+
+def _atlas_cells(count: np.ndarray, channels: int, rng: np.random.Generator) -> AtlasCells:
+    """The cells with vectors, in row-major order: 3 nearest units, 2 classes, 2 patches each."""
+    row, column = np.nonzero(count)
+    n = len(row)
+    return AtlasCells(row=row.astype(np.int64), column=column.astype(np.int64), count=count[row, column],
+                      units=rng.integers(0, channels, (n, 3)), unit_cos=rng.uniform(0, 1, (n, 3)),
+                      classes=rng.integers(0, 5, (n, 2)), class_attr=rng.uniform(0, 1, (n, 2)),
+                      attributed=np.ones(n, np.int64), patches=np.tile(np.arange(2), (n, 1)))
+
+
+def _write_atlas_cells(store: Store, model: str, layer: str, layout_key: str, cells: dict) -> AtlasStage:
+    folder = store.atlas_dir(model, layer)
+    files = {}
+    entries = []  # (cell, level, rank, image), as the cells stage packs them
+    for level_index, (level, found) in enumerate(cells.items()):
+        path = store.atlas_cells_file(model, layer, level)
+        files[store.file_key(path, folder)] = store.write(path, found)
+        for cell in range(len(found.row)):
+            for rank in range(found.patches.shape[1]):
+                patch = Image.new("RGB", (12, 12), patch_colour(cell, level_index, rank))
+                entries.append((cell, level_index, rank, image_bytes(patch, ".webp", lossless=True)))
+    index = store.atlas_patch_index_file(model, layer)
+    files[store.file_key(index, folder)] = write_pack(index.parent, 0, entries)
+    stage = AtlasStage(key="cells-test", layout_key=layout_key, weights_id="random-seed0", settings={},
+                       seconds={}, files=files)
+    store.write(store.atlas_stage_file(model, layer, "cells"), stage)
+    return stage
+
+
+def _write_atlas_icons(store: Store, model: str, layer: str, cells_stage: AtlasStage, cells: dict) -> dict:
+    """Each level's icons in batches, in solid colours (cell, level); returns level -> (n, S, S, 3) pixels."""
+    key = icons_key(cells_stage.layout_key, "random-seed0", ATLAS_ICONS, cells_stage.key)
+    folder, side, batch = store.atlas_dir(model, layer), ATLAS_ICONS["size"], ATLAS_ICONS["batch_size"]
+    files, pixels = {}, {}
+    for level_index, (level, found) in enumerate(cells.items()):
+        n = len(found.row)
+        pixels[level] = np.zeros((n, side, side, 3), np.uint8)
+        pixels[level][:] = np.array([patch_colour(cell, level_index, 5) for cell in range(n)], np.uint8)[:, None, None]
+        for first in range(0, n, batch):
+            path = store.atlas_icons_file(model, layer, level, first)
+            part = pixels[level][first:first + batch]
+            files[store.file_key(path, folder)] = store.write(path, AtlasIcons(
+                pixels=part, value=np.ones(len(part), np.float32), key=np.array(key)))
+    store.write(store.atlas_stage_file(model, layer, "icons"), AtlasStage(
+        key=key, layout_key=cells_stage.layout_key, weights_id="random-seed0", settings=ATLAS_ICONS, seconds={},
+        files=files))
+    return pixels

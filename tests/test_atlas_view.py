@@ -273,7 +273,7 @@ def test_atlas_page_in_a_real_browser(server):
         page.wait_for_url("**/atlas/index.html")
         page.add_script_tag(path=str(AXE))
         result = page.evaluate("""async () => await axe.run(document, {
-            runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})""")
+            runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}})""")
         assert [(v["id"], [n["target"] for n in v["nodes"]]) for v in result["violations"]] == []
         page.reload()
         page.wait_for_url("**/atlas/index.html")

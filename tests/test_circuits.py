@@ -2,6 +2,10 @@
 weights, ranked exactly, planned and resumed like every view, and refused for what cannot be linearised."""
 from __future__ import annotations
 
+import html
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from microscope.circuits.expanded import expanded_weights
+from microscope.circuits.ranking import ranked
 from microscope.circuits.linear import linearise
 from microscope.errors import UsageError
 from microscope.executors import LocalExecutor
@@ -137,6 +142,17 @@ def test_stored_maps_equal_an_independent_brute_force(caffe, stored, previous, l
         assert arrays.top_index[o, :t].tolist() == order[:t].tolist()
         assert arrays.top_index[o, t:].tolist() == np.lexsort((np.arange(channels), arrays.sums[o]))[:t].tolist()
         assert np.array_equal(arrays.top_value[o], arrays.sums[o, arrays.top_index[o]])
+    # And for every output unit: the sum of a map is the effect of the input channel raised by one everywhere,
+    # so one backward per output unit of the block, fed a constant map per channel, gives every sum.
+    level = torch.zeros(channels, requires_grad=True)
+    constant = level[None, :, None, None].expand(1, channels, side, side)
+    source = F.avg_pool2d(constant, 3, stride=2, ceil_mode=True, count_include_pad=False) if pooled else constant
+    centre = linear_block(block, source)[0, :, cy, cx]
+    for o in range(centre.numel()):
+        brute = torch.autograd.grad(centre[o], level, retain_graph=True)[0].double().numpy()
+        expected = ranked(brute, t)
+        for stored_index, expected_index in zip(arrays.top_index[o], expected):  # equal, up to exact ties
+            assert stored_index == expected_index or abs(brute[stored_index] - brute[expected_index]) < 1e-6, o
 
 
 def test_map_sizes_follow_the_branches(caffe, stored):
@@ -160,12 +176,35 @@ def test_done_pairs_are_skipped_and_damaged_ones_recomputed(caffe, stored, caplo
 
 
 def test_logits_maps_are_the_classifier_weights(caffe, tmp_path):
-    run_views(caffe, ["circuits"], store=tmp_path, layers=["logits"], settings={"circuits": Settings(top=4)})
-    store = Store(tmp_path)
+    from microscope.site import build_site
+
+    run_views(caffe, ["circuits"], store=tmp_path / "store", layers=["logits"], settings={"circuits": Settings(top=4)})
+    store = Store(tmp_path / "store")
     arrays = store.read(store.circuits_dir(caffe.spec.name, "logits") / "weights.npz", CircuitArrays)
     weight = caffe.module.classifier.weight.double().numpy()  # through global average pooling: W[c, i]
     np.testing.assert_allclose(arrays.sums, weight, rtol=1e-5, atol=1e-7)
     assert arrays.maps.shape[2:] == (1, 1)
+    # The last block's pages name the classes each unit pushes up and down most, strongest first.
+    build_site(store.root, tmp_path / "site", layers=["inception_5b"], progress=False)
+    unit = 7
+    page = (tmp_path / "site" / "models" / caffe.spec.name / "inception_5b" / str(unit) / "index.html").read_text()
+    names = caffe.spec.categories
+    up, down = np.argsort(-weight[:, unit], kind="stable")[:4], np.argsort(weight[:, unit], kind="stable")[:4]
+    pushes_up = page.split("Classes it pushes up most")[1].split("Classes it pushes down most")[0]
+    pushes_down = page.split("Classes it pushes down most")[1].split("</ol>")[0]
+    shown = [html.unescape(re.sub("<[^>]+>", "", item)).strip()
+             for item in re.findall(r"<li>(.*?)<span class=\"val\">", pushes_up)]
+    assert shown == [names[c] for c in up]  # no pages for the logits here: names without links
+    shown = [html.unescape(re.sub("<[^>]+>", "", item)).strip()
+             for item in re.findall(r"<li>(.*?)<span class=\"val\">", pushes_down)]
+    assert shown == [names[c] for c in down]
+    unit_json = tmp_path / "site" / "models" / caffe.spec.name / "inception_5b" / str(unit) / "unit.json"
+    outputs = json.loads(unit_json.read_text())["circuits"]["outputs"]
+    assert [entry["class"] for entry in outputs[:4]] == [names[c] for c in up]
+    # Its weights from inception_5a were not computed: the page and its provenance both say so.
+    assert "No expanded weights from inception_5a were computed" in page
+    assert "Circuit: no expanded weights from inception_5a were computed" in page
+    assert "Circuit: expanded weights from inception_5a" not in page
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +242,6 @@ def test_unit_pages_show_inputs_outputs_and_their_maps(site):
     inputs = [int(i) for i in arrays.top_index[330]]
     links = [url for tag, url in parse(layer / "330" / "index.html").links if "/inception_3a/" in url]
     assert f"../../inception_3a/{inputs[0]}/index.html" in links  # inputs link to their pages
-    assert "../../inception_3a/0/thumb.webp" in links or 0 not in inputs  # with their renders where there are
     assert "a labelled input" in page
     assert "/inception_4a/" not in page  # no pages there: unit numbers, no links
     # The map strip: one tile per input, 5x5 for this branch, red where it excites and blue where it inhibits.
@@ -221,7 +259,7 @@ def test_unit_pages_show_inputs_outputs_and_their_maps(site):
             assert pixel[2] > pixel[0]  # blue
         if np.abs(maps[tile, y, x]) == scale:
             assert tuple(pixel) in ((178, 24, 43), (33, 102, 172))  # the full colour at the unit's largest value
-    unit = __import__("json").loads((layer / "330" / "unit.json").read_text())
+    unit = json.loads((layer / "330" / "unit.json").read_text())
     assert [entry["unit"] for entry in unit["circuits"]["inputs"]] == inputs
     check_links(site)
 
@@ -236,3 +274,47 @@ def test_the_first_layer_says_it_reads_pixels_and_layers_offer_their_weights(sit
         np.testing.assert_allclose(export["maps"], arrays.maps, atol=1e-3, rtol=1e-2)
     grid = (model / "inception_3b" / "index.html").read_text()
     assert 'href="weights.npz"' in grid and 'href="330/index.html#circuit"' in grid
+
+
+def test_inputs_show_their_feature_visualization(site):
+    """Units 0-3 of inception_3a were rendered: a 3b unit fed by one of them shows its thumbnail, linked."""
+    site, arrays, _ = site
+    t = arrays.top_index.shape[1] // 2
+    for unit in range(arrays.top_index.shape[0]):
+        shown = [int(i) for rank, i in enumerate(arrays.top_index[unit])
+                 if (arrays.top_value[unit, rank] > 0) == (rank < t) and arrays.top_value[unit, rank] != 0]
+        rendered = [i for i in shown if i < 4]
+        if rendered:
+            break
+    assert rendered, "no unit of inception_3b has a rendered unit among its inputs"
+    model = site / "models" / "inceptionv1-caffe"
+    page = (model / "inception_3b" / str(unit) / "index.html").read_text()
+    for i in rendered:
+        thumb = f"../../inception_3a/{i}/thumb.webp"
+        assert re.search(rf'<a href="../../inception_3a/{i}/index.html"><img class="fv" src="{re.escape(thumb)}"', page)
+        assert (model / "inception_3a" / str(i) / "thumb.webp").is_file()
+    others = [i for i in shown if i >= 4]
+    assert all(f'inception_3a/{i}/thumb.webp' not in page for i in others)  # not rendered: no thumbnail
+
+
+def test_outputs_link_to_the_next_layer_with_its_labels(site, tmp_path):
+    """Built with inception_4a's pages and labels, a 3b unit's outputs link there and carry the labels."""
+    from microscope.site import build_site
+    from test_site import check_links
+
+    site, _, _ = site
+    store = Store(site.parent / "store")
+    outgoing = store.read(store.circuits_dir("inceptionv1-caffe", "inception_4a") / "weights.npz", CircuitArrays)
+    column = outgoing.sums[:, 330]
+    chosen = ranked(column, 5)
+    strongest, weakest = int(chosen[0]), int(chosen[5])
+    labels = {"inception_4a": {strongest: "an output label", weakest: "an inhibited label"}}
+    build_site(store.root, tmp_path / "site", layers=["inception_3b", "inception_4a"], labels=labels, progress=False)
+    page = (tmp_path / "site" / "models" / "inceptionv1-caffe" / "inception_3b" / "330" / "index.html").read_text()
+    excites = page.split("Units of inception_4a it excites most")[1].split("</ol>")[0]
+    inhibits = page.split("Units of inception_4a it inhibits most")[1].split("</ol>")[0]
+    linked = re.findall(r'<a href="../../inception_4a/(\d+)/index.html">', excites)
+    assert [int(u) for u in linked] == [int(u) for u in chosen[:5] if column[u] > 0]
+    assert re.search(rf'inception_4a/{strongest}/index.html">{strongest}</a> <span class="lab">an output label', excites)
+    assert re.search(rf'inception_4a/{weakest}/index.html">{weakest}</a> <span class="lab">an inhibited label', inhibits)
+    check_links(tmp_path / "site")

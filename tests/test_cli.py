@@ -186,6 +186,8 @@ BAD = [
     (["serve", "--out", "/no/site"], "no site at /no/site"),
     (["serve", "--out", "{files}", "--port", "70000"], "--port"),
     (["publish", "--out", "/no/site"], "no site at /no/site"),
+    (["verify", "--store", "/no/store"], "no artifact store at /no/store"),
+    (["verify", "--store", "{store}", "--out", "/no/site"], "no site at /no/site"),
     (["build", *TINY, "--out", "/proc/x"], "cannot write the site at --out /proc/x"),
     (["build", *TINY, "--labels-file", "/no/labels.yaml"], "cannot read labels file"),
     (["build", *TINY, "--images", "{photos}", "--out", "{photos}/site"], "overlap (one is inside the other)"),

@@ -149,3 +149,23 @@ def test_circuits_that_cannot_be_linearised_are_skipped_and_said_on_the_pages(tm
 
     again = cli(*args)  # the refusal is stored: nothing to redo
     assert "circuit: 0 layer pairs computed, 2 reused" in again.stdout
+
+
+def test_the_circuits_command_says_which_pair_it_refused(tmp_path):
+    """`circuits` alone: one warning line naming the module, the refusal stored and counted as refused."""
+    (tmp_path / "gelu.py").write_text(GELU_MODEL)
+    namespace = {}
+    exec(compile(GELU_MODEL, "gelu", "exec"), namespace)
+    torch.manual_seed(3)
+    torch.save(namespace["gelu"]().state_dict(), tmp_path / "gelu.pth")
+    args = ("circuits", "--model", f"{tmp_path / 'gelu.py'}:gelu", "--weights", tmp_path / "gelu.pth", "--layers", "5",
+            "--store", tmp_path / "store", "--quiet")
+    first = cli(*args)
+    warnings = [line for line in first.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and "cannot linearise module 3 (GELU) between 1 and 5" in warnings[0], first.stderr
+    assert "circuit: 1 layer pairs computed, 1 refused, 0 reused" in first.stdout  # 5 -> logits; 1 -> 5 refused
+    folder = tmp_path / "store" / "gelu-gelu"
+    assert (folder / "5" / "circuits" / "refused.json").is_file()
+    assert (folder / "logits" / "circuits" / "result.json").is_file()
+    again = cli(*args)
+    assert "circuit: 0 layer pairs computed, 2 reused" in again.stdout

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from microscope import views
+from microscope.views import registry
 from microscope.jobs import make_job
 from microscope.network import load_network
 from microscope.pipeline import run_views
 from microscope.selection import Units
 from microscope.site import build_site
 from microscope.store.typed import JsonRecord
-from microscope.views import Panel, View, ViewPlan
+from microscope.views.base import Panel, View, ViewPlan
 
 LAYER = "conv2"
 PARTIAL = """{% macro unit_panel(p) %}
@@ -85,16 +85,16 @@ def grey(tmp_path):
     (folder / "views" / "grey.html").write_text(PARTIAL)
     view = GreyView()
     view.template_folder = folder
-    views.register(view)
+    registry.register(view)
     yield view
-    views.unregister("grey")
+    registry.unregister("grey")
 
 
 def test_a_new_view_is_computed_skipped_when_done_and_shown(grey, tmp_path):
     network = load_network("inceptionv1-caffe", weights="random", seed=0, progress=False)
     store = tmp_path / "store"
     outcome = run_views(network, ["grey", "featurevis"], store=store, layers=[LAYER], units=Units(((0, 1),)),
-                        settings={"featurevis": views.VIEWS["featurevis"].default_settings().__class__(
+                        settings={"featurevis": registry.VIEWS["featurevis"].default_settings().__class__(
                             objectives=("channel",), steps=2, size=48)})
     assert grey.runs == [LAYER] and outcome.plans["grey"].todo == 1 and not outcome.failed
     again = run_views(network, ["grey"], store=store, layers=[LAYER])

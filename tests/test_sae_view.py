@@ -18,12 +18,14 @@ from microscope.images import ImageDataset, View
 from microscope.network import load_network
 from microscope.sae.stored import read_sae
 from microscope.store import ExamplesSummary, Store
-from generated import blob_photos, cli
+from generated import REPO, blob_photos, cli
 
 MODEL = ["--model", "inceptionv1-caffe", "--weights", "random"]
 LAYER, FEATURES = "inception_3a", "inception_3a_sae"
 TRAIN = ["--layer", LAYER, "--expansion", "2", "--k", "8", "--steps", "40", "--sae-batch-size", "64", "--quiet"]
 TOP = 4
+CHROMIUM = Path("/usr/bin/chromium")
+AXE = REPO / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +213,29 @@ def test_a_build_past_one_gigabyte_says_what_to_drop_before_the_work():
     # the biggest SAE layer goes first, and dropping it is enough only if the rest fits
     assert "inception_4c_sae (4096 features" in warning
     assert ("inception_3b_sae (3840" in warning) == ((base + 3840) * UNIT_BYTES > 1e9)
+
+
+def test_sae_pages_have_no_accessibility_violations(built):
+    """axe-core in a real browser on the SAE layer page, its most-firing feature and that feature's nearest neuron."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM}")
+    store, site, *_ = built
+    _, weights = read_sae(store, "inceptionv1-caffe", LAYER, "random-seed0")
+    feature = int(np.argmax(weights.firing))
+    nearest = int(np.argmax(weights.W_dec[:, feature]))
+    model = site / "models" / "inceptionv1-caffe"
+    pages = [model / FEATURES / "index.html", model / FEATURES / str(feature) / "index.html",
+             model / LAYER / str(nearest) / "index.html"]
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox",
+                                                                                  "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        for path in pages:
+            page.goto(path.as_uri())
+            page.add_script_tag(path=str(AXE))
+            found = page.evaluate("""async () => (await axe.run(document, {runOnly: {type: 'tag',
+                values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}})).violations
+                .map(v => [v.id, v.nodes.map(n => n.target)])""")
+            assert found == [], (path.relative_to(site), found)
+        browser.close()

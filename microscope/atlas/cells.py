@@ -22,7 +22,8 @@ from microscope.atlas.layout import cell_members
 from microscope.atlas.stored import LEVELS
 from microscope.examples.patches import cut_patches, encode_all
 from microscope.packs import write_pack
-from microscope.store import AtlasCells, AtlasLayout, LayerInfo
+from microscope.store import AtlasCells, AtlasLayout, LayerInfo, Store
+from microscope.store.store import ATLAS_PATCH_CHUNK
 
 
 @dataclass(frozen=True)
@@ -115,17 +116,21 @@ def patch_entries(grid: LayerInfo, view: np.ndarray, requests: list[tuple[int, i
     return [(cell, level, rank, data) for (cell, level, rank, _, _), data in zip(requests, encoded)]
 
 
-def write_cells(store, folder, levels, units, classes, patches) -> dict:
+def write_cells(store: Store, model: str, layer: str, levels, units, classes, patches) -> dict:
     """Each level's AtlasCells; returns their stamps by file name."""
     stamps = {}
     for index, level in enumerate(levels):
         cls, attr, used = classes[index]
-        stamps[f"cells_{LEVELS[index]}.npz"] = store.write(folder / f"cells_{LEVELS[index]}.npz", AtlasCells(
+        path = store.atlas_cells_file(model, layer, LEVELS[index])
+        stamps[path.name] = store.write(path, AtlasCells(
             row=level.flat // level.side, column=level.flat % level.side, count=level.count.astype(np.int64),
             units=units[index][0], unit_cos=units[index][1], classes=cls, class_attr=attr, attributed=used,
             patches=patches[index]))
     return stamps
 
 
-def pack_patches(folder, entries) -> dict:
-    return {"patches/000000.idx.npz": write_pack(folder / "patches", 0, sorted(entries, key=lambda e: e[:3]))}
+def pack_patches(store: Store, model: str, layer: str, entries) -> dict:
+    """The cells' patches as one pack; returns its index's stamp by its name in the atlas folder."""
+    index = store.atlas_patch_index_file(model, layer)
+    stamp = write_pack(index.parent, ATLAS_PATCH_CHUNK, sorted(entries, key=lambda e: e[:3]))
+    return {store.file_key(index, store.atlas_dir(model, layer)): stamp}

@@ -39,11 +39,12 @@ def needed_vectors(side: int) -> int:
 def sample_of(store: Store, model: str, layer: str) -> tuple[AtlasVectors, object]:
     """The layer's atlas sample, verified against its examples result; one line if there is none."""
     result = store.read(store.result_file(model, layer), ExamplesResult)
-    stamp = result.files.get("atlas_vectors.npz") if result is not None else None
+    vectors_file = store.atlas_vectors_file(model, layer)
+    stamp = result.files.get(vectors_file.name) if result is not None else None
     if stamp is None:
         raise UsageError(f"{layer} has no atlas sample in {store.root}; compute its dataset examples first "
                          f"(build.py examples --layers {layer} --images DIR)")
-    vectors = store.read(store.atlas_vectors_file(model, layer), AtlasVectors, stamp)
+    vectors = store.read(vectors_file, AtlasVectors, stamp)
     if vectors is None:
         raise UsageError(f"the atlas sample of {layer} is damaged; recompute its dataset examples")
     return vectors, stamp
@@ -62,23 +63,23 @@ def lay_out(store: Store, model: str, layer: str, settings: AtlasSettings = Atla
                          f"{settings.coarse} x {settings.coarse} grid; use at least {needed_vectors(settings.coarse)} "
                          "(more images, or more positions per image)")
     key = layout_key(stamp, settings)
-    folder = store.atlas_dir(model, layer)
-    found = store.read(folder / "result.json", AtlasResult)
+    result_file, layout_file = store.atlas_result_file(model, layer), store.atlas_layout_file(model, layer)
+    found = store.read(result_file, AtlasResult)
     if found is not None and found.key == key and \
-            store.read(folder / "layout.npz", AtlasLayout, found.files.get("layout.npz")) is not None:
+            store.read(layout_file, AtlasLayout, found.files.get(layout_file.name)) is not None:
         return found
     vectors = sample.vectors.astype(np.float32)
     began = time.perf_counter()
     xy = normalise(umap_layout(vectors, settings.layout))
     seconds_umap = time.perf_counter() - began
     coarse, fine = (grid_cells(xy, vectors, side, settings.min_count) for side in (settings.coarse, settings.fine))
-    layout_stamp = store.write(folder / "layout.npz", AtlasLayout(
+    layout_stamp = store.write(layout_file, AtlasLayout(
         xy=xy, sizes=np.array([settings.coarse, settings.fine], dtype=np.int64),
         count_coarse=coarse.count.astype(np.int64), mean_coarse=coarse.mean,
         count_fine=fine.count.astype(np.int64), mean_fine=fine.mean))
     result = AtlasResult(key=key, model=model, layer=layer, vectors=stamp, n_vectors=len(vectors),
                          layout=asdict(settings.layout), sizes=[settings.coarse, settings.fine],
                          min_count=settings.min_count, seconds={"umap": seconds_umap},
-                         files={"layout.npz": layout_stamp})
-    store.write(folder / "result.json", result)
+                         files={layout_file.name: layout_stamp})
+    store.write(result_file, result)
     return result

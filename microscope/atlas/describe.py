@@ -21,9 +21,9 @@ from microscope.store import AtlasLayout, AtlasResult, AtlasStage, ExamplesResul
 
 
 def read_layout(store: Store, model: str, layer: str) -> tuple[AtlasResult, AtlasLayout]:
-    folder = store.atlas_dir(model, layer)
-    result = store.read(folder / "result.json", AtlasResult)
-    layout = store.read(folder / "layout.npz", AtlasLayout, result.files.get("layout.npz")) if result else None
+    result = store.read(store.atlas_result_file(model, layer), AtlasResult)
+    layout_file = store.atlas_layout_file(model, layer)
+    layout = store.read(layout_file, AtlasLayout, result.files.get(layout_file.name)) if result else None
     if layout is None:
         raise UsageError(f"{layer} has no atlas layout in {store.root}; run `build.py atlas --layers {layer}` again")
     return result, layout
@@ -49,13 +49,13 @@ def describe(network, dataset, store: Store, model: str, layer: str, settings: C
                                       attribute, report, batch_size)
     classes = [cell_classes(level, attributed, attribution if attribute.logits else None, settings.top_classes)
                for level in levels]
-    folder = store.atlas_dir(model, layer)
-    files = {**pack_patches(folder, entries), **write_cells(store, folder, levels, units, classes, patches)}
+    files = {**pack_patches(store, model, layer, entries),
+             **write_cells(store, model, layer, levels, units, classes, patches)}
     stage = AtlasStage(key=stage_key(result.key, network.weights_id, settings), layout_key=result.key,
                        weights_id=network.weights_id, settings={**asdict(settings), "attributed": len(attributed),
                                                                 "logits": attribute.logits or ""},
                        seconds={"cells": time.perf_counter() - began}, files=files)
-    store.write(folder / "cells.json", stage)
+    store.write(store.atlas_stage_file(model, layer, "cells"), stage)
     return stage
 
 

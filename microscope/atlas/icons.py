@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from microscope.atlas.describe import read_layout
-from microscope.atlas.stored import LEVELS, icons_key
+from microscope.atlas.stored import LEVELS, batches, icons_key
 from microscope.errors import UsageError
 from microscope.featurevis.batch import element_seed
 from microscope.featurevis.objectives import direction_neuron
@@ -45,21 +45,13 @@ class IconSettings:
             raise UsageError("--icon-steps and --icon-batch-size must be at least 1")
 
 
-def batches(n: int, size: int) -> list[tuple[int, int]]:
-    return [(first, min(n, first + size)) for first in range(0, n, size)]
-
-
-def icon_file(level: str, first: int) -> str:
-    return f"icons/{level}-{first:05d}.npz"
-
-
 def level_means(store: Store, model: str, layer: str, cells_stamps: dict) -> dict[str, tuple[AtlasCells, np.ndarray]]:
     """Each level's described cells and their mean vectors, in AtlasCells order."""
     _, layout = read_layout(store, model, layer)
-    folder = store.atlas_dir(model, layer)
     found = {}
     for level in LEVELS:
-        cells = store.read(folder / f"cells_{level}.npz", AtlasCells, cells_stamps.get(f"cells_{level}.npz"))
+        path = store.atlas_cells_file(model, layer, level)
+        cells = store.read(path, AtlasCells, cells_stamps.get(path.name))
         if cells is None:
             raise UsageError(f"the atlas cells of {layer} are missing or damaged; run `build.py atlas` again")
         found[level] = cells, getattr(layout, f"mean_{level}")[cells.row, cells.column]
@@ -77,15 +69,15 @@ def render_slice(network, extractor, store: Store, model: str, layer: str, setti
     batch; a batch already stored for this key is kept."""
     settings.check()
     key = icons_key(cells_stage.layout_key, network.weights_id, asdict(settings), cells_stage.key)
-    folder = store.atlas_dir(model, layer)
     cells, means = level_means(store, model, layer, cells_stage.files)[level]
     for start, stop in batches(len(means), settings.batch_size):
         if not first <= start < last:
             continue
-        found = store.read(folder / icon_file(level, start), AtlasIcons)
+        path = store.atlas_icons_file(model, layer, level, start)
+        found = store.read(path, AtlasIcons)
         if found is None or str(found.key) != key or len(found.value) != stop - start:
             pixels, value = _render(network, extractor, layer, level, cells, means, start, stop, settings, report)
-            store.write(folder / icon_file(level, start), AtlasIcons(pixels=pixels, value=value, key=np.array(key)))
+            store.write(path, AtlasIcons(pixels=pixels, value=value, key=np.array(key)))
         else:
             report(settings.steps)
 
@@ -99,15 +91,16 @@ def collect_icons(store: Store, model: str, layer: str, weights_id: str, setting
     files = {}
     for level, (_, means) in level_means(store, model, layer, cells_stage.files).items():
         for first, last in batches(len(means), settings.batch_size):
-            name = icon_file(level, first)
-            found = store.read(folder / name, AtlasIcons)
+            path = store.atlas_icons_file(model, layer, level, first)
+            name = store.file_key(path, folder)
+            found = store.read(path, AtlasIcons)
             if found is None or str(found.key) != key or len(found.value) != last - first:
                 raise RuntimeError(f"the atlas icons {name} of {layer} are missing or stale; run the build again")
-            files[name] = FileStamp.of_file(folder / name)
-    seconds = max(0.0, time.time() - (folder / "cells.json").stat().st_mtime)
+            files[name] = FileStamp.of_file(path)
+    seconds = max(0.0, time.time() - store.atlas_stage_file(model, layer, "cells").stat().st_mtime)
     stage = AtlasStage(key=key, layout_key=cells_stage.layout_key, weights_id=weights_id,
                        settings=asdict(settings), seconds={"icons": seconds}, files=files)
-    store.write(folder / "icons.json", stage)
+    store.write(store.atlas_stage_file(model, layer, "icons"), stage)
     return stage
 
 

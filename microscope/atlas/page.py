@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from microscope.atlas.stored import LEVELS, icon_pixels
-from microscope.site.assets import encode_image, strip_webp
+from microscope.web_images import encode_image, strip_webp
 from microscope.views.base import Panel
 
 SHEET_QUALITY = 80

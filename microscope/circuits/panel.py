@@ -62,7 +62,7 @@ def unit_panel(data, unit: int, page) -> Panel:
             maps = arrays.maps[unit][:, top:top + height, left:left + width]
             scale = float(np.abs(maps).max())
             if height and width and scale > 0:
-                meta = page.produce("circuit.png", [data.incoming.folder / "weights.npz"], {"unit": unit, "v": 1},
+                meta = page.produce("circuit.png", [data.incoming.weights_file], {"unit": unit, "v": 1},
                                     lambda: strip_png(maps, scale))
                 panel["strip"] = {"file": "circuit.png", "count": len(entries), "tile": meta["tile"]}
                 panel["scale"] = scale
@@ -84,9 +84,11 @@ def unit_panel(data, unit: int, page) -> Panel:
     if data.refused_in:
         json_block["refused"] = data.refused_in
         line = f"Circuit: no expanded weights from {data.previous}: {data.refused_in}."
-    elif data.previous:
+    elif data.previous and data.incoming is not None:
         line = (f"Circuit: expanded weights from {data.previous} (the network between the layers linearised: "
                 "ReLUs as the identity, max pools as average pools), at the unit's centre position.")
+    elif data.previous:
+        line = f"Circuit: no expanded weights from {data.previous} were computed (only those into {data.next})."
     else:
         line = f"Circuit: {data.layer} is the first layer; its inputs are the image's pixels."
     settings = {"circuits": {"previous": data.previous, "next": data.next,

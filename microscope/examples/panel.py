@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import posixpath
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from microscope.names import segment
 from microscope.packs import PatchRef, read_patch_index
 from microscope.store import DatasetIndex, ExamplesResult, ExamplesSummary, Store
-from microscope.store.schema import PATCHES
+from microscope.store import PATCHES
 from microscope.store.typed import to_json
 from microscope.views.base import Panel, Thumb, UnitPage
 
@@ -52,7 +53,7 @@ def read_examples(store: Store, model, layer) -> ExamplesData | None:
     if summary is None:
         return None
     dataset = store.read(store.dataset_file(model.name, result.dataset.fingerprint), DatasetIndex)
-    thumbs = store.dataset_dir(model.name, result.dataset.fingerprint) / "thumbs"
+    thumbs = store.thumbs_dir(model.name, result.dataset.fingerprint)
     return ExamplesData(store, result, summary, dataset, thumbs if thumbs.is_dir() else None,
                         store.patches_dir(model.name, layer.name))
 
@@ -145,8 +146,8 @@ def _json_examples(items: list[dict]) -> list[dict]:
 
 
 def unit_panel(data: ExamplesData, unit: int, page: UnitPage) -> Panel:
-    from microscope.site import charts
-    from microscope.site.assets import SIZES
+    from microscope import charts
+    from microscope.web_images import SIZES
 
     refs = data.patch_refs(unit)
     top, bottom, bands = _ranked(data, "top", unit, refs), _ranked(data, "bottom", unit, refs), _bands(data, unit, refs)
@@ -204,7 +205,7 @@ def unit_panel(data: ExamplesData, unit: int, page: UnitPage) -> Panel:
 
 def _strip(page: UnitPage, kind: str, items: list[dict]) -> dict | None:
     """Write `<kind>.webp` and number the items' tiles; None (and no file) when there are no patches."""
-    from microscope.site.assets import SIZES, strip_webp
+    from microscope.web_images import SIZES, strip_webp
 
     for position, item in enumerate(items):
         item["tile"] = position
@@ -220,7 +221,7 @@ def _strip(page: UnitPage, kind: str, items: list[dict]) -> dict | None:
 
 def _photos(data: ExamplesData, page: UnitPage):
     """The shared dataset photos of this model's site, one set per dataset."""
-    from microscope.site.assets import Photos
+    from microscope.web_images import Photos
 
     if data.dataset is None or data.thumbs is None:
         return None
@@ -228,7 +229,7 @@ def _photos(data: ExamplesData, page: UnitPage):
     fingerprint = data.dataset.fingerprint
     if fingerprint not in found:
         stamps, store, model = data.store.thumb_stamps(page.model.name, fingerprint), data.store, page.model.name
-        found[fingerprint] = Photos(page.writer, f"{page.model_dir}/datasets/{segment(fingerprint)}", data.thumbs,
-                                    lambda index: store.thumb_problem(store.thumb_file(model, fingerprint, index),
-                                                                      stamps.get(index)))
+        thumb_file = partial(store.thumb_file, model, fingerprint)
+        found[fingerprint] = Photos(page.writer, f"{page.model_dir}/datasets/{segment(fingerprint)}", thumb_file,
+                                    lambda index: store.thumb_problem(thumb_file(index), stamps.get(index)))
     return found[fingerprint]

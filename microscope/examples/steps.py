@@ -34,7 +34,7 @@ from microscope.images import ImageDataset, View
 from microscope.packs import complete_chunks, pack_indexes
 from microscope.store import (AtlasVectors, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp, PassShard,
                               PatchSettings, Store, ThumbSettings, ViewSettings)
-from microscope.store.schema import PATCHES
+from microscope.store import PATCHES
 
 log = logging.getLogger("microscope.build")
 
@@ -105,8 +105,9 @@ def write_index(store: Store, model: str, dataset: ImageDataset, settings: Examp
     if old == index:
         return
     if old is None or old.thumbs != index.thumbs:
-        thumbs = path.parent / "thumbs"
-        if old is None and any(thumbs.glob("*.jpg")):  # the index was damaged: what they show is unknown
+        thumbs = store.thumbs_dir(model, index.fingerprint)
+        # Thumbnails without their index (it was damaged): what they show is unknown.
+        if old is None and store.has_thumbs(model, index.fingerprint):
             log.warning("store: %s written again (the dataset index beside them was damaged)", thumbs)
         shutil.rmtree(thumbs, ignore_errors=True)  # made from another view or size, or unknown
     store.write(path, index)

@@ -5,7 +5,8 @@ processes) or `RayExecutor` (Ray tasks on a local instance or a cluster; the opt
 from __future__ import annotations
 
 from microscope.errors import UsageError
-from microscope.executors.local import LocalExecutor, usable_cpus
+from microscope.executors.local import LocalExecutor
+from microscope.jobs import usable_cpus
 from microscope.executors.progress import RunReport
 
 EXECUTORS = ("local", "ray")

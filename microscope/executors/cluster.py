@@ -75,7 +75,7 @@ class RayExecutor:
         where = "a local Ray instance" if self.address is None else f"the Ray cluster at {self.address}"
         options = dict(include_dashboard=False, logging_level=logging.WARNING, configure_logging=False)
         if self.address is None:
-            from microscope.executors.local import usable_cpus
+            from microscope.jobs import usable_cpus
 
             options["num_cpus"] = usable_cpus()
         if self.address not in (None, "auto"):

@@ -4,7 +4,6 @@ e.g. cutting patches) to forked worker processes.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable
@@ -13,7 +12,7 @@ import torch
 
 from microscope.errors import UsageError
 from microscope.executors.progress import Bars, RunReport, failed, run_job
-from microscope.jobs import Job, ordered
+from microscope.jobs import Job, ordered, usable_cpus
 from microscope.session import Session
 
 
@@ -112,6 +111,3 @@ def _adopt(session: Session) -> None:
 def _run_adopted(job: Job) -> None:
     run_job(job, _worker_session, lambda n=1: None)
 
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

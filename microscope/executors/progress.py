@@ -77,7 +77,7 @@ class Bars:
 
 
 def run_job(job: Job, session: Session, report: Callable[[int], None]) -> None:
-    from microscope.views import get_view
+    from microscope.views.registry import get_view
 
     get_view(job.view).run(job, session, report)
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from microscope.errors import UsageError
-from microscope.models.graph import Graph, layer_specs
+from microscope.models.graph import Graph, NodeExtractor, broken_twins, layer_specs
 from microscope.models.spec import ModelSpec, Preprocessing
 from microscope.models.state_dict import load_state_dict
 
@@ -146,10 +146,12 @@ def checked_twins(spec: ModelSpec, module: nn.Module) -> ModelSpec:
     `module`, a network of the spec)."""
     from dataclasses import replace
 
-    from microscope.network import Network
+    module = module.eval().requires_grad_(False)
 
-    network = Network(spec=spec, module=module.eval().requires_grad_(False), weights_id="random-seed0")
-    broken = set(network.broken_twins())
+    def activations(images, names):
+        return NodeExtractor(module, spec.preprocessing, [spec.layer(name) for name in names])(images)
+
+    broken = set(broken_twins(list(spec.layers), activations, spec.input_size))
     if not broken:
         return spec
     twins = {spec.layer(name).pre_relu for name in broken}

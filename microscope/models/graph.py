@@ -1,18 +1,22 @@
 """A network's traced graph, as the layers of a model are found in it: qualified node names (what
 `Network.extractor` addresses), the output of a submodule, and a layer's pre-ReLU twin - the input of
 the ReLU that makes it, or for a concatenation of ReLUs the concatenation of their inputs. A twin found
-here is a candidate: `Network.broken_twins` (and `custom.py`, for your own models) checks it.
+here is a candidate: `broken_twins` checks it (for `Network.broken_twins`, and `custom.py` for your own models).
+
+`NodeExtractor` runs a model's own layers from their fx nodes; `Network` (microscope/network.py) builds on it.
+It lives here, below the network, so that `custom.py` can check a spec's twins without importing the network.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 from torchvision.models.feature_extraction import NodePathTracer, create_feature_extractor
 
-from microscope.models.spec import LayerSpec
+from microscope.models.spec import LayerSpec, Preprocessing
 
 
 @dataclass
@@ -83,3 +87,50 @@ def layer_specs(found: list[tuple], graph: Graph, shapes: dict | None = None) ->
         specs.append(LayerSpec(name, (qualname,), "branch", None, f"graph node {qualname} ({what})"))
         taken.add(name)
     return tuple(specs)
+
+
+class NodeExtractor(nn.Module):
+    """Preprocess, run the graph truncated after the deepest of `layers`, and assemble each layer from its
+    fx nodes (concatenated along channels)."""
+
+    def __init__(self, module: nn.Module, preprocessing: Preprocessing, layers: list[LayerSpec]):
+        super().__init__()
+        self.preprocessing = preprocessing
+        self.layers = list({layer.name: layer for layer in layers}.values())
+        nodes = sorted({node for layer in self.layers for node in layer.nodes})
+        self.graph_module = create_feature_extractor(module, return_nodes=nodes)
+        _disable_inplace(self.graph_module)
+
+    def forward(self, rgb01: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = self.graph_module(self.preprocessing(rgb01))
+        found = {}
+        for layer in self.layers:
+            parts = [outputs[node] for node in layer.nodes]
+            found[layer.name] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return found
+
+
+def _disable_inplace(graph_module: fx.GraphModule) -> None:
+    # An in-place ReLU after a node we return would overwrite the pre-ReLU value we asked for.
+    for node in graph_module.graph.nodes:
+        if node.kwargs.get("inplace"):
+            node.kwargs = {**node.kwargs, "inplace": False}
+    for module in graph_module.modules():
+        if hasattr(module, "inplace"):
+            module.inplace = False
+    graph_module.recompile()
+
+
+def broken_twins(layers: list[LayerSpec], activations: Callable[[torch.Tensor, list[str]], dict],
+                 input_size: int, seed: int = 0) -> list[str]:
+    """The layers (of `layers`) that claim a pre-ReLU twin but do not equal ReLU(twin) on a seeded random
+    input: a twin is checked, never assumed. `activations(images, names)` runs the network."""
+    claimed = [layer for layer in layers if layer.pre_relu is not None and layer.relu_of_twin]
+    if not claimed:
+        return []
+    wanted = list(dict.fromkeys(n for layer in claimed for n in (layer.name, layer.pre_relu)))
+    image = torch.rand(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        found = activations(image, wanted)
+    return [layer.name for layer in claimed if found[layer.name].shape != found[layer.pre_relu].shape
+            or not torch.equal(found[layer.name], found[layer.pre_relu].clamp_min(0))]

@@ -18,7 +18,7 @@ from microscope.store import SaeResult, SaeWeights, Store
 
 def fit(network, dataset, spec: dict, store: Store, report) -> SaeResult:
     model, layer = network.spec.name, spec["layer"]
-    folder = store.sae_dir(model, layer, network.weights_id)
+    checkpoint = store.sae_checkpoint_file(model, layer, network.weights_id)
     vectors_folder = store.sae_vectors_dir(model, layer, network.weights_id, spec["vectors"])
     record = read_vectors(store, vectors_folder, spec["vectors"])
     if record is None:
@@ -27,7 +27,7 @@ def fit(network, dataset, spec: dict, store: Store, report) -> SaeResult:
     training = TrainSettings(**spec["training"])
     began = time.perf_counter()
     train_set = Vectors(train_parts)
-    trained = train(train_set, training, checkpoint=folder / "checkpoint.npz",
+    trained = train(train_set, training, checkpoint=checkpoint,
                     on_step=lambda step, fvu: report(1, f"FVU {fvu:.3f}"))
     seconds_training = time.perf_counter() - began
     began = time.perf_counter()
@@ -42,7 +42,8 @@ def fit(network, dataset, spec: dict, store: Store, report) -> SaeResult:
         W_dec=decoder, b_pre=sae.b_pre.detach().numpy().astype(np.float32),
         firing=evaluation.firing.astype(np.float32), mean_activation=evaluation.mean_activation.astype(np.float32),
         nearest_neuron=nearest.astype(np.int32), nearest_cosine=decoder[nearest, np.arange(decoder.shape[1])])
-    stamp = store.write(folder / "weights.npz", weights)
+    weights_file = store.sae_weights_file(model, layer, network.weights_id)
+    stamp = store.write(weights_file, weights)
     result = SaeResult(
         key=spec["key"], model=model, weights_id=network.weights_id, layer=layer, width=record.width,
         features=training.features, k=training.k, expansion=spec["expansion"], scale=trained.scale,
@@ -51,7 +52,7 @@ def fit(network, dataset, spec: dict, store: Store, report) -> SaeResult:
         l0=evaluation.l0, dead_fraction=evaluation.dead_fraction,
         curve=[[float(step), float(value)] for step, value in trained.curve],
         seconds={"vectors": record.seconds, "training": seconds_training, "evaluation": seconds_evaluation},
-        files={"weights.npz": stamp})
-    store.write(folder / "result.json", result)
-    (folder / "checkpoint.npz").unlink(missing_ok=True)
+        files={weights_file.name: stamp})
+    store.write(store.sae_result_file(model, layer, network.weights_id), result)
+    checkpoint.unlink(missing_ok=True)
     return result

@@ -54,13 +54,12 @@ def attach_saes(network, store: Store) -> None:
     """Derive `<L>_sae` and `<L>_sae_pre` for every layer L with a stored SAE for these weights."""
     model = network.spec.name
     for layer in list(network.spec.layers):
-        folder = store.layer_dir(model, layer.name) / "sae"
-        if not folder.is_dir():
+        if not store.sae_layer_dir(model, layer.name).is_dir():
             continue
         found = read_sae(store, model, layer.name, network.weights_id)
         name = sae_layer(layer.name)
         if found is None:
-            if any(folder.glob("*/result.json")):
+            if store.sae_result_files(model, layer.name):
                 network.refused[name] = (
                     f"the SAE of {layer.name} in {store.root} was trained for other weights than {model}'s "
                     f"({network.weights_id[:12]}); train one for these weights: build.py sae --model {model} "

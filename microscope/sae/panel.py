@@ -14,7 +14,7 @@ import numpy as np
 
 from microscope.names import segment
 from microscope.sae.stored import SUFFIX, read_sae
-from microscope.site.charts import sparkline
+from microscope.charts import sparkline
 from microscope.store import SaeResult, SaeWeights, Store
 from microscope.views.base import Panel
 
@@ -50,7 +50,7 @@ def read_layer(store: Store, model, layer) -> LayerSae | None:
         source = layer.name[:-len(SUFFIX)]
         found = read_sae(store, model.name, source, model.weights_id)
         return None if found is None else LayerSae("features", source, layer.name, *found)
-    if layer.kind not in ("conv", "block") or not (store.layer_dir(model.name, layer.name) / "sae").is_dir():
+    if layer.kind not in ("conv", "block") or not store.sae_layer_dir(model.name, layer.name).is_dir():
         return None
     found = read_sae(store, model.name, layer.name, model.weights_id)
     return None if found is None else LayerSae("neurons", layer.name, layer.name + SUFFIX, *found)

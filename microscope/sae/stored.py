@@ -12,9 +12,9 @@ def sae_layer(source: str) -> str:
 
 def read_sae(store: Store, model: str, layer: str, weights_id: str) -> tuple[SaeResult, SaeWeights] | None:
     """The layer's SAE for these weights, checked; None if there is none (or it is damaged)."""
-    folder = store.sae_dir(model, layer, weights_id)
-    result = store.read(folder / "result.json", SaeResult)
+    result = store.read(store.sae_result_file(model, layer, weights_id), SaeResult)
     if result is None or result.weights_id != weights_id or result.layer != layer:
         return None
-    weights = store.read(folder / "weights.npz", SaeWeights, result.files.get("weights.npz"))
+    weights_file = store.sae_weights_file(model, layer, weights_id)
+    weights = store.read(weights_file, SaeWeights, result.files.get(weights_file.name))
     return None if weights is None else (result, weights)

@@ -33,21 +33,22 @@ def vectors_key(network, dataset, layer: str, sampling: SampleSettings) -> str:
 
 
 def read_vectors(store: Store, folder: Path, key: str) -> SaeVectors | None:
-    found = store.read(folder / "vectors.json", SaeVectors)
+    found = store.read(Store.sae_vectors_file(folder), SaeVectors)
     if found is None or found.key != key:
         return None
     for shard in found.shards:
         for part, stamp in (("train", shard.train), ("held", shard.held)):
-            problem = stamp.problem(folder / f"{shard.stem}.{part}.npy")
+            path = Store.vector_shard_file(folder, shard.first, shard.last, part)
+            problem = stamp.problem(path)
             if problem:
-                return store.damaged(folder / f"{shard.stem}.{part}.npy", problem)
+                return store.damaged(path, problem)
     return found
 
 
 def load_parts(folder: Path, record: SaeVectors) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(training arrays, held-out arrays), memory-mapped."""
-    train = [np.load(folder / f"{s.stem}.train.npy", mmap_mode="r") for s in record.shards]
-    held = [np.load(folder / f"{s.stem}.held.npy", mmap_mode="r") for s in record.shards]
+    train = [np.load(Store.vector_shard_file(folder, s.first, s.last, "train"), mmap_mode="r") for s in record.shards]
+    held = [np.load(Store.vector_shard_file(folder, s.first, s.last, "held"), mmap_mode="r") for s in record.shards]
     return train, held
 
 
@@ -73,7 +74,7 @@ def collect(network, dataset, layer: str, sampling: SampleSettings, store: Store
     record = SaeVectors(key=key, model=network.spec.name, weights_id=network.weights_id, layer=layer,
                         dataset=dataset.fingerprint(), n_images=len(dataset), width=width,
                         sampling=dict(sampling.__dict__), shards=shards, seconds=time.perf_counter() - began)
-    store.write(folder / "vectors.json", record)
+    store.write(Store.sae_vectors_file(folder), record)
     return record, folder
 
 
@@ -98,7 +99,7 @@ def _collect_shard(dataset, extractor, layer, first, last, held, sampling, folde
     stamps = {}
     for part, rows in (("train", train_rows), ("held", held_rows)):
         array = np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
-        stamps[part] = (atomic_write_bytes(folder / f"{first:09d}-{last:09d}.{part}.npy", npy_bytes(array)),
+        stamps[part] = (atomic_write_bytes(Store.vector_shard_file(folder, first, last, part), npy_bytes(array)),
                         len(array))
     return VectorShard(first=first, last=last, train_rows=stamps["train"][1], held_rows=stamps["held"][1],
                        train=stamps["train"][0], held=stamps["held"][0])
@@ -106,7 +107,7 @@ def _collect_shard(dataset, extractor, layer, first, last, held, sampling, folde
 
 def _finished_shard(folder: Path, first: int, last: int, width: int) -> VectorShard | None:
     """A shard a killed pass wrote whole (both files present and readable), else None."""
-    paths = [folder / f"{first:09d}-{last:09d}.{part}.npy" for part in ("train", "held")]
+    paths = [Store.vector_shard_file(folder, first, last, part) for part in ("train", "held")]
     try:
         arrays = [np.load(path, mmap_mode="r") for path in paths]
     except (OSError, ValueError):

@@ -22,18 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from microscope import __version__
+from microscope.charts import network_diagram
 from microscope.errors import UsageError
 from microscope.names import segment
-from microscope.site.charts import network_diagram
-from microscope.site.assets import PAGE_BUDGET
-from microscope.site.output import SiteWriter, folder_size
 from microscope.site.manifest import write_manifest
+from microscope.site.output import SiteWriter, folder_size
 from microscope.site.pages import LayerContext, build_layer, layer_units
 from microscope.site.render import Renderer, static_files
 from microscope.site.search import search_index, search_script
 from microscope.store import ModelRecord, Store, usable_folder
 from microscope.store.lock import writing
-from microscope.views import VIEWS
+from microscope.views.registry import VIEWS
+from microscope.web_images import PAGE_BUDGET
 
 log = logging.getLogger(__name__)
 
@@ -222,42 +222,67 @@ def _existing_units(writer: SiteWriter, model_dir: str, name: str) -> list[int]:
 
 
 def _build_model(build: SiteBuild, model: ModelRecord) -> dict:
-    store, writer, renderer, only_layers = build.store, build.writer, build.renderer, build.only_layers
-    labels, progress, report = build.labels, build.progress, build.report
+    """Every page of one model; returns its record (model.json)."""
     model_dir = f"models/{segment(model.name)}"
-    title = model.title or model.name
-    built: dict[str, dict] = {}
-    states: dict[str, dict] = {}
-    layer_data: dict[str, dict] = {}  # layer -> view -> its data, for the layers built now
+    kept, layer_data = _read_layers(build, model, model_dir)
+    index = _unit_index(build.writer, model_dir, kept, layer_data)
+    built = {**kept, **_build_layers(build, model, model_dir, layer_data, index)}
+    estimate = _estimate(model, built, build.writer, model_dir, build.report.part_budget)
+    site_record = _model_record(model, model_dir, _layer_rows(model, model_dir, built), estimate)
+    _write_model_pages(build, model_dir, site_record)
+    return site_record
+
+
+def _read_layers(build: SiteBuild, model: ModelRecord, model_dir: str) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(layer -> its layer.json record already in the site, for the layers an incremental build keeps;
+    layer -> view -> its stored data, for the layers built now)."""
+    kept: dict[str, dict] = {}
+    layer_data: dict[str, dict] = {}
     for info in model.layers:
-        if only_layers and info.name not in only_layers:
-            existing = _existing_layer(writer, f"{model_dir}/{segment(info.name)}", info.name)
+        if build.only_layers and info.name not in build.only_layers:
+            existing = _existing_layer(build.writer, f"{model_dir}/{segment(info.name)}", info.name)
             if existing:
-                built[info.name] = existing
+                kept[info.name] = existing
             continue
         layer_data[info.name] = {name: found for name, view in VIEWS.items()
-                                 if (found := view.read(store, model, info)) is not None}
-    # Which units have pages, in every layer: pages link across layers (a circuit's inputs and outputs).
-    index = {name: set(units) for name, record in built.items() if (units := _existing_units(writer, model_dir, name))}
+                                 if (found := view.read(build.store, model, info)) is not None}
+    return kept, layer_data
+
+
+def _unit_index(writer: SiteWriter, model_dir: str, kept: dict, layer_data: dict) -> dict[str, set[int]]:
+    """Which units have pages, in every layer: pages link across layers (a circuit's inputs and outputs)."""
+    index = {name: set(units) for name in kept if (units := _existing_units(writer, model_dir, name))}
     index.update({name: set(layer_units(data)) for name, data in layer_data.items()})
+    return index
+
+
+def _build_layers(build: SiteBuild, model: ModelRecord, model_dir: str, layer_data: dict,
+                  index: dict[str, set[int]]) -> dict[str, dict]:
+    """Write the pages of every layer read now; layer -> its record. Views finish the model last."""
+    built: dict[str, dict] = {}
+    states: dict[str, dict] = {}  # view -> what it gathers across the model's layers
     for info in model.layers:
         if info.name not in layer_data:
             continue
         layer_dir = f"{model_dir}/{segment(info.name)}"
         data = layer_data[info.name]
         if not layer_units(data):
-            if only_layers:
-                report.warnings.append(f"{model.name}/{info.name}: nothing computed yet, no pages written")
-                writer.prune(layer_dir)  # pages of artifacts that are gone must go too
+            if build.only_layers:
+                build.report.warnings.append(f"{model.name}/{info.name}: nothing computed yet, no pages written")
+                build.writer.prune(layer_dir)  # pages of artifacts that are gone must go too
             continue
-        context = LayerContext(model, info, layer_dir, data, labels.get(info.name, {}), states, writer, renderer,
-                               index, labels)
-        built[info.name] = build_layer(context, progress)
-        if only_layers:
-            writer.prune(layer_dir)
+        context = LayerContext(model, info, layer_dir, data, build.labels.get(info.name, {}), states, build.writer,
+                               build.renderer, index, build.labels)
+        built[info.name] = build_layer(context, build.progress)
+        if build.only_layers:
+            build.writer.prune(layer_dir)
     for name, state in states.items():
-        VIEWS[name].finish_model(state, incremental=bool(only_layers))
+        VIEWS[name].finish_model(state, incremental=bool(build.only_layers))
+    return built
 
+
+def _layer_rows(model: ModelRecord, model_dir: str, built: dict[str, dict]) -> list[dict]:
+    """The model page's rows: every layer with pages, and the prominent ones even before they have any."""
     rows = []
     for info in model.layers:
         record = built.get(info.name)
@@ -270,24 +295,32 @@ def _build_model(build: SiteBuild, model: ModelRecord) -> dict:
                        units=record["unit_ranges"], labels=record["labels"], thumbs=record["thumbs"],
                        n_units=record["n_units"], views=[VIEWS[name].title for name in record["views"] if name in VIEWS])
         rows.append(row)
-    estimate = _estimate(model, built, writer, model_dir, report.part_budget)
-    site_record = {
-        "name": model.name, "title": title, "description": model.description, "weights_id": model.weights_id,
-        "input_size": model.input_size, "url": f"{model_dir}/index.html", "json": f"{model_dir}/model.json",
-        "dir": f"{model_dir}/", "layers": rows, "n_units": sum(r["n_units"] for r in rows),
-        "n_layers": sum(1 for r in rows if r["url"]), "estimate": estimate,
+    return rows
+
+
+def _model_record(model: ModelRecord, model_dir: str, rows: list[dict], estimate: dict) -> dict:
+    return {
+        "name": model.name, "title": model.title or model.name, "description": model.description,
+        "weights_id": model.weights_id, "input_size": model.input_size, "url": f"{model_dir}/index.html",
+        "json": f"{model_dir}/model.json", "dir": f"{model_dir}/", "layers": rows,
+        "n_units": sum(r["n_units"] for r in rows), "n_layers": sum(1 for r in rows if r["url"]), "estimate": estimate,
     }
+
+
+def _write_model_pages(build: SiteBuild, model_dir: str, site_record: dict) -> None:
+    """model.json and the model page; a full build then prunes what no longer belongs to the model."""
+    writer = build.writer
     # The main path only (branches run in parallel inside their block): convolutions, blocks, logits.
-    diagram = network_diagram([r for r in rows if r["kind"] in PROMINENT_KINDS
-                                      or (r["kind"] == "logits" and r["url"])])
+    diagram = network_diagram([r for r in site_record["layers"] if r["kind"] in PROMINENT_KINDS
+                               or (r["kind"] == "logits" and r["url"])])
     writer.write_text(f"{model_dir}/model.json", json.dumps(site_record, indent=1, allow_nan=False) + "\n")
-    writer.write_text(f"{model_dir}/index.html", renderer.render(
-        "model.html", root="../../", page_title=title, model=site_record, diagram=diagram))
-    if not only_layers:
+    writer.write_text(f"{model_dir}/index.html", build.renderer.render(
+        "model.html", root="../../", page_title=site_record["title"], model=site_record, diagram=diagram))
+    if not build.only_layers:
         writer.prune(model_dir)
-    report.models[model.name] = {"layers_built": site_record["n_layers"], "units_built": site_record["n_units"],
-                                 "bytes": writer.bytes_under(model_dir), **estimate}
-    return site_record
+    build.report.models[site_record["name"]] = {
+        "layers_built": site_record["n_layers"], "units_built": site_record["n_units"],
+        "bytes": writer.bytes_under(model_dir), **site_record["estimate"]}
 
 
 def _estimate(model: ModelRecord, built: dict[str, dict], writer: SiteWriter, model_dir: str, budget: dict) -> dict:

@@ -16,11 +16,12 @@ from typing import Any
 from tqdm import tqdm
 
 from microscope.names import segment
-from microscope.site.assets import SIZES, AssetCache, render_webp
 from microscope.site.output import SiteWriter
 from microscope.site.render import Renderer
 from microscope.store import LayerInfo, ModelRecord
-from microscope.views import VIEWS, LayerPage, Panel, UnitPage
+from microscope.views.base import LayerPage, Panel, UnitPage
+from microscope.views.registry import VIEWS
+from microscope.web_images import SIZES, AssetCache, render_webp
 
 THUMB = "thumb.webp"
 # Settings not worth a row of their own: shown elsewhere on the page, or bulky (unit.json has them).

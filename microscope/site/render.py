@@ -59,7 +59,7 @@ def sentence(items) -> str:
 
 
 def environment(templates: Path | None = None) -> jinja2.Environment:
-    from microscope.views import VIEWS
+    from microscope.views.registry import VIEWS
 
     templates = templates or _folder("microscope.templates")
     # A view registered from outside the package (a plugin, a test) brings its partial in its own folder.

@@ -1,14 +1,19 @@
-"""The artifact store: typed records at fixed paths (schema.py), written atomically (files.py)."""
+"""The artifact store: typed records (schema.py, atlas.py, circuits.py, sae.py) at the paths store.py
+owns, written atomically (files.py)."""
 from microscope.store.atlas import AtlasCells, AtlasIcons, AtlasLayout, AtlasResult, AtlasStage, AtlasVectors
+from microscope.store.circuits import CircuitArrays, CircuitRefusal, CircuitResult
 from microscope.store.files import (FileStamp, atomic_save_npz, atomic_write_bytes, atomic_write_json,
                                     atomic_write_text, load_npz, usable_folder)
-from microscope.store.schema import (CircuitArrays, CircuitRefusal, CircuitResult, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, LayerInfo,
-                                     ModelRecord, PassShard, PatchIndex, PatchSettings, RenderConfig, RenderImage,
-                                     RenderRecord, Store, ThumbSettings, ThumbStamps, ViewSettings)
 from microscope.store.sae import SaeResult, SaeVectors, SaeWeights, VectorShard
+from microscope.store.schema import (DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, LayerInfo, ModelRecord,
+                                     PassShard, PatchIndex, PatchSettings, RenderConfig, RenderImage, RenderRecord,
+                                     ThumbSettings, ThumbStamps, ViewSettings)
+from microscope.store.store import PATCHES, Store
 from microscope.store.typed import RecordError
 
-__all__ = ["AtlasCells", "AtlasIcons", "AtlasLayout", "AtlasResult", "AtlasStage", "AtlasVectors", "CircuitArrays", "CircuitRefusal", "CircuitResult", "DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary", "FileStamp", "LayerInfo",
-           "ModelRecord", "PassShard", "PatchIndex", "PatchSettings", "RecordError", "RenderConfig", "RenderImage",
-           "RenderRecord", "SaeResult", "SaeVectors", "SaeWeights", "Store", "ThumbSettings", "ThumbStamps", "ViewSettings", "atomic_save_npz", "atomic_write_bytes",
-           "VectorShard", "atomic_write_json", "atomic_write_text", "load_npz", "usable_folder"]
+__all__ = ["AtlasCells", "AtlasIcons", "AtlasLayout", "AtlasResult", "AtlasStage", "AtlasVectors", "CircuitArrays",
+           "CircuitRefusal", "CircuitResult", "DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary",
+           "FileStamp", "LayerInfo", "ModelRecord", "PATCHES", "PassShard", "PatchIndex", "PatchSettings",
+           "RecordError", "RenderConfig", "RenderImage", "RenderRecord", "SaeResult", "SaeVectors", "SaeWeights",
+           "Store", "ThumbSettings", "ThumbStamps", "VectorShard", "ViewSettings", "atomic_save_npz",
+           "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "load_npz", "usable_folder"]

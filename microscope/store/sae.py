@@ -32,10 +32,6 @@ class VectorShard:
     train: FileStamp
     held: FileStamp
 
-    @property
-    def stem(self) -> str:
-        return f"{self.first:09d}-{self.last:09d}"
-
 
 @dataclass(frozen=True)
 class SaeVectors(JsonRecord):

@@ -1,39 +1,5 @@
-"""The registry of views: every kind of result microscope computes, stores and shows.
+"""Views: every kind of result microscope computes, stores and shows, one module each.
 
-A new view is one module (see base.py and docs/architecture.md) plus its template partial
-`templates/views/<name>.html`, registered here. The order is the order of their panels on a page.
+base.py says what a view is; registry.py lists the views (`VIEWS`); docs/architecture.md says where a
+new one goes. This __init__ imports nothing, so that importing base.py does not import every view.
 """
-from __future__ import annotations
-
-from microscope.errors import UsageError
-from microscope.views.base import LayerPage, Panel, Thumb, UnitPage, View, ViewPlan
-from microscope.views.atlas import VIEW as ATLAS
-from microscope.views.circuits import VIEW as CIRCUITS
-from microscope.views.examples import VIEW as EXAMPLES
-from microscope.views.featurevis import VIEW as FEATUREVIS
-from microscope.views.sae import VIEW as SAE
-
-VIEWS: dict[str, View] = {view.name: view for view in (FEATUREVIS, EXAMPLES, SAE, CIRCUITS, ATLAS)}
-
-
-def register(view: View) -> None:
-    """Add a view (a plugin, or a test's); a later registration of the same name replaces it."""
-    VIEWS[view.name] = view
-
-
-def unregister(name: str) -> None:
-    VIEWS.pop(name, None)
-
-
-def build_views() -> list[str]:
-    """The views `build` computes (an SAE is trained by its own command, then built like any layer)."""
-    return [name for name, view in VIEWS.items() if view.in_build]
-
-
-def get_view(name: str) -> View:
-    if name not in VIEWS:
-        raise UsageError(f"unknown view {name!r}; views: {', '.join(VIEWS)}")
-    return VIEWS[name]
-
-
-__all__ = ["LayerPage", "Panel", "Thumb", "UnitPage", "VIEWS", "View", "ViewPlan", "build_views", "get_view", "register", "unregister"]

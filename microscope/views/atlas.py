@@ -14,10 +14,11 @@ its own (atlas/page.py writes it; templates/atlas.html, static/atlas.js).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import click
 
+from microscope.atlas.stored import AtlasData
 from microscope.errors import UsageError
 from microscope.jobs import make_job
 from microscope.views.base import Panel, View, ViewPlan
@@ -71,31 +72,6 @@ class NoGrid:
 
     layer: str
     note: str = "No activation atlas: this layer has no spatial grid (one vector per image, no positions to sample)."
-
-
-@dataclass
-class AtlasData:
-    """A layer's stored atlas, every stage current (torch-free; read by atlas/page.py)."""
-
-    folder: object  # Path of <layer>/atlas in the store
-    result: object  # AtlasResult
-    cells: dict  # level -> AtlasCells
-    icons: object  # AtlasStage of the icons
-    cells_stage: object  # AtlasStage of the cells
-    patches: dict = field(default_factory=dict)  # (level, cell) -> [PatchRef by rank]
-    store: object = None  # the Store it was read from
-
-    def icon_pixels(self, level: str = "coarse"):
-        """(n, S, S, 3) uint8: the icons of the level's cells, in `cells[level]` order."""
-        from microscope.atlas.stored import icon_pixels
-
-        return icon_pixels(self.store, self, level)
-
-    def layout(self):
-        """The AtlasLayout: every sampled vector's place (xy in [0, 1]^2) and both grids' counts and means."""
-        from microscope.store import AtlasLayout
-
-        return self.store.read(self.folder / "layout.npz", AtlasLayout, self.result.files.get("layout.npz"))
 
 
 class AtlasView(View):
@@ -188,13 +164,13 @@ class AtlasView(View):
                     "images": {"folder": str(request.images.folder), "labels": request.images.labels,
                                "sample": request.images.sample}}
             examples = store.read(store.result_file(model, layer), ExamplesResult)
-            stamp = examples.files.get("atlas_vectors.npz") if examples else None
-            found = store.read(store.atlas_dir(model, layer) / "result.json", AtlasResult)
+            stamp = examples.files.get(store.atlas_vectors_file(model, layer).name) if examples else None
+            found = store.read(store.atlas_result_file(model, layer), AtlasResult)
             current = found is not None and stamp is not None and found.key == layout_key(stamp, layout) \
                 and not after.get(layer)
             cells_key = stage_key(found.key, network.weights_id, cells) if current else None
-            if current and is_current(store, model, layer, "cells.json", cells_key) and is_current(
-                    store, model, layer, "icons.json", icons_key(found.key, network.weights_id, asdict(icons), cells_key)):
+            if current and is_current(store, model, layer, "cells", cells_key) and is_current(
+                    store, model, layer, "icons", icons_key(found.key, network.weights_id, asdict(icons), cells_key)):
                 done += 1
                 continue
             first = make_job(self.name, "layout", layer, spec, after=after.get(layer, ()), gpu=False)
@@ -209,13 +185,14 @@ class AtlasView(View):
 
     @staticmethod
     def examples_jobs(request, session) -> dict[str, tuple[str, ...]]:
-        """layer -> keys of this run's examples jobs that finish its sample (none if it is stored)."""
-        from microscope.views import VIEWS
+        """layer -> keys of this run's examples jobs that finish its sample (none if it is stored). The sample
+        is what the built-in examples view's pass writes, so this asks that view, not the registry."""
+        from microscope.views.examples import VIEW as EXAMPLES
 
         if "examples" not in request.views:
             return {}
         found: dict[str, list[str]] = {}
-        for job in VIEWS["examples"].plan(request, session).jobs:
+        for job in EXAMPLES.plan(request, session).jobs:
             if job.step == "finish":
                 found.setdefault(job.layer, []).append(job.key)
         return {layer: tuple(keys) for layer, keys in found.items()}
@@ -239,7 +216,7 @@ class AtlasView(View):
             dataset = same_images(session, store, model, layer, spec["images"])
             describe(network, dataset, store, model, layer, CellSettings(**spec["cells"]), percent(report))
         else:
-            cells = store.read(store.atlas_dir(model, layer) / "cells.json", AtlasStage)
+            cells = store.read(store.atlas_stage_file(model, layer, "cells"), AtlasStage)
             if cells is None:
                 raise UsageError(f"the atlas cells of {layer} are missing; run `build.py atlas` again")
             icons = IconSettings(**spec["icons"])
@@ -252,7 +229,7 @@ class AtlasView(View):
 
     # The site ------------------------------------------------------------------------------------
 
-    def read(self, store, model, layer):
+    def read(self, store, model, layer) -> AtlasData | NoGrid | None:
         from microscope.atlas.stored import read_atlas
 
         if layer.kind == "logits":
@@ -282,7 +259,7 @@ def icon_slices(store, model: str, layer: str, settings: Settings, icons, laid_o
     from microscope.atlas.icons import slice_cells
     from microscope.store import AtlasLayout
 
-    layout = store.read(store.atlas_dir(model, layer) / "layout.npz", AtlasLayout) if laid_out else None
+    layout = store.read(store.atlas_layout_file(model, layer), AtlasLayout) if laid_out else None
     per_slice, found = slice_cells(icons.batch_size), []
     for level, side in (("coarse", settings.grid), ("fine", 2 * settings.grid)):
         count = getattr(layout, f"count_{level}", None)

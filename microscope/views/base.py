@@ -42,6 +42,7 @@ class ViewPlan:
     todo: int = 0  # pieces to compute (renders, layers...)
     done: int = 0  # pieces already in the store, kept
     what: str = "results"  # what a piece is, for the build's summary
+    refused: int = 0  # of `todo`, pieces that will be stored as "cannot be computed" (and why)
 
 
 @dataclass

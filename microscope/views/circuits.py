@@ -43,7 +43,7 @@ class Settings:
 class Pair:
     result: CircuitResult
     arrays: CircuitArrays
-    folder: Path  # where they are stored
+    weights_file: Path  # where the arrays are stored: what the site's images of them are made from
 
 
 @dataclass
@@ -104,7 +104,7 @@ class CircuitsView(View):
         settings: Settings = request.settings.get(self.name) or Settings()
         network, store = session.network(), session.store
         catalogue = store.read_model(network.spec.name)
-        jobs, done = [], 0
+        jobs, done, refusals = [], 0, 0
         for previous, layer in self.pairs(request, session):
             spec = {"model": network.spec.name, "weights_id": network.weights_id, "previous": previous,
                     "layer": layer, "top": settings.top, "version": VERSION}
@@ -115,33 +115,36 @@ class CircuitsView(View):
             if stored is not None:
                 done += 1
                 continue
+            refusals += refused
             jobs.append(make_job(self.name, "weights", layer, {**spec, "key": key},
                                  work=catalogue.layer(layer).channels, gpu=not refused))
-        return ViewPlan(jobs, todo=len(jobs), done=done, what="layer pairs")
+        return ViewPlan(jobs, todo=len(jobs), done=done, what="layer pairs", refused=refusals)
 
     def run(self, job, session, report) -> None:
         from microscope.circuits.expanded import expanded_weights
         from microscope.circuits.linear import GLOBAL, NotLinear
 
         store, spec = session.store, job.spec
-        folder = store.circuits_dir(spec["model"], spec["layer"])
+        model, layer = spec["model"], spec["layer"]
+        result_file, refusal_file = store.circuit_result_file(model, layer), store.circuit_refusal_file(model, layer)
+        weights_file = store.circuit_weights_file(model, layer)
         pair = linear_pair(session, spec["previous"], spec["layer"])
         if isinstance(pair, NotLinear):  # one record, so that the pages say why (and a rerun skips it)
-            (folder / "result.json").unlink(missing_ok=True)
-            store.write(folder / "refused.json", CircuitRefusal(
+            result_file.unlink(missing_ok=True)
+            store.write(refusal_file, CircuitRefusal(
                 key=spec["key"], model=spec["model"], weights_id=spec["weights_id"], previous=spec["previous"],
                 layer=spec["layer"], reason=str(pair)))
             return
         source = store.read_model(spec["model"]).layer(spec["previous"])
         found = expanded_weights(pair, source.channels, source.height, spec["top"], report=report)
-        (folder / "refused.json").unlink(missing_ok=True)
-        stamp = store.write(folder / "weights.npz", CircuitArrays(
+        refusal_file.unlink(missing_ok=True)
+        stamp = store.write(weights_file, CircuitArrays(
             sums=found.sums, top_index=found.top_index, top_value=found.top_value, maps=found.maps, box=found.box))
-        store.write(folder / "result.json", CircuitResult(
+        store.write(result_file, CircuitResult(
             key=spec["key"], model=spec["model"], weights_id=spec["weights_id"], previous=spec["previous"],
             layer=spec["layer"], target=pair.target, top=spec["top"], input_size=found.input_size,
             centre=list(found.centre), local=pair.field != GLOBAL,
-            linearised=pair.replaced, files={"weights.npz": stamp}))
+            linearised=pair.replaced, files={weights_file.name: stamp}))
 
     # The site ------------------------------------------------------------------------------------
 
@@ -186,17 +189,17 @@ class CircuitsView(View):
 
 def read_pair(store: Store, model: str, layer: str, key: str | None = None) -> Pair | None:
     """The expanded weights into `layer` (with this key, if given), verified; None if absent or damaged."""
-    folder = store.circuits_dir(model, layer)
-    result = store.read(folder / "result.json", CircuitResult)
+    result = store.read(store.circuit_result_file(model, layer), CircuitResult)
     if result is None or (key is not None and result.key != key):
         return None
-    arrays = store.read(folder / "weights.npz", CircuitArrays, result.files.get("weights.npz"))
-    return None if arrays is None else Pair(result, arrays, folder)
+    weights_file = store.circuit_weights_file(model, layer)
+    arrays = store.read(weights_file, CircuitArrays, result.files.get(weights_file.name))
+    return None if arrays is None else Pair(result, arrays, weights_file)
 
 
 def read_refusal(store: Store, model: str, layer: str, key: str | None = None) -> CircuitRefusal | None:
     """Why `layer` has no expanded weights from its previous layer (with this key, if given), or None."""
-    found = store.read(store.circuits_dir(model, layer) / "refused.json", CircuitRefusal)
+    found = store.read(store.circuit_refusal_file(model, layer), CircuitRefusal)
     return None if found is None or (key is not None and found.key != key) else found
 
 

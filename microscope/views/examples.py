@@ -18,7 +18,7 @@ from microscope.errors import UsageError
 from microscope.jobs import hash_json, make_job
 from microscope.packs import read_patch_index
 from microscope.store import DatasetIndex, ExamplesResult, PassShard, Store
-from microscope.store.schema import PATCHES
+from microscope.store import PATCHES
 from microscope.store.typed import to_json
 from microscope.views.base import Panel, UnitPage, View, ViewPlan
 
@@ -146,7 +146,7 @@ class ExamplesView(View):
         """The pass: one timed forward batch and a few decoded images, scaled to the images it reads;
         the patches: the same decoding again for the images they cut from."""
         from microscope.examples import steps
-        from microscope.executors.local import usable_cpus
+        from microscope.jobs import usable_cpus
         from microscope.images import default_workers
 
         passes = [job for job in plan.jobs if job.step == "pass"]

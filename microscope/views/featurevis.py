@@ -176,11 +176,9 @@ class FeatureVisView(View):
         if not folder.is_dir():
             return None
         units: dict[int, dict[str, RenderRecord]] = {}
-        for path in sorted(folder.glob("*/*.json")):
-            if not path.parent.name.isdigit():
-                continue
+        for unit, path in store.render_files(model.name, layer.name):
             record = store.read(path, RenderRecord)
-            if record is None or record.unit != int(path.parent.name):
+            if record is None or record.unit != unit:
                 continue
             if all(image.stamp.problem(path.parent / image.file) is None for image in record.images):
                 units.setdefault(record.unit, {})[record.objective] = record
@@ -192,8 +190,8 @@ class FeatureVisView(View):
         return set(data.units)
 
     def unit_panel(self, data: LayerRenders, unit: int, page: UnitPage) -> Panel:
-        from microscope.site import charts
-        from microscope.site.assets import SIZES, render_webp
+        from microscope import charts
+        from microscope.web_images import SIZES, render_webp
 
         records = data.units.get(unit)
         if not records:

@@ -1,5 +1,8 @@
 """Images for the site: compact WebP renders, patch sprites, JPEG dataset photos, and their budget.
 
+Outside the `site` package because the views' panels make these images too: importing anything of
+`microscope.site` runs its builder, which imports every view (tests/test_imports.py keeps it one way).
+
 The artifact store keeps lossless, full-size images; the site ships small lossy copies so that a
 whole InceptionV1 (about 7,000 units) fits GitHub Pages' 1 GB. `SIZES` says how every image is
 shrunk; what that costs per unit is measured (the report printed by `build_site`, and
@@ -21,12 +24,14 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from PIL import Image, ImageOps
 
 from microscope.packs import PatchRef
-from microscope.site.output import SiteWriter
+
+if TYPE_CHECKING:  # only named in annotations: the site passes its writer in
+    from microscope.site.output import SiteWriter
 
 log = logging.getLogger("microscope.site")
 
@@ -187,8 +192,9 @@ class Photos:
     """Dataset photos (the model's view, from the store's thumbnails) for the hover view and cropped
     tiles: written once per model and dataset, shared by every unit page that shows them."""
 
-    def __init__(self, writer: SiteWriter, folder: str, thumbs: Path, problem=lambda index: None):
-        self.writer, self.folder, self.thumbs = writer, folder, thumbs
+    def __init__(self, writer: SiteWriter, folder: str, thumb_file: Callable[[int], Path], problem=lambda index: None):
+        self.writer, self.folder = writer, folder
+        self.thumb_file = thumb_file  # index -> its stored thumbnail (the store names it: Store.thumb_file)
         self.problem = problem  # index -> what is wrong with its thumbnail (its recorded stamp), or None
         self.cache = AssetCache(writer, f"{folder}/.assets.json")
         self.done: dict[int, str | None] = {}
@@ -196,7 +202,7 @@ class Photos:
     def path(self, index: int) -> str | None:
         """Site-relative path of photo `index`, producing it on first use; None if there is none."""
         if index not in self.done:
-            source = self.thumbs / f"{index}.jpg"
+            source = self.thumb_file(index)
             problem = self.problem(index) if source.is_file() else "missing"
             if problem == "no recorded checksum":  # a store from before the stamps: decoding is the check
                 problem = None if _decodes(source) else "damaged"

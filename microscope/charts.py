@@ -1,5 +1,8 @@
 """Chart geometry for inline SVG: numbers in, coordinates out; the template draws them.
 
+Outside the `site` package because the views' panels draw charts too: importing anything of
+`microscope.site` runs its builder, which imports every view (tests/test_imports.py keeps it one way).
+
 Activation histograms of post-ReLU units are dominated by the bin at zero, so counts are drawn on a
 log scale (log(1 + count)), which keeps the rare strong activations - the interesting part - visible.
 """
