@@ -79,15 +79,12 @@ def repair(damaged: list[Damage], root: Path) -> int:
 def verify_site(site: Path) -> list[Damage]:
     """Every file the site's manifest lists, checked; a damaged one is removed by --repair so that the
     next `build.py site` writes it again (an unchanged-looking file would otherwise be kept)."""
-    from microscope.site.manifest import SiteFileError, listed_file, path_problem, read_manifest
+    from microscope.site.manifest import listed_file_problems, path_problem
 
     damaged = []
-    for relative, entry in sorted(read_manifest(site)["files"].items()):
-        try:
-            listed_file(site, relative, entry)
-        except SiteFileError as error:
-            removable = path_problem(relative) is None and (site / relative).is_file()
-            damaged.append(Damage(site / relative, str(error), [site / relative] if removable else []))
+    for relative, problem in listed_file_problems(site):
+        removable = path_problem(relative) is None and (site / relative).is_file()
+        damaged.append(Damage(site / relative, problem, [site / relative] if removable else []))
     return damaged
 
 

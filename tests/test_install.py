@@ -1,6 +1,5 @@
 """`pip install .` (not editable) into a fresh virtual environment, then `microscope build` run from
 another folder: the templates and static files must travel inside the wheel."""
-import site
 import subprocess
 import sys
 import sysconfig

@@ -117,7 +117,7 @@ def test_accumulator_counts_nonzero_values_of_a_layer_that_is_not_relu_of_its_tw
         part = slice(start, start + 4)
         accumulator.update(code[part], pre[part], torch.arange(10)[part])
     summary = accumulator.summary()
-    flat_code, flat_pre = code.flatten(2).numpy(), pre.flatten(2).numpy()
+    flat_code = code.flatten(2).numpy()
     assert np.array_equal(summary["nonzero_fraction"], (flat_code != 0).mean(axis=(0, 2)))
     assert np.allclose(summary["mean"], flat_code.mean(axis=(0, 2)), rtol=1e-6)
     assert (summary["hist_counts"].sum(1) == 10 * 12).all()

@@ -149,13 +149,17 @@ def check_site(site: str | Path) -> list[str]:
 
     Raises UsageError when there is no usable manifest at all. Unlisted files are not problems.
     """
-    site = Path(site)
+    return [problem for _, problem in listed_file_problems(Path(site))]
+
+
+def listed_file_problems(site: Path) -> list[tuple[str, str]]:
+    """(relative path, problem) of every listed file that is not what the manifest says, in path order."""
     problems = []
     for relative, entry in sorted(read_manifest(site)["files"].items()):
         try:
             listed_file(site, relative, entry)
         except SiteFileError as error:
-            problems.append(str(error))
+            problems.append((relative, str(error)))
     return problems
 
 
