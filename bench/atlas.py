@@ -6,7 +6,7 @@
 
 Side by side in one run over the same batches: the bare forward pass (the network truncated after the
 layer), and drawing `--positions` random inner positions per image into the reservoir
-(microscope/atlas/reservoir.py) - the work the examples pass will add. Then the UMAP layout of the
+(microscope/activations/reservoir.py) - the work the examples pass will add. Then the UMAP layout of the
 kept vectors and the grid's cell means (microscope/atlas/layout.py). Then one batch of `--icons` cell
 icons (microscope/atlas/icons.py's render) next to the same number of bare forward + backward passes of
 that batch, and the class attribution of `--attributions` positions (microscope/atlas/attribution.py,
@@ -25,10 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microscope.atlas.layout import LayoutSettings, grid_cells, normalise, umap_layout  # noqa: E402
-from microscope.atlas.reservoir import Reservoir  # noqa: E402
-from microscope.images import ImageDataset, View  # noqa: E402
-from microscope.network import load_network  # noqa: E402
-from microscope.sae.sample import SampleSettings, vectors_of  # noqa: E402
+from microscope.activations.reservoir import Reservoir  # noqa: E402
+from microscope.data.images import ImageDataset, View  # noqa: E402
+from microscope.network.loaded import load_network  # noqa: E402
+from microscope.activations.positions import SampleSettings, vectors_of  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microscope.catalogue import catalogue  # noqa: E402
+from microscope.network.catalogue import catalogue  # noqa: E402
 from microscope.circuits.expanded import expanded_weights  # noqa: E402
 from microscope.circuits.linear import linearise  # noqa: E402
-from microscope.network import load_network  # noqa: E402
+from microscope.network.loaded import load_network  # noqa: E402
 from microscope.selection import layer_chain  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -41,12 +41,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microscope.examples.config import ExampleSettings  # noqa: E402
 from microscope.examples.stream import extracted  # noqa: E402
-from microscope.executors import LocalExecutor  # noqa: E402
-from microscope.images import ImageDataset, View, default_workers  # noqa: E402
-from microscope.network import load_network  # noqa: E402
-from microscope.packs import read_patch_index  # noqa: E402
-from microscope.pipeline import run_views  # noqa: E402
-from microscope.session import Images  # noqa: E402
+from microscope.run.executors import LocalExecutor  # noqa: E402
+from microscope.data.images import ImageDataset, View, default_workers  # noqa: E402
+from microscope.network.loaded import load_network  # noqa: E402
+from microscope.data.packs import read_patch_index  # noqa: E402
+from microscope.run.pipeline import run_views  # noqa: E402
+from microscope.run.session import Images  # noqa: E402
 from microscope.store import Store  # noqa: E402
 from microscope.views.examples import Settings  # noqa: E402
 

@@ -38,7 +38,7 @@ from microscope.featurevis.param import FourierImage  # noqa: E402
 from microscope.featurevis.render import render  # noqa: E402
 from microscope.featurevis.transform import TransformRecipe, output_size  # noqa: E402
 from microscope.featurevis.batch import featurevis_extractor  # noqa: E402
-from microscope.network import load_network  # noqa: E402
+from microscope.network.loaded import load_network  # noqa: E402
 
 
 def import_lucent():

@@ -28,9 +28,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microscope.catalogue import catalogue  # noqa: E402
-from microscope.network import load_network  # noqa: E402
-from microscope.pipeline import run_views  # noqa: E402
+from microscope.network.catalogue import catalogue  # noqa: E402
+from microscope.network.loaded import load_network  # noqa: E402
+from microscope.run.pipeline import run_views  # noqa: E402
 from microscope.selection import Units  # noqa: E402
 from microscope.store import Store  # noqa: E402
 from microscope.views.featurevis import Settings  # noqa: E402

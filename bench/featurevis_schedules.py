@@ -30,14 +30,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microscope.catalogue import catalogue  # noqa: E402
+from microscope.network.catalogue import catalogue  # noqa: E402
 from microscope.featurevis.batch import element_seed, featurevis_extractor  # noqa: E402
 from microscope.featurevis.objectives import as_4d  # noqa: E402
 from microscope.featurevis.param import FourierImage  # noqa: E402
 from microscope.featurevis.recipe import NO_TRANSFORMS, Recipe  # noqa: E402
 from microscope.featurevis.registry import UNIT_OBJECTIVES  # noqa: E402
 from microscope.featurevis.render import render  # noqa: E402
-from microscope.network import load_network  # noqa: E402
+from microscope.network.loaded import load_network  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

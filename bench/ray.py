@@ -32,9 +32,9 @@ import torch
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microscope.executors import LocalExecutor, usable_cpus  # noqa: E402
-from microscope.executors.cluster import RayExecutor, import_ray  # noqa: E402
-from microscope.pipeline import compute, request_from  # noqa: E402
+from microscope.run.executors import LocalExecutor, usable_cpus  # noqa: E402
+from microscope.run.executors.cluster import RayExecutor, import_ray  # noqa: E402
+from microscope.run.pipeline import compute, request_from  # noqa: E402
 from microscope.selection import Units  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

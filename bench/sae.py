@@ -21,9 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microscope.images import ImageDataset, View  # noqa: E402
-from microscope.network import load_network  # noqa: E402
-from microscope.sae.sample import SampleSettings, held_out_images, vectors_of  # noqa: E402
+from microscope.data.images import ImageDataset, View  # noqa: E402
+from microscope.network.loaded import load_network  # noqa: E402
+from microscope.activations.positions import SampleSettings, held_out_images, vectors_of  # noqa: E402
 from microscope.sae.train import TrainSettings, Vectors, evaluate, train  # noqa: E402
 from microscope.sae.vectors import inner_vectors  # noqa: E402
 

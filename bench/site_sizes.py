@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microscope.featurevis.recipe import Recipe  # noqa: E402
 from microscope.featurevis.registry import UNIT_OBJECTIVES  # noqa: E402
-from microscope.packs import BOTTOM, TOP, write_pack  # noqa: E402
+from microscope.data.packs import BOTTOM, TOP, write_pack  # noqa: E402
 from microscope.site import build_site  # noqa: E402
 from microscope.site.builder import part_budget  # noqa: E402
 from microscope.store import (DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, LayerInfo,  # noqa: E402

@@ -1,5 +1,5 @@
 """The command line. Every computing command builds one request and runs it through the pipeline
-(microscope/pipeline.py): `examples` and `featurevis` run one view, `build` every view and the site.
+(microscope/run/pipeline.py): `examples` and `featurevis` run one view, `build` every view and the site.
 
 Options are checked once, as they are read (click types); bad input anywhere - a click error, a
 UsageError, an unusable file or folder - becomes one line on stderr and exit code 2.
@@ -120,7 +120,7 @@ def _table(rows: list[list], header: list[str]) -> str:
 def models():
     """List the model zoo, where each model's weights come from, and whether they are cached."""
     from microscope.models import get_spec, model_names
-    from microscope.weights import is_cached
+    from microscope.network.weights import is_cached
 
     rows = []
     for name in model_names():
@@ -135,8 +135,8 @@ def models():
 @click.option("--all", "show_all", is_flag=True, help="Also list branches and pre-ReLU layers.")
 def layers(model, show_all):
     """Table of a model's layers: channels, stride, receptive field."""
-    from microscope.catalogue import catalogue
-    from microscope.network import load_network
+    from microscope.network.catalogue import catalogue
+    from microscope.network.loaded import load_network
 
     network = load_network(model, weights="random")  # shapes and fields do not depend on weights
     rows = []
@@ -162,9 +162,9 @@ def layers(model, show_all):
 @quiet_option
 def evaluate(model, weights, images, labels, image_batch_size, workers, device, quiet):
     """Top-1/top-5 accuracy (resize 256, centre crop 224): proves the port and the preprocessing."""
-    from microscope.evaluate import evaluate as run_evaluation
-    from microscope.images import ImageDataset, View
-    from microscope.network import load_network
+    from microscope.network.evaluate import evaluate as run_evaluation
+    from microscope.data.images import ImageDataset, View
+    from microscope.network.loaded import load_network
 
     network = load_network(model, weights=weights, device=device, progress=not quiet)
     view = View(resize=network.spec.preprocessing.resize, crop=network.spec.preprocessing.crop)
@@ -216,8 +216,8 @@ def circuits(**values):
 @_view_options("sae")
 def sae(layer, **values):
     """Train a sparse autoencoder on a layer; its features become the layer <layer>_sae."""
-    from microscope.executors import executor_from
-    from microscope.pipeline import compute, request_from
+    from microscope.run.executors import executor_from
+    from microscope.run.pipeline import compute, request_from
     from microscope.sae.stored import read_sae, sae_layer
 
     executor = executor_from(values)
@@ -245,8 +245,8 @@ def sae(layer, **values):
 def atlas(**values):
     """Activation atlases of the chosen layers, from the sample their dataset examples drew."""
     from microscope.atlas.stored import read_atlas
-    from microscope.executors import executor_from
-    from microscope.pipeline import compute, request_from
+    from microscope.run.executors import executor_from
+    from microscope.run.pipeline import compute, request_from
     from microscope.views.registry import VIEWS
 
     executor = executor_from(values)
@@ -266,8 +266,8 @@ def atlas(**values):
 
 
 def _compute(values: dict, views: list[str]) -> None:
-    from microscope.executors import executor_from
-    from microscope.pipeline import compute, request_from
+    from microscope.run.executors import executor_from
+    from microscope.run.pipeline import compute, request_from
 
     executor = executor_from(values)
     request, session = request_from(values, views)
@@ -293,10 +293,10 @@ def build(out, labels_file, log_file, preview, **values):
     """The whole microscope: dataset examples, feature visualizations and the site, resumable."""
     from dataclasses import replace
 
-    from microscope.executors import executor_from
-    from microscope.pipeline import build as run_build, check_out, request_from
-    from microscope.preview import preview_layer, preview_values, refine_command
-    from microscope.unit_labels import read_unit_labels
+    from microscope.run.executors import executor_from
+    from microscope.run.pipeline import build as run_build, check_out, request_from
+    from microscope.run.preview import preview_layer, preview_values, refine_command
+    from microscope.data.unit_labels import read_unit_labels
     from microscope.views.registry import build_views
 
     check_out(out, values.get("store"), values.get("images"))  # before anything is loaded or written
@@ -331,9 +331,9 @@ def build(out, labels_file, log_file, preview, **values):
 @quiet_option
 def site(out, store, models, layers, labels_file, quiet):
     """Render the static site from the artifact store."""
-    from microscope.pipeline import check_out, check_store
+    from microscope.run.pipeline import check_out, check_store
     from microscope.site import build_site
-    from microscope.unit_labels import read_unit_labels
+    from microscope.data.unit_labels import read_unit_labels
 
     root = check_store(store).root
     check_out(out, str(root))
@@ -351,9 +351,9 @@ def site(out, store, models, layers, labels_file, quiet):
               help="Remove every damaged piece (and the record vouching for it): the next build recomputes them.")
 def verify(store, out, repair):
     """Check every record of the artifact store (and a built site); say what is damaged. Exit 1 if anything is."""
-    from microscope.pipeline import check_store
+    from microscope.run.pipeline import check_store
     from microscope.store.lock import writing
-    from microscope.verify import repair as remove_damaged, verify_site, verify_store
+    from microscope.run.verify import repair as remove_damaged, verify_site, verify_store
 
     root = check_store(store).root
     report = verify_store(root)
@@ -392,7 +392,7 @@ def serve(out, port):
               help="Replace --branch even if publish did not make it (its files are replaced; never force-pushes).")
 def publish(out, branch, push, remote, message, force):
     """Commit the site's files (those its manifest.json lists) to gh-pages through a git worktree."""
-    from microscope.publish import publish as publish_site
+    from microscope.site.publish import publish as publish_site
 
     result = publish_site(out, ".", branch=branch, message=message, push=push, remote=remote, force=force)
     state = "committed" if result["changed"] else "unchanged"

@@ -13,7 +13,7 @@ from PIL import Image
 from microscope.atlas.stored import LEVELS, icons_key
 from microscope.featurevis.recipe import Recipe
 from microscope.featurevis.registry import UNIT_OBJECTIVES
-from microscope.packs import write_pack
+from microscope.data.packs import write_pack
 from microscope.store import (AtlasCells, AtlasIcons, AtlasLayout, AtlasResult, AtlasStage, CircuitArrays,
                               CircuitResult, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp,
                               LayerInfo, ModelRecord, PatchSettings, RenderConfig, RenderImage, RenderRecord, SaeResult,

@@ -72,7 +72,7 @@ def test_a_stored_sample_is_laid_out_and_its_cell_means_match_the_stored_vectors
     """Through the store, as the atlas will run: the means per cell equal a brute-force recomputation from
     the stored vectors and layout; the same seed gives the same layout; a small sample is one clear line."""
     from microscope.atlas.compute import AtlasSettings, lay_out
-    from microscope.atlas.reservoir import Reservoir
+    from microscope.activations.reservoir import Reservoir
     from microscope.errors import UsageError
     from microscope.store import (AtlasLayout, AtlasVectors, DatasetRef, ExamplesResult, LayerInfo, PatchSettings,
                                   Store, ViewSettings)

@@ -3,7 +3,7 @@ and uniform: every candidate is kept equally often across seeds."""
 import numpy as np
 import pytest
 
-from microscope.atlas.reservoir import Reservoir, priority
+from microscope.activations.reservoir import Reservoir, priority
 
 
 def stream(n_images=40, positions=6, width=3, seed=0):

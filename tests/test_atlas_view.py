@@ -21,8 +21,8 @@ from microscope.atlas.attribution import Attribution
 from microscope.atlas.cells import LevelCells, attribution_rows
 from microscope.atlas.layout import cell_of
 from microscope.atlas.stored import icon_pixels, read_atlas
-from microscope.images import ImageDataset, View
-from microscope.network import load_network
+from microscope.data.images import ImageDataset, View
+from microscope.network.loaded import load_network
 from microscope.store import AtlasLayout, AtlasVectors, ExamplesResult, Store
 from generated import REPO, blob_photos, cli
 

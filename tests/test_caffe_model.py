@@ -8,11 +8,11 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.models.feature_extraction import get_graph_node_names
 
-from microscope.catalogue import catalogue
+from microscope.network.catalogue import catalogue
 from microscope.errors import UsageError
 from microscope.models import get_spec
 from microscope.models.inceptionv1_caffe import PARAMETER_LAYERS, SPEC, build, load_weights
-from microscope.network import load_network
+from microscope.network.loaded import load_network
 
 
 def test_registered():

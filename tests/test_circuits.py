@@ -16,10 +16,10 @@ from microscope.circuits.expanded import expanded_weights
 from microscope.circuits.ranking import ranked
 from microscope.circuits.linear import linearise
 from microscope.errors import UsageError
-from microscope.executors import LocalExecutor
+from microscope.run.executors import LocalExecutor
 from microscope.models.spec import LayerSpec, ModelSpec, Preprocessing
-from microscope.network import Network, load_network
-from microscope.pipeline import run_views
+from microscope.network.loaded import Network, load_network
+from microscope.run.pipeline import run_views
 from microscope.store import CircuitArrays, CircuitResult, Store
 from microscope.views.circuits import Settings
 

@@ -58,7 +58,7 @@ def test_the_sweep_covers_the_commands_that_compute():
 def test_a_top_beyond_memory_is_refused_before_any_work(tmp_path):
     from generated import blob_photos
     from microscope.errors import UsageError
-    from microscope.pipeline import check_memory, request_from
+    from microscope.run.pipeline import check_memory, request_from
 
     (tmp_path / "photos").mkdir()
     blob_photos(tmp_path / "photos", 6, seed=1)

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from microscope.errors import UsageError
-from microscope.evaluate import evaluate
-from microscope.images import ImageDataset, View, load_rgb
-from microscope.network import load_network
+from microscope.network.evaluate import evaluate
+from microscope.data.images import ImageDataset, View, load_rgb
+from microscope.network.loaded import load_network
 
 VIEW = View(resize=None, crop=48)  # small: the mechanics do not need 224 px
 # The rank of each image's label among its own logits (0 = the top class): top-1 hits 2 of 6,

@@ -12,17 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from microscope.catalogue import catalogue
+from microscope.network.catalogue import catalogue
 from microscope.errors import UsageError
 from microscope.examples.config import ExampleSettings
-from microscope.examples.patches import PAD_COLOUR, LayerPatches, PatchFormat, cut_chunk, cut_patches
+from microscope.data.patches import PAD_COLOUR, cut_patches
+from microscope.examples.patches import LayerPatches, PatchFormat, cut_chunk
 from microscope.examples.viewcache import ViewCache
-from microscope.executors import LocalExecutor
-from microscope.images import ImageDataset, View
-from microscope.network import load_network
-from microscope.packs import read_patch_index
-from microscope.pipeline import run_views
-from microscope.session import Images
+from microscope.run.executors import LocalExecutor
+from microscope.data.images import ImageDataset, View
+from microscope.network.loaded import load_network
+from microscope.data.packs import read_patch_index
+from microscope.run.pipeline import run_views
+from microscope.run.session import Images
 from microscope.store import DatasetIndex, ExamplesResult, ExamplesSummary, LayerInfo, Store
 from microscope.views.examples import Settings
 
@@ -392,8 +393,8 @@ def test_bad_input_is_one_clear_usage_error(network, photos, tmp_path):
 def test_atlas_sample_equals_a_reservoir_of_every_drawn_position(network, dataset, photos, tmp_path):
     """The pass's atlas vectors are exactly the bottom-k reservoir of all positions it drew, whatever the
     batches and shards: recomputed here from the brute-force activations."""
-    from microscope.atlas.reservoir import Reservoir
-    from microscope.sae.sample import SampleSettings, positions
+    from microscope.activations.reservoir import Reservoir
+    from microscope.activations.positions import SampleSettings, positions
     from microscope.store import AtlasVectors
 
     settings = dataclasses.replace(SETTINGS, atlas_vectors=30, atlas_positions=3, seed=4)

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from generated import cli
-from microscope.estimate import duration
+from microscope.run.estimate import duration
 from microscope.featurevis.batch import relative_pixels
 from microscope.featurevis.recipe import RECIPES, Recipe
 from microscope.featurevis.transform import output_size
-from microscope.images import ImageDataset
-from microscope.network import load_network
-from microscope.pipeline import run_views
+from microscope.data.images import ImageDataset
+from microscope.network.loaded import load_network
+from microscope.run.pipeline import run_views
 from microscope.selection import Units
 from microscope.store import DatasetIndex, RenderRecord, Store
 from microscope.views.featurevis import Settings

@@ -292,7 +292,7 @@ def test_fast_lrn_equals_torchs_in_value_and_gradient(size, alpha, beta, k, chan
 def test_fast_lrn_goes_into_the_featurevis_extractor_only():
     from microscope.featurevis.lrn import FastLocalResponseNorm
     from microscope.featurevis.batch import featurevis_extractor
-    from microscope.network import load_network
+    from microscope.network.loaded import load_network
 
     network = load_network("inceptionv1-caffe", weights="random", seed=0, progress=False)
     extractor = featurevis_extractor(network, ["conv2_pre_relu", "conv2"])

@@ -8,13 +8,13 @@ import torch
 from PIL import Image
 
 from microscope.errors import UsageError
-from microscope.executors import LocalExecutor
+from microscope.run.executors import LocalExecutor
 from microscope.featurevis import objectives as obj
 from microscope.featurevis.param import FourierImage
 from microscope.featurevis.recipe import Recipe
 from microscope.featurevis.render import render
-from microscope.network import load_network
-from microscope.pipeline import run_views
+from microscope.network.loaded import load_network
+from microscope.run.pipeline import run_views
 from microscope.selection import Units
 from microscope.store import RenderRecord, Store
 from microscope.views.featurevis import Settings

@@ -5,10 +5,10 @@ import torch
 import torchvision
 from torchvision.models.feature_extraction import get_graph_node_names
 
-from microscope.catalogue import catalogue
+from microscope.network.catalogue import catalogue
 from microscope.errors import UsageError
 from microscope.models import get_spec
-from microscope.network import load_network
+from microscope.network.loaded import load_network
 
 WIDTHS = {"conv1": 64, "conv2": 64, "conv3": 192, "inception3a": 256, "inception3b": 480, "inception4a": 512,
           "inception4b": 512, "inception4c": 512, "inception4d": 528, "inception4e": 832, "inception5a": 832,

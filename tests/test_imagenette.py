@@ -6,8 +6,8 @@ from PIL import Image
 from torchvision.models._meta import _IMAGENET_CATEGORIES
 
 from microscope.errors import UsageError
-from microscope.images import ImageDataset
-from microscope.imagenette import imagenet_index, imagenette
+from microscope.data.images import ImageDataset
+from microscope.data.imagenette import imagenet_index, imagenette
 
 
 def test_wnids_map_to_imagenet_indices():

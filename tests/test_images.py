@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from microscope.errors import UsageError
-from microscope.images import ImageDataset, UnreadableImage, View, load_rgb
+from microscope.data.images import ImageDataset, UnreadableImage, View, load_rgb
 
 RED, BLUE, GREEN, WHITE = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 255)
 
@@ -297,7 +297,7 @@ def test_batches_skip_name_and_warn_about_damaged_files(tmp_path, caplog):
     dataset = ImageDataset(tmp_path, view=View(resize=8, crop=6))
     assert dataset.files[:3] == ["broken.jpg", "full.jpg", "good0.png"] and len(dataset) == 9
     assert dataset.load(1) == (None, dataset.load(1)[1]) and dataset.load(1)[1].startswith("image file is truncated")
-    with caplog.at_level(logging.WARNING, logger="microscope.images"):
+    with caplog.at_level(logging.WARNING, logger="microscope.data.images"):
         batches = list(dataset.batches(batch_size=2, workers=0))
     # Fixed chunks of indices: batch 0 (images 0 and 1) is emptied by the two damaged files.
     assert [b.indices.tolist() for b in batches] == [[], [2, 3], [4, 5], [6, 7], [8]]
@@ -352,7 +352,7 @@ def deadline(seconds: int):
 
 
 def warnings_of(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "microscope.images"]
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "microscope.data.images"]
 
 
 def test_fifo_socket_and_device_named_like_photos_are_skipped_unopened(tmp_path, caplog, monkeypatch):
@@ -365,7 +365,7 @@ def test_fifo_socket_and_device_named_like_photos_are_skipped_unopened(tmp_path,
     (root / "null.jpg").symlink_to(os.devnull)
     make_tree(root, ["folder.jpg/inner.png"])  # a folder named like a photo is a folder
     try:
-        with deadline(10), caplog.at_level(logging.WARNING, logger="microscope.images"):
+        with deadline(10), caplog.at_level(logging.WARNING, logger="microscope.data.images"):
             dataset = ImageDataset(root)
             assert dataset.files == ["folder.jpg/inner.png", "good.png"]
             assert len(dataset.fingerprint()) == 16
@@ -379,7 +379,7 @@ def test_a_fifo_that_takes_a_photos_place_later_does_not_block(tmp_path, caplog)
     dataset = ImageDataset(tmp_path, view=View(resize=None, crop=4))
     (tmp_path / "a.png").unlink()
     os.mkfifo(tmp_path / "a.png")
-    with deadline(10), caplog.at_level(logging.WARNING, logger="microscope.images"):
+    with deadline(10), caplog.at_level(logging.WARNING, logger="microscope.data.images"):
         assert dataset.load(0) == (None, "not a regular file (a FIFO)")
         with pytest.raises(UnreadableImage, match=r"a\.png: not a regular file \(a FIFO\)"):
             load_rgb(tmp_path / "a.png")
@@ -397,7 +397,7 @@ def test_link_loops_are_walked_once(tmp_path, caplog):
     (root / "a" / "up").symlink_to(tmp_path)  # the folder above the root
     (root / "everything").symlink_to("/")  # would walk the whole machine
     (root / "me.jpg").symlink_to("me.jpg")  # a file link to itself
-    with deadline(20), caplog.at_level(logging.WARNING, logger="microscope.images"):
+    with deadline(20), caplog.at_level(logging.WARNING, logger="microscope.data.images"):
         dataset = ImageDataset(root)
     assert dataset.files == ["a/x.png", "photo.png"]  # once each, not 41 times
     assert warnings_of(caplog) == ["skipped 5 entries of loops: 5 link loop (first: a/back)"]
@@ -409,7 +409,7 @@ def test_duplicates_are_listed_once_under_their_first_name(tmp_path, caplog):
     os.link(root / "b" / "x.png", root / "c-hard.png")  # the same inode, another name
     (root / "d-link.png").symlink_to("b/y.png")
     (root / "a").symlink_to("b")  # sorts first: its names win over b's, on every file system
-    with caplog.at_level(logging.WARNING, logger="microscope.images"):
+    with caplog.at_level(logging.WARNING, logger="microscope.data.images"):
         dataset = ImageDataset(root)
     assert dataset.files == ["a/x.png", "a/y.png"]
     assert dataset.path(0) == root / "a" / "x.png"
@@ -425,7 +425,7 @@ def test_dangling_links_are_counted_not_fatal(tmp_path, caplog):
     make_tree(root, ["ok.png"])
     (root / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     (root / "gone-folder").symlink_to(tmp_path / "nowhere")
-    with caplog.at_level(logging.WARNING, logger="microscope.images"):
+    with caplog.at_level(logging.WARNING, logger="microscope.data.images"):
         dataset = ImageDataset(root)
     assert dataset.files == ["ok.png"] and len(dataset.fingerprint()) == 16
     assert warnings_of(caplog) == ["skipped 1 entries of dangling: 1 dangling link (first: gone.jpg)"]
@@ -495,7 +495,7 @@ def test_names_that_are_not_utf8_are_skipped_or_refused(tmp_path, caplog):
     root = tmp_path / "bytes"
     make_tree(root, ["ok.png"])
     Image.new("RGB", (4, 4), RED).save(os.fsdecode(bytes(root) + b"/caf\xe9.png"), format="PNG")
-    with caplog.at_level(logging.WARNING, logger="microscope.images"):
+    with caplog.at_level(logging.WARNING, logger="microscope.data.images"):
         dataset = ImageDataset(root)
     assert dataset.files == ["ok.png"] and len(dataset.fingerprint()) == 16
     assert warnings_of(caplog) == ["skipped 1 entries of bytes: 1 name not UTF-8 (first: caf\\xe9.png)"]

@@ -141,18 +141,19 @@ def test_the_reader_sees_every_kind_of_import():
             import microscope.store.files
 
         def later():
-            from microscope.views.base import Panel
+            from microscope.views.registry import VIEWS
     """)
     assert edges_of("microscope.site.builder", builder, modules) == {
         "microscope": [3],  # a name its __init__ defines
         "microscope.site.render": [4],  # through its own package: no edge to microscope.site
         "microscope.site.pages": [5],
         "microscope.store": [9], "microscope.store.files": [9],  # the else branch runs; the TYPE_CHECKING one never
-        "microscope.views": [12], "microscope.views.base": [12],  # another package: its __init__ runs first
+        "microscope.views": [12], "microscope.views.registry": [12],  # another package: its __init__ runs first
     }
-    package = "from .base import Panel\nfrom . import register\n"
-    assert edges_of("microscope.views", package, modules) == {"microscope.views.base": [1]}  # itself is no edge
-    assert edges_of("microscope.views.sae", package, modules) == {"microscope.views.base": [1], "microscope.views": [2]}
+    package = "from .registry import VIEWS\nfrom . import register\n"
+    assert edges_of("microscope.views", package, modules) == {"microscope.views.registry": [1]}  # itself is no edge
+    assert edges_of("microscope.views.sae", package, modules) == {"microscope.views.registry": [1],
+                                                                  "microscope.views": [2]}
 
 
 def test_cycles_are_found():
@@ -164,3 +165,54 @@ def test_no_import_cycles():
     graph = import_graph()
     cycles = strongly_connected(graph)
     assert not cycles, "\n" + "\n".join(describe(group, graph) for group in cycles)
+
+
+# The house, lowest floor first: a module imports only from its own floor or below, and on the
+# features' floors only from its own package. The floors follow the data: the ground floor is the
+# vocabulary every part shares (errors, names, jobs, what a user selects, the view contract, the
+# store's records); then data in, the models, the network and the web's torch-free pieces; what the
+# passes keep of activations; the features; the views that tie features to the pipeline and the
+# site; the site; the run; and the entry points.
+FLOORS = [
+    ["microscope.errors", "microscope.names", "microscope.jobs", "microscope.selection",
+     "microscope.settings", "microscope.view", "microscope.store"],
+    ["microscope.data", "microscope.models"],
+    ["microscope.network", "microscope.web"],
+    ["microscope.activations"],
+    ["microscope.examples", "microscope.featurevis", "microscope.circuits", "microscope.sae"],
+    ["microscope.atlas"],  # its icons are feature visualizations of the cells' means (featurevis below)
+    ["microscope.views"],
+    ["microscope.site"],
+    ["microscope.run"],
+    ["microscope", "microscope.cli", "microscope.option_checks", "microscope.api"],  # microscope.open_store
+]
+FEATURES = FLOORS[4]
+
+
+def floor_of(module: str) -> tuple[int, str]:
+    """(floor, the listed package or module it belongs to): the longest listed prefix wins."""
+    found = [(len(name), at, name) for at, names in enumerate(FLOORS) for name in names
+             if module == name or module.startswith(name + ".")]
+    assert found, f"{module} is on no floor of FLOORS: add it"
+    _, at, name = max(found)
+    return at, name
+
+
+def test_no_import_runs_upward():
+    graph = import_graph()
+    wrong = []
+    for importer, targets in sorted(graph.items()):
+        (at, home) = floor_of(importer)
+        for target, where in sorted(targets.items()):
+            (to, other) = floor_of(target)
+            if target == "microscope":  # runs before any module of the package anyway (__version__)
+                continue
+            if to > at or (home in FEATURES and other in FEATURES and home != other):
+                wrong.append(f"  {importer} -> {target}  ({', '.join(where)})")
+    assert not wrong, "imports that run upward or sideways between features:\n" + "\n".join(wrong)
+
+
+def test_the_top_of_the_package_stays_small():
+    """At most ten modules loose at the top: the rest live in packages that name their role."""
+    loose = sorted(path.name for path in PACKAGE.glob("*.py"))
+    assert len(loose) <= 10, loose

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 from torchvision.models.feature_extraction import get_graph_node_names
 
-from microscope.catalogue import catalogue
+from microscope.network.catalogue import catalogue
 from microscope.errors import UsageError
 from microscope.models import get_spec, inceptionv1
-from microscope.network import load_network
+from microscope.network.loaded import load_network
 
 WIDTHS = {"conv2d0": 64, "conv2d1": 64, "conv2d2": 192, "mixed3a": 256, "mixed3b": 480, "mixed4a": 508,
           "mixed4b": 512, "mixed4c": 512, "mixed4d": 528, "mixed4e": 832, "mixed5a": 832, "mixed5b": 1024,

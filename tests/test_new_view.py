@@ -10,12 +10,12 @@ import torch
 
 from microscope.views import registry
 from microscope.jobs import make_job
-from microscope.network import load_network
-from microscope.pipeline import run_views
+from microscope.network.loaded import load_network
+from microscope.run.pipeline import run_views
 from microscope.selection import Units
 from microscope.site import build_site
 from microscope.store.typed import JsonRecord
-from microscope.views.base import Panel, View, ViewPlan
+from microscope.view import Panel, View, ViewPlan
 
 LAYER = "conv2"
 PARTIAL = """{% macro unit_panel(p) %}

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from microscope.errors import UsageError
-from microscope.publish import TRAILER, publish
+from microscope.site.publish import TRAILER, publish
 from microscope.site import build_site
 from microscope.site.manifest import MANIFEST, check_site, read_manifest, write_manifest
 from microscope.site.output import SiteWriter

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from microscope.catalogue import catalogue
-from microscope.network import load_network
+from microscope.network.catalogue import catalogue
+from microscope.network.loaded import load_network
 
 
 
@@ -123,7 +123,7 @@ def test_an_unknown_operation_is_named_not_passed_through(module, named):
     from torch import fx
 
     from microscope.errors import UsageError
-    from microscope.receptive_field import graph_fields
+    from microscope.network.receptive_field import graph_fields
 
     with pytest.raises(UsageError) as error:
         graph_fields(fx.symbolic_trace(module))

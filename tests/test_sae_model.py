@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from microscope.catalogue import catalogue
+from microscope.network.catalogue import catalogue
 from microscope.errors import UsageError
 from microscope.examples.accumulator import LayerAccumulator
 from microscope.models import LayerSpec
-from microscope.network import load_network
+from microscope.network.loaded import load_network
 from microscope.sae.model import TopKSAE, losses
 
 

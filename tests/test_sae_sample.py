@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from microscope.errors import UsageError
-from microscope.sae.sample import SampleSettings, held_out_images, positions, vectors_of
+from microscope.activations.positions import SampleSettings, held_out_images, positions, vectors_of
 
 
 def test_positions_are_distinct_inside_the_border_and_depend_only_on_seed_and_image():

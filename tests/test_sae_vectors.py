@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 import microscope.sae.vectors as vectors_module
-from microscope.images import ImageDataset, View
-from microscope.network import load_network
-from microscope.sae.sample import SampleSettings, held_out_images
+from microscope.data.images import ImageDataset, View
+from microscope.network.loaded import load_network
+from microscope.activations.positions import SampleSettings, held_out_images
 from microscope.sae.vectors import collect, load_parts, read_vectors
 from microscope.store import Store
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from microscope.catalogue import catalogue
+from microscope.network.catalogue import catalogue
 from microscope.cli import main
-from microscope.images import ImageDataset, View
-from microscope.network import load_network
+from microscope.data.images import ImageDataset, View
+from microscope.network.loaded import load_network
 from microscope.sae.stored import read_sae
 from microscope.store import ExamplesSummary, Store
 from generated import REPO, blob_photos, cli
@@ -196,7 +196,7 @@ def test_a_build_past_one_gigabyte_says_what_to_drop_before_the_work():
     from torch import nn
 
     from microscope.models import LayerSpec
-    from microscope.pipeline import UNIT_BYTES, size_warning
+    from microscope.run.pipeline import UNIT_BYTES, size_warning
 
     network = load_network("inceptionv1-caffe", weights="random", seed=0)
     assert size_warning(network) is None  # every unit of the model alone fits

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from microscope.packs import kind_name, read_patch_index
+from microscope.data.packs import kind_name, read_patch_index
 from microscope.store import ExamplesSummary, RenderRecord, Store, load_npz
 
 REPO = Path(__file__).resolve().parents[1]

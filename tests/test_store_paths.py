@@ -25,7 +25,7 @@ SITE_FILES = {
     "microscope/examples/panel.py": {"{}.webp"},  # a strip of patches
     "microscope/names.py": {"model.json", "layer.json", "unit.json"},  # the site's names no layer folder may take
     "microscope/views/featurevis.py": {"{}.webp"},  # a render as the site shows it
-    "microscope/web_images.py": {"unit.json", "{}/.assets.json", "{}/{}.jpg"},  # a page budget; a site photo
+    "microscope/web/images.py": {"unit.json", "{}/.assets.json", "{}/{}.jpg"},  # a page budget; a site photo
 }
 
 

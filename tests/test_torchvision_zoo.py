@@ -6,8 +6,8 @@ import torch
 import torchvision
 
 from generated import blob_photos, cli
-from microscope.catalogue import catalogue
-from microscope.network import load_network
+from microscope.network.catalogue import catalogue
+from microscope.network.loaded import load_network
 from test_site import parse
 
 # By hand, (channels, receptive field size, stride) of two layers per model:

@@ -9,7 +9,8 @@ import pytest
 
 from microscope.errors import UsageError
 from microscope.models import inceptionv1_caffe
-from microscope.weights import cache_dir, is_cached, resolve_weights
+from microscope.data.cache import cache_dir
+from microscope.network.weights import is_cached, resolve_weights
 
 GOOD = bytes(range(256)) * 4000  # ~1 MB: more than one read chunk
 SHA1 = hashlib.sha1(GOOD).hexdigest()

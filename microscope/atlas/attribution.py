@@ -4,14 +4,14 @@ For a vector a_p of layer L at position p of an image, the attribution to class 
 sum_channels a_p * d logit_c / d L[:, p] (Carter et al.'s atlas labels). All classes at once cost one
 forward-mode pass, not one backward pass per class: the attribution is the derivative of the logits
 along the tangent that holds a_p at p and zero elsewhere, so `torch.func.jvp` through the network
-above L (microscope/subgraph.py) gives every class's value of one position in one pass.
+above L (microscope/network/subgraph.py) gives every class's value of one position in one pass.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from microscope.subgraph import concatenated, cut_graph
+from microscope.network.subgraph import concatenated, cut_graph
 
 
 def logits_layer(network) -> str | None:

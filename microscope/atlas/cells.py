@@ -20,8 +20,8 @@ import numpy as np
 
 from microscope.atlas.layout import cell_members
 from microscope.atlas.stored import LEVELS
-from microscope.examples.patches import cut_patches, encode_all
-from microscope.packs import write_pack
+from microscope.data.patches import cut_patches, encode_all
+from microscope.data.packs import write_pack
 from microscope.store import AtlasCells, AtlasLayout, LayerInfo, Store
 from microscope.store.store import ATLAS_PATCH_CHUNK
 

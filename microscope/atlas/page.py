@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 
 from microscope.atlas.stored import LEVELS, icon_pixels
-from microscope.web_images import encode_image, strip_webp
-from microscope.views.base import Panel
+from microscope.web.images import encode_image, strip_webp
+from microscope.view import Panel
 
 SHEET_QUALITY = 80
 PATCH_TILE, PATCH_QUALITY = 64, 80

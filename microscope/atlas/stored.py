@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, is_dataclass
 
 from microscope.jobs import hash_json
-from microscope.packs import read_pack
+from microscope.data.packs import read_pack
 from microscope.store import AtlasCells, AtlasIcons, AtlasLayout, AtlasResult, AtlasStage, Store
 
 VERSION = 1

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from microscope.errors import UsageError
-from microscope.receptive_field import GLOBAL, Field, graph_fields, union
-from microscope.subgraph import concatenated, cut_graph
+from microscope.network.receptive_field import GLOBAL, Field, graph_fields, union
+from microscope.network.subgraph import concatenated, cut_graph
 
 PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Dropout, nn.Identity)  # identity in the linearised net
 LINEAR_MODULES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten,

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from microscope.circuits.ranking import ranked
-from microscope.views.base import Panel
+from microscope.view import Panel
 
 RED, BLUE, WHITE = np.array([178, 24, 43]), np.array([33, 102, 172]), np.array([255, 255, 255])
 

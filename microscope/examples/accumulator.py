@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from microscope.atlas.reservoir import Reservoir
+from microscope.activations.reservoir import Reservoir
 from microscope.examples.bands import DEFAULT_BANDS, BandSampler
 from microscope.examples.histogram import GridHistogram
 from microscope.examples.topk import TopExamples
@@ -73,7 +73,7 @@ class Locator:
 @dataclass(frozen=True)
 class AtlasSampling:
     """The atlas's sample: `positions` random inner positions of every image offered to a reservoir
-    of `capacity` vectors (microscope/atlas/reservoir.py), seeded."""
+    of `capacity` vectors (microscope/activations/reservoir.py), seeded."""
 
     capacity: int
     positions: int
@@ -92,7 +92,7 @@ class AtlasSampling:
 
     def draw(self, activation: torch.Tensor, indices: torch.Tensor):
         """(vectors, image, y, x) of the drawn positions of a batch's (N, C, H, W) activation."""
-        from microscope.sae.sample import SampleSettings, vectors_of
+        from microscope.activations.positions import SampleSettings, vectors_of
 
         return vectors_of(activation, indices, SampleSettings(positions_per_image=self.positions, edge=self.edge,
                                                               seed=self.seed))

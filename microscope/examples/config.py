@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass
 
 from microscope.errors import UsageError
 from microscope.examples.bands import DEFAULT_BANDS
-from microscope.examples.patches import PAD_COLOUR
+from microscope.data.patches import PAD_COLOUR
 
 # Bump when the meaning or computation of any stored array changes: old results are then recomputed.
-VERSION = 2  # 2: patches packed (microscope/packs.py), shrunk before padding
+VERSION = 2  # 2: patches packed (microscope/data/packs.py), shrunk before padding
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class ExampleSettings:
     patch_size: int = 80  # largest side of a stored patch, in pixels
     patch_format: str = "jpg"  # "jpg", "webp" (smaller, much slower to encode), "png" (lossless)
     patch_quality: int = 90
-    pack_images: int = 64  # dataset images whose patches share one pack file (microscope/packs.py)
+    pack_images: int = 64  # dataset images whose patches share one pack file (microscope/data/packs.py)
     thumb_size: int = 160
     class_summary: int = 5  # classes listed per channel in top_classes (with labels)
     seed: int = 0  # of the band samples' priorities (and of the atlas sample's)

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from microscope.names import segment
-from microscope.packs import PatchRef, read_patch_index
+from microscope.data.packs import PatchRef, read_patch_index
 from microscope.store import DatasetIndex, ExamplesResult, ExamplesSummary, Store
 from microscope.store import PATCHES
 from microscope.store.typed import to_json
-from microscope.views.base import Panel, Thumb, UnitPage
+from microscope.view import Panel, Thumb, UnitPage
 
 
 @dataclass
@@ -146,8 +146,8 @@ def _json_examples(items: list[dict]) -> list[dict]:
 
 
 def unit_panel(data: ExamplesData, unit: int, page: UnitPage) -> Panel:
-    from microscope import charts
-    from microscope.web_images import SIZES
+    from microscope.web import charts
+    from microscope.web.images import SIZES
 
     refs = data.patch_refs(unit)
     top, bottom, bands = _ranked(data, "top", unit, refs), _ranked(data, "bottom", unit, refs), _bands(data, unit, refs)
@@ -205,7 +205,7 @@ def unit_panel(data: ExamplesData, unit: int, page: UnitPage) -> Panel:
 
 def _strip(page: UnitPage, kind: str, items: list[dict]) -> dict | None:
     """Write `<kind>.webp` and number the items' tiles; None (and no file) when there are no patches."""
-    from microscope.web_images import SIZES, strip_webp
+    from microscope.web.images import SIZES, strip_webp
 
     for position, item in enumerate(items):
         item["tile"] = position
@@ -221,7 +221,7 @@ def _strip(page: UnitPage, kind: str, items: list[dict]) -> dict | None:
 
 def _photos(data: ExamplesData, page: UnitPage):
     """The shared dataset photos of this model's site, one set per dataset."""
-    from microscope.web_images import Photos
+    from microscope.web.images import Photos
 
     if data.dataset is None or data.thumbs is None:
         return None

@@ -27,11 +27,12 @@ import numpy as np
 from microscope.errors import UsageError
 from microscope.examples import thumbs as example_thumbs
 from microscope.examples.config import ExampleSettings
-from microscope.examples.patches import PAD_COLOUR, LayerPatches, PatchFormat, cut_chunk
+from microscope.data.patches import PAD_COLOUR
+from microscope.examples.patches import LayerPatches, PatchFormat, cut_chunk
 from microscope.examples.stream import PassSettings, Shard, activation_shapes, extracted, merge_shards, run_shard
 from microscope.examples.viewcache import ViewCache
-from microscope.images import ImageDataset, View
-from microscope.packs import complete_chunks, pack_indexes
+from microscope.data.images import ImageDataset, View
+from microscope.data.packs import complete_chunks, pack_indexes
 from microscope.store import (AtlasVectors, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp, PassShard,
                               PatchSettings, Store, ThumbSettings, ViewSettings)
 from microscope.store import PATCHES
@@ -139,7 +140,7 @@ def shard_records(session, plan: PassPlan) -> list[PassShard]:
 
 def geometry(session, plan: PassPlan) -> dict:
     """The pass's layers' catalogue entries at the view's size, on the pass's own graph."""
-    from microscope.catalogue import catalogue
+    from microscope.network.catalogue import catalogue
 
     network = session.network()
     names = extracted(network, list(plan.layers))

@@ -21,7 +21,7 @@ from microscope.featurevis.param import FourierImage
 from microscope.featurevis.recipe import NO_TRANSFORMS, Recipe
 from microscope.featurevis.render import render
 from microscope.featurevis.transform import output_size
-from microscope.network import LayerExtractor, Network
+from microscope.network.loaded import LayerExtractor, Network
 
 
 def element_seed(*parts) -> int:

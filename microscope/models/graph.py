@@ -3,7 +3,7 @@
 the ReLU that makes it, or for a concatenation of ReLUs the concatenation of their inputs. A twin found
 here is a candidate: `broken_twins` checks it (for `Network.broken_twins`, and `custom.py` for your own models).
 
-`NodeExtractor` runs a model's own layers from their fx nodes; `Network` (microscope/network.py) builds on it.
+`NodeExtractor` runs a model's own layers from their fx nodes; `Network` (microscope/network/loaded.py) builds on it.
 It lives here, below the network, so that `custom.py` can check a spec's twins without importing the network.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Models described as data: where the weights come from, how inputs are prepared, which layers exist.
 
 A `ModelSpec` is everything the pipeline needs to know about an architecture without running it.
-Channel counts, strides and receptive fields are *not* typed in here: `microscope.catalogue` computes
+Channel counts, strides and receptive fields are *not* typed in here: `microscope.network.catalogue` computes
 them from the built network.
 """
 from __future__ import annotations

@@ -14,9 +14,9 @@ import numpy as np
 
 from microscope.names import segment
 from microscope.sae.stored import SUFFIX, read_sae
-from microscope.charts import sparkline
+from microscope.web.charts import sparkline
 from microscope.store import SaeResult, SaeWeights, Store
-from microscope.views.base import Panel
+from microscope.view import Panel
 
 MISSING_BELOW = 0.5
 DECODER_TOP = 8  # neurons listed on a feature's page

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from microscope.jobs import hash_json
-from microscope.sae.sample import SampleSettings, held_out_images, vectors_of
+from microscope.activations.positions import SampleSettings, held_out_images, vectors_of
 from microscope.store import FileStamp, SaeVectors, Store, VectorShard, atomic_write_bytes
 
 SHARD_IMAGES = 256

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from microscope import __version__
-from microscope.charts import network_diagram
+from microscope.web.charts import network_diagram
 from microscope.errors import UsageError
 from microscope.names import segment
 from microscope.site.manifest import write_manifest
@@ -33,7 +33,7 @@ from microscope.site.search import search_index, search_script
 from microscope.store import ModelRecord, Store, usable_folder
 from microscope.store.lock import writing
 from microscope.views.registry import VIEWS
-from microscope.web_images import PAGE_BUDGET
+from microscope.web.images import PAGE_BUDGET
 
 log = logging.getLogger(__name__)
 

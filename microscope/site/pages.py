@@ -19,9 +19,9 @@ from microscope.names import segment
 from microscope.site.output import SiteWriter
 from microscope.site.render import Renderer
 from microscope.store import LayerInfo, ModelRecord
-from microscope.views.base import LayerPage, Panel, UnitPage
+from microscope.view import LayerPage, Panel, UnitPage
 from microscope.views.registry import VIEWS
-from microscope.web_images import SIZES, AssetCache, render_webp
+from microscope.web.images import SIZES, AssetCache, render_webp
 
 THUMB = "thumb.webp"
 # Settings not worth a row of their own: shown elsewhere on the page, or bulky (unit.json has them).

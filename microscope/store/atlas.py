@@ -4,7 +4,7 @@
     <root>/<model>/<layer>/atlas/layout.npz              AtlasLayout: the sample laid out and gridded
     <root>/<model>/<layer>/atlas/result.json             AtlasResult, written last
 
-The examples pass draws them (microscope/atlas/reservoir.py) while it ranks the layer's examples, so
+The examples pass draws them (microscope/activations/reservoir.py) while it ranks the layer's examples, so
 an atlas never runs the network over the dataset again.
 """
 from __future__ import annotations

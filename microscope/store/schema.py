@@ -219,7 +219,7 @@ class ExamplesSummary(ArrayRecord):
 
 @dataclass
 class PatchIndex(ArrayRecord):
-    """patches/<chunk>.idx.npz: one row per patch of the pack <chunk>.bin (see microscope/packs.py),
+    """patches/<chunk>.idx.npz: one row per patch of the pack <chunk>.bin (see microscope/data/packs.py),
     and the pack's size and sha256 (so that a layer's result need only stamp the small indexes)."""
 
     COLUMNS = ("unit", "kind", "rank", "offset", "length")

@@ -6,7 +6,7 @@
     <root>/<model>/datasets/<fingerprint>/thumbs/<first>-<last>.json  ThumbStamps of images [first, last)
     <root>/<model>/passes/<pass>/<first>-<last>.npz            PassShard: accumulators of one shard of images
     <root>/<model>/<layer>/examples/summary.npz                ExamplesSummary: top/bottom examples, bands, histogram
-    <root>/<model>/<layer>/examples/patches/<chunk>.idx.npz    PatchIndex of the pack <chunk>.bin (microscope/packs.py)
+    <root>/<model>/<layer>/examples/patches/<chunk>.idx.npz    PatchIndex of the pack <chunk>.bin (microscope/data/packs.py)
     <root>/<model>/<layer>/examples/atlas_vectors.npz          AtlasVectors: the atlas's sample of activations
     <root>/<model>/<layer>/examples/pending.json               only while a pass computes the layer: its key
     <root>/<model>/<layer>/examples/result.json                ExamplesResult, written last: the layer is complete
@@ -54,7 +54,7 @@ from microscope.store.typed import JsonRecord
 log = logging.getLogger("microscope.store")
 
 PATCHES = "patches"  # the subfolder of patch packs, in a layer's examples folder and in its atlas folder
-PATCH_INDEX, PATCH_PACK = ".idx.npz", ".bin"  # a pack's two files (microscope/packs.py writes them)
+PATCH_INDEX, PATCH_PACK = ".idx.npz", ".bin"  # a pack's two files (microscope/data/packs.py writes them)
 THUMB_SUFFIX = ".jpg"  # a dataset's thumbnails are <index>.jpg
 ATLAS_PATCH_CHUNK = 0  # an atlas's cells have few patches: one pack
 ATLAS_STAGES = ("cells", "icons")  # the atlas stages whose record is <stage>.json (the layout's is result.json)
@@ -177,7 +177,7 @@ class Store:
                 found.append((int(folder), path))
         return found
 
-    # Patch packs (microscope/packs.py): <chunk>.bin and its index <chunk>.idx.npz ------------------
+    # Patch packs (microscope/data/packs.py): <chunk>.bin and its index <chunk>.idx.npz ------------------
 
     @staticmethod
     def patch_index_file(patches_dir: Path, chunk: int) -> Path:
@@ -288,7 +288,7 @@ class Store:
         """The `part` ("train" or "held") vectors of images [first, last) in a `sae_vectors_dir`."""
         return vectors_dir / f"{int(first):09d}-{int(last):09d}.{segment(part)}.npy"
 
-    # What the records vouch for, for a check of the whole store (microscope/verify.py) ------------
+    # What the records vouch for, for a check of the whole store (microscope/run/verify.py) ------------
 
     @staticmethod
     def file_key(path: Path, folder: Path) -> str:

@@ -1,5 +1,5 @@
 """Views: every kind of result microscope computes, stores and shows, one module each.
 
-base.py says what a view is; registry.py lists the views (`VIEWS`); docs/architecture.md says where a
-new one goes. This __init__ imports nothing, so that importing base.py does not import every view.
+microscope/view.py says what a view is; registry.py lists the views (`VIEWS`); docs/architecture.md says
+where a new one goes. This __init__ imports nothing, so that importing one view does not import them all.
 """

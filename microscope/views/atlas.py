@@ -21,7 +21,7 @@ import click
 from microscope.atlas.stored import AtlasData
 from microscope.errors import UsageError
 from microscope.jobs import make_job
-from microscope.views.base import Panel, View, ViewPlan
+from microscope.view import Panel, View, ViewPlan
 
 
 @dataclass(frozen=True)
@@ -285,7 +285,7 @@ def percent(report):
 def same_images(session, store, model: str, layer: str, images: dict):
     """The photos the layer's atlas sample was drawn from, seen as its examples pass saw them; one line if
     `images` are other photos."""
-    from microscope.images import ImageDataset, View as ImageView
+    from microscope.data.images import ImageDataset, View as ImageView
     from microscope.store import ExamplesResult
 
     examples = store.read(store.result_file(model, layer), ExamplesResult)

@@ -24,7 +24,7 @@ from microscope.errors import UsageError
 from microscope.jobs import hash_json, make_job
 from microscope.selection import MAIN_KINDS, neighbours
 from microscope.store import CircuitArrays, CircuitRefusal, CircuitResult, Store
-from microscope.views.base import Panel, UnitPage, View, ViewPlan
+from microscope.view import Panel, UnitPage, View, ViewPlan
 
 log = logging.getLogger("microscope.build")
 VERSION = 1  # bump when the computation changes: stored weights are then recomputed

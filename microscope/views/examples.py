@@ -16,11 +16,11 @@ import click
 
 from microscope.errors import UsageError
 from microscope.jobs import hash_json, make_job
-from microscope.packs import read_patch_index
+from microscope.data.packs import read_patch_index
 from microscope.store import DatasetIndex, ExamplesResult, PassShard, Store
 from microscope.store import PATCHES
 from microscope.store.typed import to_json
-from microscope.views.base import Panel, UnitPage, View, ViewPlan
+from microscope.view import Panel, UnitPage, View, ViewPlan
 
 if TYPE_CHECKING:
     from microscope.examples.config import ExampleSettings
@@ -147,7 +147,7 @@ class ExamplesView(View):
         the patches: the same decoding again for the images they cut from."""
         from microscope.examples import steps
         from microscope.jobs import usable_cpus
-        from microscope.images import default_workers
+        from microscope.data.images import default_workers
 
         passes = [job for job in plan.jobs if job.step == "pass"]
         if not passes:  # thumbnails to write again: quick
@@ -192,7 +192,7 @@ class ExamplesView(View):
 
 def request_images(request, session):
     """The request's images, as the examples view sees them (scanned once per session)."""
-    from microscope.images import ImageDataset, View as ImageView
+    from microscope.data.images import ImageDataset, View as ImageView
 
     settings: Settings = request.settings.get("examples") or Settings()
 
@@ -282,7 +282,7 @@ def shard_done(store: Store, plan, first: int, last: int) -> bool:
 
 def scanned(session, plan):
     """The pass's dataset as the planning process saw it, or scanned again and checked."""
-    from microscope.images import ImageDataset, View as ImageView
+    from microscope.data.images import ImageDataset, View as ImageView
 
     def scan():
         dataset = ImageDataset(plan.folder, labels=plan.labels, view=ImageView(*plan.view), sample=plan.sample)

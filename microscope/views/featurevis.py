@@ -21,7 +21,7 @@ from microscope.jobs import make_job
 from microscope.selection import objectives_type, parse_objectives
 from microscope.store import RenderConfig, RenderImage, RenderRecord, Store
 from microscope.store.typed import from_json, to_json
-from microscope.views.base import Panel, Thumb, UnitPage, View, ViewPlan
+from microscope.view import Panel, Thumb, UnitPage, View, ViewPlan
 
 CALIBRATE_FROM = 100  # steps of work: below that the calibration's few steps would cost too much of it
 MIN_SIZE = 32  # below this the deepest layers of the zoo shrink to nothing
@@ -105,7 +105,7 @@ class FeatureVisView(View):
     # Plan and run --------------------------------------------------------------------------------
 
     def check(self, request, session) -> None:
-        from microscope.catalogue import catalogue
+        from microscope.network.catalogue import catalogue
         from microscope.featurevis.render import resolve_precision
 
         settings: Settings = request.settings[self.name]
@@ -190,8 +190,8 @@ class FeatureVisView(View):
         return set(data.units)
 
     def unit_panel(self, data: LayerRenders, unit: int, page: UnitPage) -> Panel:
-        from microscope import charts
-        from microscope.web_images import SIZES, render_webp
+        from microscope.web import charts
+        from microscope.web.images import SIZES, render_webp
 
         records = data.units.get(unit)
         if not records:

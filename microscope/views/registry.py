@@ -1,14 +1,12 @@
 """The registry of views: every kind of result microscope computes, stores and shows.
 
-A new view is one module (see base.py and docs/architecture.md) plus its template partial
+A new view is one module (see microscope/view.py and docs/architecture.md) plus its template partial
 `templates/views/<name>.html`, registered here. The order is the order of their panels on a page.
-The registry is a module of its own, not the package's __init__, so that a view's panel can import
-views/base.py without importing every view.
 """
 from __future__ import annotations
 
 from microscope.errors import UsageError
-from microscope.views.base import View
+from microscope.view import View
 from microscope.views.atlas import VIEW as ATLAS
 from microscope.views.circuits import VIEW as CIRCUITS
 from microscope.views.examples import VIEW as EXAMPLES

@@ -21,7 +21,7 @@ import click
 
 from microscope.errors import UsageError
 from microscope.jobs import hash_json, make_job
-from microscope.views.base import Panel, UnitPage, View, ViewPlan
+from microscope.view import Panel, UnitPage, View, ViewPlan
 
 VERSION = 1  # bump when training or evaluation changes: stored SAEs are then retrained
 
@@ -78,7 +78,7 @@ class SaeView(View):
     # Plan and run --------------------------------------------------------------------------------
 
     def check(self, request, session) -> None:
-        from microscope.catalogue import catalogue
+        from microscope.network.catalogue import catalogue
 
         settings: Settings = request.settings[self.name]
         network = session.network()
@@ -93,7 +93,7 @@ class SaeView(View):
 
     @staticmethod
     def sampling(settings: Settings, seed: int):
-        from microscope.sae.sample import SampleSettings
+        from microscope.activations.positions import SampleSettings
 
         return SampleSettings(positions_per_image=settings.positions_per_image, seed=seed)
 
@@ -137,7 +137,7 @@ class SaeView(View):
         return ViewPlan(jobs, todo=sum(job.step == "train" for job in jobs), done=done, what="SAEs")
 
     def run(self, job, session, report) -> None:
-        from microscope.sae.sample import SampleSettings
+        from microscope.activations.positions import SampleSettings
         from microscope.sae.vectors import collect
 
         network, store, spec = session.network(), session.store, job.spec
@@ -180,7 +180,7 @@ class SaeView(View):
 
 def images_of(session, images: dict):
     """The job's images, scanned again in this process and checked against the plan's fingerprint."""
-    from microscope.images import ImageDataset, View as ImageView
+    from microscope.data.images import ImageDataset, View as ImageView
 
     def scan():
         dataset = ImageDataset(images["folder"], labels=images["labels"], view=ImageView(*images["view"]),

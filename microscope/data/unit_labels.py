@@ -10,7 +10,7 @@ import re
 import yaml
 
 from microscope.errors import UsageError
-from microscope.image_files import read_text_file
+from microscope.data.files import read_text_file
 
 
 def read_unit_labels(path: str | None) -> dict | None:

@@ -172,6 +172,6 @@ def graph_fields(graph_module: fx.GraphModule) -> dict[str, Field | str]:
         except Unknown as unknown:
             where = f"module {node.target}" if node.op == "call_module" else f"graph node {node.name}"
             raise UsageError(f"the receptive-field walk does not know {unknown} ({where}), so it cannot say which "
-                             "pixels the layers after it see; teach microscope/receptive_field.py whether it is "
+                             "pixels the layers after it see; teach microscope/network/receptive_field.py whether it is "
                              "position-wise, a window or global") from None
     return {key: fields[value] for key, value in output.items()}

@@ -152,7 +152,7 @@ def non_finite(module: nn.Module) -> tuple[str, str] | None:
 def load_network(model: str, weights: str | None = None, device: str = "cpu", seed: int = 0,
                  progress: bool = True) -> Network:
     """Build a model of the zoo and fill it: `weights` is a path, "random", or None (cache/download)."""
-    from microscope.weights import resolve_weights  # the download code lives with the cache
+    from microscope.network.weights import resolve_weights  # the download code lives with the cache
 
     spec = get_spec(model)
     torch.manual_seed(seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from microscope.views.base import ViewPlan
+from microscope.view import ViewPlan
 from microscope.views.registry import VIEWS
 
 

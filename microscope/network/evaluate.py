@@ -16,8 +16,8 @@ import torch
 from tqdm import tqdm
 
 from microscope.errors import UsageError
-from microscope.images import ImageDataset
-from microscope.network import Network
+from microscope.data.images import ImageDataset
+from microscope.network.loaded import Network
 
 # The class count of the ImageNet label indices (0..999) used by labels.csv files and ImageFolder trees
 # of ImageNet; a model with a different number of logits needs an explicit `label_map`.

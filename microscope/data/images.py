@@ -24,8 +24,8 @@ import torch
 from PIL import Image, ImageOps
 
 from microscope.errors import UsageError
-from microscope.image_files import NotRegular, content_digest, find_images, open_regular
-from microscope.image_labels import csv_labels, folder_labels
+from microscope.data.files import NotRegular, content_digest, find_images, open_regular
+from microscope.data.labels import csv_labels, folder_labels
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ processes) or `RayExecutor` (Ray tasks on a local instance or a cluster; the opt
 from __future__ import annotations
 
 from microscope.errors import UsageError
-from microscope.executors.local import LocalExecutor
+from microscope.run.executors.local import LocalExecutor
 from microscope.jobs import usable_cpus
-from microscope.executors.progress import RunReport
+from microscope.run.executors.progress import RunReport
 
 EXECUTORS = ("local", "ray")
 
@@ -29,7 +29,7 @@ def _executor(values: dict):
             raise UsageError("--ray-address and --gpus-per-job only apply to a Ray run; add --executor ray")
         return LocalExecutor()
     if name == "ray":
-        from microscope.executors.cluster import RayExecutor
+        from microscope.run.executors.cluster import RayExecutor
 
         return RayExecutor(address=address, gpus_per_job=gpus)
     raise UsageError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")

@@ -16,15 +16,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from microscope.data.cache import cache_dir
 from microscope.errors import UsageError
 from microscope.models.spec import ModelSpec, WeightsSpec
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60  # per socket operation, not for the whole download
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MICROSCOPE_CACHE") or Path.home() / ".cache" / "microscope").expanduser()
 
 
 def cached_path(spec: ModelSpec) -> Path:

@@ -11,9 +11,9 @@ from typing import Callable
 import torch
 
 from microscope.errors import UsageError
-from microscope.executors.progress import Bars, RunReport, failed, run_job
+from microscope.run.executors.progress import Bars, RunReport, failed, run_job
 from microscope.jobs import Job, ordered, usable_cpus
-from microscope.session import Session
+from microscope.run.session import Session
 
 
 class LocalExecutor:

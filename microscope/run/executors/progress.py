@@ -15,7 +15,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from microscope.jobs import Job
-from microscope.session import Session
+from microscope.run.session import Session
 
 log = logging.getLogger("microscope.run")
 

@@ -14,7 +14,7 @@ from torchvision.models._meta import _IMAGENET_CATEGORIES
 
 from microscope.errors import UsageError
 from microscope.store import atomic_write_text
-from microscope.weights import cache_dir
+from microscope.data.cache import cache_dir
 
 SIZE = "320px"  # the 320 px edition: large enough for a 224 view, a tenth of the full download
 

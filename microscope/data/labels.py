@@ -9,7 +9,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from microscope.errors import UsageError
-from microscope.image_files import read_text_file
+from microscope.data.files import read_text_file
 
 
 def folder_labels(root: Path, files: list[str]) -> tuple[list[str], list[int]]:

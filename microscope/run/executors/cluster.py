@@ -23,9 +23,9 @@ import time
 from typing import Callable
 
 from microscope.errors import UsageError
-from microscope.executors.progress import Bars, RunReport, failed, run_job
+from microscope.run.executors.progress import Bars, RunReport, failed, run_job
 from microscope.jobs import Job, ordered
-from microscope.session import RunSpec, Session
+from microscope.run.session import RunSpec, Session
 
 INSTALL = "pip install 'microscope[ray]' (in this checkout: .venv/bin/pip install -e '.[ray]')"
 

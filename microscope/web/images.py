@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Callable
 
 from PIL import Image, ImageOps
 
-from microscope.packs import PatchRef
+from microscope.data.packs import PatchRef
 
 if TYPE_CHECKING:  # only named in annotations: the site passes its writer in
     from microscope.site.output import SiteWriter

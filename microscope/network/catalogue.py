@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from microscope.network import Network
-from microscope.receptive_field import Field, union, graph_fields
+from microscope.network.loaded import Network
+from microscope.network.receptive_field import Field, union, graph_fields
 from microscope.store import LayerInfo, ModelRecord
 
 

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from microscope.errors import UsageError
 
-log = logging.getLogger("microscope.images")
+log = logging.getLogger("microscope.data.images")
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 

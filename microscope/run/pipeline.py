@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Callable
 
 from microscope.errors import UsageError
-from microscope.estimate import Estimate, estimate, machine
-from microscope.executors import LocalExecutor, RunReport
+from microscope.run.estimate import Estimate, estimate, machine
+from microscope.run.executors import LocalExecutor, RunReport
 from microscope.selection import Units, resolve_layers
-from microscope.session import Images, Request, RunSpec, Session
+from microscope.run.session import Images, Request, RunSpec, Session
 from microscope.store import Store, usable_folder
 from microscope.store.lock import sweep_temp_files, writing
-from microscope.views.base import ViewPlan
+from microscope.view import ViewPlan
 from microscope.views.registry import VIEWS
 
 log = logging.getLogger("microscope.build")
@@ -77,7 +77,7 @@ def resolve_images(images: str | None, labels: str | None, sample: int | None = 
     if images is None:
         return None
     if images == "imagenette":
-        from microscope.imagenette import imagenette
+        from microscope.data.imagenette import imagenette
 
         folder, found = imagenette()
         return Images(str(folder), labels or str(found), sample)
@@ -131,7 +131,7 @@ def request_from(values: dict, views: list[str], session: Session | None = None)
 def compute(request: Request, session: Session, executor=None, announce: Callable[[str], None] | None = None) -> Outcome:
     """Write the model's catalogue, plan every view of the request, and run the plan. `announce(line)`, if
     given, is told the plan and its estimated time on this machine before the work starts."""
-    from microscope.catalogue import model_record
+    from microscope.network.catalogue import model_record
 
     outcome = Outcome(layers=list(request.layers))
     began = time.perf_counter()
@@ -247,7 +247,7 @@ def check_memory(request: Request, session: Session, available: int | None = Non
     settings = request.settings.get("examples")
     if "examples" not in request.views or request.images is None or settings is None:
         return
-    from microscope.catalogue import catalogue
+    from microscope.network.catalogue import catalogue
     from microscope.views.examples import Settings, request_images
 
     images = len(request_images(request, session))
@@ -301,7 +301,7 @@ UNIT_BYTES = 94_000  # a unit page with all its images, as full builds of Incept
 def size_warning(network) -> str | None:
     """A line if a site of every unit of the model's layers (SAE layers included) would pass 1 GB,
     naming what to leave out - said before the work, not after it."""
-    from microscope.catalogue import catalogue
+    from microscope.network.catalogue import catalogue
     from microscope.site.builder import ESTIMATE_KINDS
 
     channels = {info.name: info.channels for info in catalogue(network) if info.kind in ESTIMATE_KINDS}

@@ -59,7 +59,7 @@ class Session:
     def network(self):
         """The model with its weights, loaded on first use."""
         if self._network is None:
-            from microscope.network import load_network
+            from microscope.network.loaded import load_network
 
             self._network = load_network(self.spec.model, weights=self.spec.weights, device=self.spec.device,
                                          seed=self.spec.seed, progress=self.spec.progress)

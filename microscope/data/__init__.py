@@ -1,0 +1,1 @@
+"""Data in: image folders and their decoding, dataset labels, patch packs, unit labels."""
