@@ -25,7 +25,7 @@ from PIL import Image
 
 from microscope.errors import UsageError
 from microscope.store import ExamplesSummary, LayerInfo, ModelRecord, RenderRecord, Store
-from microscope.views.registry import VIEWS
+from microscope.views.shown import SHOWN
 
 
 def open_store(path: str | Path = "artifacts") -> "StoreReader":
@@ -91,12 +91,12 @@ class LayerReader:
     @cached_property
     def data(self) -> dict:
         """view name -> the layer's stored results (only views that have some)."""
-        return {name: found for name, view in VIEWS.items()
+        return {name: found for name, view in SHOWN.items()
                 if (found := view.read(self.store, self.model, self.info)) is not None}
 
     @property
     def units(self) -> list[int]:
-        return sorted(set().union(*[VIEWS[name].units(data) for name, data in self.data.items()]))
+        return sorted(set().union(*[SHOWN[name].units(data) for name, data in self.data.items()]))
 
     @property
     def summary(self) -> ExamplesSummary | None:

@@ -16,11 +16,16 @@ from microscope.option_checks import check_device, guard_options
 from microscope.selection import LAYERS, UNITS
 
 
+# Flags renamed so that each setting has one name, their older spellings still accepted (with a note):
+# the views' own come from their settings' declarations (Option.old).
+RENAMED = {"--layer": "--layers"}
+
+
 class _Group(click.Group):
-    def main(self, *args, **kwargs):
+    def main(self, args=None, **kwargs):
         kwargs["standalone_mode"] = False
         try:
-            return super().main(*args, **kwargs)
+            return super().main(_renamed(sys.argv[1:] if args is None else list(args)), **kwargs)
         except click.ClickException as error:  # a bad option value, an unknown command...
             context = getattr(error, "ctx", None)
             hint = f" (see: {context.command_path} --help)" if context is not None else ""
@@ -38,6 +43,14 @@ class _Group(click.Group):
             _fail(f"{error.strerror or error}{where}; check that the path exists and is readable and writable")
         except KeyboardInterrupt:
             _interrupted()
+
+
+def _renamed(arguments: list[str]) -> list[str]:
+    from microscope.settings import renamed_arguments, renamed_flags
+    from microscope.views.registry import VIEWS
+
+    table = {**RENAMED, **renamed_flags(view.settings_type for view in VIEWS.values() if view.settings_type)}
+    return renamed_arguments(arguments, table, lambda line: click.echo(line, err=True))
 
 
 def _fail(message: str) -> None:
@@ -101,11 +114,13 @@ common_options = _options(
 image_sample_option = click.option(
     "--image-sample", "image_sample", default=None, type=click.IntRange(min=1), metavar="N",
     help="Use a fixed sample of N of the images (spread over the folder; the same N gives the same images).")
-images_options = _options(
-    click.option("--images", default=None, help="Folder of images (searched recursively), or 'imagenette'."),
-    click.option("--labels", default=None, help="Dataset labels: file,class_index CSV, or 'folders' (class per subfolder)."),
-    image_sample_option,
-)
+labels_option = click.option("--labels", default=None,
+                             help="Dataset labels: file,class_index CSV, or 'folders' (class per subfolder).")
+
+
+def images_options(required: bool = False, what: str = "Folder of images (searched recursively), or 'imagenette'."):
+    return _options(click.option("--images", required=required, default=None, help=what), labels_option,
+                    image_sample_option)
 
 
 def _table(rows: list[list], header: list[str]) -> str:
@@ -176,9 +191,7 @@ def evaluate(model, weights, images, labels, image_batch_size, workers, device, 
 
 @main.command()
 @common_options
-@click.option("--images", required=True, help="Folder of images (searched recursively), or 'imagenette'.")
-@click.option("--labels", default=None, help="Dataset labels: file,class_index CSV, or 'folders' (class per subfolder).")
-@image_sample_option
+@images_options(required=True)
 @_view_options("examples")
 def examples(**values):
     """Top-activating dataset images and patches for every channel of the chosen layers."""
@@ -204,53 +217,50 @@ def circuits(**values):
 @main.command()
 @model_option
 @weights_option
-@click.option("--layer", required=True, help="The layer to encode, e.g. inception_3b (a conv or block layer).")
-@click.option("--images", required=True, help="Folder of images (searched recursively), or 'imagenette'.")
-@click.option("--labels", default=None, help="Dataset labels: file,class_index CSV, or 'folders'.")
-@image_sample_option
+@click.option("--layers", required=True, type=LAYERS,
+              help="The layers to encode, comma-separated, e.g. inception_3b (conv or block layers).")
+@images_options(required=True)
 @store_option
 @device_option
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of everything random.")
 @quiet_option
 @executor_options
 @_view_options("sae")
-def sae(layer, **values):
-    """Train a sparse autoencoder on a layer; its features become the layer <layer>_sae."""
-    from microscope.run.executors import executor_from
+def sae(**values):
+    """Train a sparse autoencoder on each layer; its features become the layer <layer>_sae."""
     from microscope.run.pipeline import compute, request_from
     from microscope.sae.stored import read_sae, sae_layer
 
-    executor = executor_from(values)
-    request, session = request_from({**values, "layers": (layer,)}, ["sae"])
+    executor = _executor(values)
+    request, session = request_from(values, ["sae"], slots=executor.slots())
     outcome = compute(request, session, executor, announce=click.echo)
     model = session.network().spec.name  # the store's name of the model (your own model's: from its file)
-    found = read_sae(session.store, model, request.layers[0], session.network().weights_id)
     click.echo(f"sae of {model}, " + outcome.summary())
-    if outcome.failed or found is None:
+    trained = [read_sae(session.store, model, layer, session.network().weights_id) for layer in request.layers]
+    for found in filter(None, trained):
+        result = found[0]
+        click.echo(f"{sae_layer(result.layer)}: {result.features} features, k {result.k}; held-out FVU "
+                   f"{result.fvu:.3f}, L0 {result.l0:.1f}, dead {100 * result.dead_fraction:.1f} % (on "
+                   f"{result.held_vectors} positions of held-out images)")
+    if outcome.failed or None in trained:
         sys.exit(1)
-    result = found[0]
-    click.echo(f"{sae_layer(result.layer)}: {result.features} features, k {result.k}; held-out FVU {result.fvu:.3f}, "
-               f"L0 {result.l0:.1f}, dead {100 * result.dead_fraction:.1f} % (on {result.held_vectors} positions of "
-               f"held-out images)")
-    click.echo(f"next: python build.py build --model {request.run.model} --layers {sae_layer(result.layer)} "
+    features = ",".join(sae_layer(layer) for layer in request.layers)
+    click.echo(f"next: python build.py build --model {request.run.model} --layers {features} "
                f"--images {values['images']} --store {session.store.root}")
 
 
 @main.command()
 @common_options
-@click.option("--images", required=True, help="The folder the layers' dataset examples were computed from.")
-@click.option("--labels", default=None, help="Dataset labels: file,class_index CSV, or 'folders'.")
-@image_sample_option
+@images_options(required=True, what="The folder the layers' dataset examples were computed from.")
 @_view_options("atlas")
 def atlas(**values):
     """Activation atlases of the chosen layers, from the sample their dataset examples drew."""
     from microscope.atlas.stored import read_atlas
-    from microscope.run.executors import executor_from
     from microscope.run.pipeline import compute, request_from
     from microscope.views.registry import VIEWS
 
-    executor = executor_from(values)
-    request, session = request_from(values, ["atlas"])
+    executor = _executor(values)
+    request, session = request_from(values, ["atlas"], slots=executor.slots())
     outcome = compute(request, session, executor, announce=click.echo)
     click.echo(f"atlas of {session.network().spec.name}, " + outcome.summary())
     if outcome.failed:
@@ -265,12 +275,17 @@ def atlas(**values):
     click.echo(f"next: python build.py site --store {session.store.root} --out site   (each layer page links its atlas)")
 
 
-def _compute(values: dict, views: list[str]) -> None:
+def _executor(values: dict):
     from microscope.run.executors import executor_from
+
+    return executor_from(values["executor"], values["ray_address"], values["gpus_per_job"])
+
+
+def _compute(values: dict, views: list[str]) -> None:
     from microscope.run.pipeline import compute, request_from
 
-    executor = executor_from(values)
-    request, session = request_from(values, views)
+    executor = _executor(values)
+    request, session = request_from(values, views, slots=executor.slots())
     outcome = compute(request, session, executor, announce=click.echo)
     click.echo(f"{' and '.join(views)} of {session.network().spec.name}, " + outcome.summary())
     click.echo(f"store: {session.store.root}")
@@ -280,7 +295,7 @@ def _compute(values: dict, views: list[str]) -> None:
 
 @main.command()
 @common_options
-@images_options
+@images_options()
 @_view_options()
 @click.option("--out", default="site", show_default=True, help="Output folder of the static site.")
 @click.option("--labels-file", "labels_file", default=None, help="YAML: layer -> unit -> label (and note).")
@@ -293,7 +308,6 @@ def build(out, labels_file, log_file, preview, **values):
     """The whole microscope: dataset examples, feature visualizations and the site, resumable."""
     from dataclasses import replace
 
-    from microscope.run.executors import executor_from
     from microscope.run.pipeline import build as run_build, check_out, request_from
     from microscope.run.preview import preview_layer, preview_values, refine_command
     from microscope.data.unit_labels import read_unit_labels
@@ -302,10 +316,11 @@ def build(out, labels_file, log_file, preview, **values):
     check_out(out, values.get("store"), values.get("images"))  # before anything is loaded or written
     _log_to(log_file)
     unit_labels = read_unit_labels(labels_file)
-    executor = executor_from(values)
+    executor = _executor(values)
     context = click.get_current_context()
     given = {name for name in values if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    request, session = request_from(preview_values(values, given) if preview else values, build_views())
+    request, session = request_from(preview_values(values, given) if preview else values, build_views(),
+                                    slots=executor.slots())
     chosen = None
     if preview and "layers" not in given:
         chosen = preview_layer(list(request.layers))

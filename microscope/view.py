@@ -1,20 +1,21 @@
-"""What a view is: the contract between a view module, the pipeline and the site.
+"""What a view is: the contract between a view, the pipeline and the site, in two halves.
 
-A view computes one kind of result for the units of a layer (or for a layer, or a model), stores it,
-and shows it on the site. One module says all of it:
+A view computes one kind of result for the units of a layer (or for a layer), stores it, and shows it
+on the site. Its two halves live apart so that the site and the notebook API never import the code
+that computes (nor torch):
 
-- `name`, `title`, `level` ("unit", "layer" or "model") and `needs`: what its jobs use
-  ("network": the model with weights; "images": a dataset to run it over);
-- `options`: click options it adds to `build` and to its own command, and `settings(values)`,
-  its typed settings from them;
-- `check(request, session)`: refuse bad input before anything is written;
-- `plan(request, session)`: the jobs that are not done yet (microscope/jobs.py), and
-  `run(job, session, report)`: do one of them, writing its results into the store;
-- for the site: `read` a layer's stored results (typed records, no torch), the `units` they cover,
-  `facts` other views may use (e.g. a unit's dataset maximum), and `unit_panel`: the typed data of
-  its template partial `templates/views/<name>.html` for one unit page.
+- the show half, a `Shown` (in the feature's own package, e.g. `examples/panel.py`): `name`, `title`,
+  `level` ("unit" or "layer"), what a page says where nothing was computed (`missing`), its expected
+  site bytes per unit (`budget`); `read` a layer's stored results (typed records), the `units` they
+  cover, `facts` other views may use (a unit's dataset maximum), `unit_panel` and `layer_panel`: the
+  typed data of its template partial `templates/views/<name>.html`, and its part of `layer.json`;
+- the compute half, a `Computed` (in `views/<name>.py`): its `shown` half, what its jobs `needs`
+  ("network": the model with weights; "images": a dataset), its settings record (`settings_type`, a
+  `microscope.settings.Settings`: options, checks and defaults come from its declarations), `check`
+  (refuse bad input before anything is written), `plan` (the jobs not done yet, microscope/jobs.py),
+  `run` (do one, writing its records) and `estimate` (their time here).
 
-microscope/views/__init__.py registers the views, in the order their panels appear.
+views/registry.py lists the compute halves (`VIEWS`), views/shown.py the show halves (`SHOWN`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 from microscope.jobs import Job
+from microscope.settings import Settings
 from microscope.store import LayerInfo, ModelRecord, Store
 
 
@@ -87,46 +89,15 @@ class LayerPage:
     other: Callable | None = None  # other(folder, layer, unit) -> link to a unit page from `folder` (UnitPage.other)
 
 
-class View:
+class Shown:
+    """The show half of a view: what the site and the notebook API read. Never imports torch."""
+
     name: ClassVar[str]
     title: ClassVar[str]
     level: ClassVar[str] = "unit"
-    needs: ClassVar[tuple[str, ...]] = ("network",)
     missing: ClassVar[str] = ""  # what a page says for a layer without results: how to compute them
     budget: ClassVar[dict[str, int]] = {}  # expected site bytes per unit, for the size estimate
     template_folder: ClassVar[Any] = None  # a folder holding views/<name>.html, for views outside microscope
-    in_build: ClassVar[bool] = True  # computed by `build` (else only by its own command)
-
-    # The pipeline side ---------------------------------------------------------------------------
-
-    def options(self) -> list[Callable]:
-        """click option decorators this view adds to `build` and its own command."""
-        return []
-
-    def settings(self, values: dict) -> Any:
-        """Typed settings from the command line's values (checked once, here)."""
-        return None
-
-    def default_settings(self) -> Any:
-        """The settings when nothing is given (library use)."""
-        return None
-
-    def check(self, request, session) -> None:
-        """Raise UsageError for anything of the request this view cannot do. Writes nothing: every view
-        is checked before the first result is written."""
-
-    def plan(self, request, session) -> ViewPlan:
-        raise NotImplementedError
-
-    def run(self, job: Job, session, report: Callable[[int], None]) -> None:
-        raise NotImplementedError
-
-    def estimate(self, plan: ViewPlan, request, session) -> float | None:
-        """Seconds the plan's jobs will take on this machine, from a short calibration (a few steps of
-        the real work); None when the view has no estimate. Writes nothing."""
-        return None
-
-    # The site side (no torch) --------------------------------------------------------------------
 
     def applies(self, layer: LayerInfo) -> bool:
         """Whether a page of this layer without the view's results says they are missing."""
@@ -159,3 +130,58 @@ class View:
     @property
     def template(self) -> str:
         return f"views/{self.name}.html"
+
+
+class Computed:
+    """The compute half of a view: what the pipeline runs."""
+
+    shown: ClassVar[Shown]  # its show half
+    settings_type: ClassVar[type[Settings] | None] = None  # its settings record; None: it has no settings
+    needs: ClassVar[tuple[str, ...]] = ("network",)
+    in_build: ClassVar[bool] = True  # computed by `build` (else only by its own command)
+
+    @property
+    def name(self) -> str:
+        return self.shown.name
+
+    @property
+    def title(self) -> str:
+        return self.shown.title
+
+    def options(self) -> list[Callable]:
+        """click option decorators this view adds to `build` and its own command (from its settings)."""
+        return self.settings_type.options() if self.settings_type else []
+
+    def settings(self, values: dict) -> Settings | None:
+        """Its settings from a command's values (by field name; absent ones take their defaults)."""
+        return self.settings_type.from_values(values) if self.settings_type else None
+
+    def default_settings(self) -> Settings | None:
+        return self.settings_type() if self.settings_type else None
+
+    def check(self, request, session) -> None:
+        """Raise UsageError for anything of the request this view cannot do. Writes nothing: every view
+        is checked before the first result is written."""
+
+    def plan(self, request, session) -> ViewPlan:
+        raise NotImplementedError
+
+    def run(self, job: Job, session, report: Callable[[int], None]) -> None:
+        raise NotImplementedError
+
+    def estimate(self, plan: ViewPlan, request, session) -> float | None:
+        """Seconds the plan's jobs will take on this machine, from a short calibration (a few steps of
+        the real work); None when the view has no estimate. Writes nothing."""
+        return None
+
+
+class View(Computed, Shown):
+    """Both halves in one class: for a small view whose computing needs nothing heavy (a test's, a
+    plugin's first draft). microscope's own views keep their halves apart."""
+
+    @property
+    def shown(self) -> Shown:
+        return self
+
+    name: ClassVar[str]
+    title: ClassVar[str]

@@ -21,7 +21,7 @@ from microscope.models.spec import LayerSpec, ModelSpec, Preprocessing
 from microscope.network.loaded import Network, load_network
 from microscope.run.pipeline import run_views
 from microscope.store import CircuitArrays, CircuitResult, Store
-from microscope.views.circuits import Settings
+from microscope.views.circuits import CircuitSettings
 
 C0, C1, C2 = 3, 4, 5
 
@@ -98,7 +98,7 @@ def caffe(shared_dir):
 @pytest.fixture(scope="module")
 def stored(caffe, tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
-    outcome = run_views(caffe, ["circuits"], store=root, layers=["inception_3b"], settings={"circuits": Settings(top=6)})
+    outcome = run_views(caffe, ["circuits"], store=root, layers=["inception_3b"], settings={"circuits": CircuitSettings(top=6)})
     assert outcome.plans["circuits"].todo == 2 and not outcome.failed  # 3a -> 3b and 3b -> 4a
     return Store(root)
 
@@ -165,12 +165,12 @@ def test_map_sizes_follow_the_branches(caffe, stored):
 def test_done_pairs_are_skipped_and_damaged_ones_recomputed(caffe, stored, caplog):
     ran = []
     again = run_views(caffe, ["circuits"], store=stored.root, layers=["inception_3b"],
-                      settings={"circuits": Settings(top=6)}, executor=LocalExecutor(on_progress=lambda j, n: ran.append(j)))
+                      settings={"circuits": CircuitSettings(top=6)}, executor=LocalExecutor(on_progress=lambda j, n: ran.append(j)))
     assert again.plans["circuits"].done == 2 and ran == []
     weights = stored.circuits_dir(caffe.spec.name, "inception_4a") / "weights.npz"
     weights.write_bytes(weights.read_bytes()[:-100])
     redo = run_views(caffe, ["circuits"], store=stored.root, layers=["inception_3b"],
-                     settings={"circuits": Settings(top=6)})
+                     settings={"circuits": CircuitSettings(top=6)})
     assert redo.plans["circuits"].todo == 1 and any("weights.npz" in r.getMessage() for r in caplog.records)
     assert stored.read(weights, CircuitArrays) is not None
 
@@ -178,7 +178,7 @@ def test_done_pairs_are_skipped_and_damaged_ones_recomputed(caffe, stored, caplo
 def test_logits_maps_are_the_classifier_weights(caffe, tmp_path):
     from microscope.site import build_site
 
-    run_views(caffe, ["circuits"], store=tmp_path / "store", layers=["logits"], settings={"circuits": Settings(top=4)})
+    run_views(caffe, ["circuits"], store=tmp_path / "store", layers=["logits"], settings={"circuits": CircuitSettings(top=4)})
     store = Store(tmp_path / "store")
     arrays = store.read(store.circuits_dir(caffe.spec.name, "logits") / "weights.npz", CircuitArrays)
     weight = caffe.module.classifier.weight.double().numpy()  # through global average pooling: W[c, i]
@@ -218,7 +218,7 @@ def site(tmp_path_factory):
     run_views(network, ["featurevis", "circuits"], store=root / "store", layers=["conv1", "inception_3a", "inception_3b"],
               units=__import__("microscope.selection", fromlist=["Units"]).Units(((0, 3),)),
               settings={"featurevis": FeatureVis(objectives=("channel",), steps=2, size=48),
-                        "circuits": Settings(top=5)})
+                        "circuits": CircuitSettings(top=5)})
     store = Store(root / "store")
     arrays = store.read(store.circuits_dir(network.spec.name, "inception_3b") / "weights.npz", CircuitArrays)
     labelled = int(arrays.top_index[330, 0])  # the strongest input of unit 330 (a 5x5-branch unit)

@@ -1,11 +1,15 @@
-"""The restructured pipeline computes exactly what the code before it computed.
+"""Restructured code computes exactly what the code before it computed.
 
-The code of commit cdaa800 (the last one before views, jobs and the typed store) is taken out of
-this repository's history and run beside today's, on the same small build. Whatever the format
-around them became, every array, patch, thumbnail and render must be the same, bit for bit.
+The code of an older commit is taken out of this repository's history and run beside today's, on the
+same small build: cdaa800 (the last one before views, jobs and the typed store), whose every array,
+patch, thumbnail and render must be the same bit for bit whatever the format around them became; and
+3ccf869 (the last one before settings were declared once and the modules grouped by role, issue 26),
+whose whole store - every view: examples, renders, circuits, an SAE and its features, an atlas - must
+be the same file for file, records included (timings aside).
 """
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -26,11 +30,11 @@ BUILD = ["build", "--model", MODEL, "--weights", "random", "--steps", "6", "--si
          "--quiet"]
 
 
-def old_code(target: Path) -> Path:
-    found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{BEFORE}^{{commit}}"], capture_output=True)
+def old_code(target: Path, commit: str = BEFORE) -> Path:
+    found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True)
     if found.returncode != 0:
-        pytest.skip(f"commit {BEFORE} is not in this checkout's history (a shallow clone or an export)")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", BEFORE], capture_output=True, check=True)
+        pytest.skip(f"commit {commit} is not in this checkout's history (a shallow clone or an export)")
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit], capture_output=True, check=True)
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(target, filter="data")
     return target
@@ -83,3 +87,62 @@ def test_a_small_build_is_identical_to_the_one_before_the_restructure(tmp_path):
                     (entry["activation_mean"][i], entry["activation_max"][i])
                 compared += 1
     assert compared > 1000
+
+
+BEFORE_SETTINGS = "3ccf869"
+LAYER = "inception_3a"
+# The flags as they were spelled then: today's code takes the older spellings too (with a note).
+EVERY_VIEW = [
+    ["build", "--layers", LAYER, "--units", "0-1", "--steps", "3", "--size", "48", "--objectives", "channel,neuron",
+     "--batch-size", "2", "--top", "3", "--atlas-vectors", "400", "--circuit-top", "3"],
+    ["sae", "--layer", LAYER, "--expansion", "1", "--k", "4", "--positions-per-image", "4", "--steps", "12",
+     "--sae-batch-size", "16"],
+    ["atlas", "--layers", LAYER, "--grid", "3", "--umap-neighbours", "5", "--umap-min-dist", "0.1", "--icon-size", "32",
+     "--icon-steps", "2", "--icon-batch-size", "4", "--attribution-vectors", "2", "--atlas-patches", "1"],
+    ["build", "--layers", f"{LAYER}_sae", "--units", "0-1", "--steps", "3", "--size", "48", "--objectives", "channel",
+     "--batch-size", "2", "--top", "3"],
+]
+
+
+def comparable(path: Path):
+    """A stored file as compared: JSON without timings, arrays by name, other files' bytes."""
+    if path.suffix == ".json":
+        def strip(value):
+            if isinstance(value, dict):
+                return {key: strip(item) for key, item in value.items() if key != "seconds"}
+            return [strip(item) for item in value] if isinstance(value, list) else value
+        return strip(json.loads(path.read_text()))
+    if path.suffix == ".npz":
+        with np.load(path) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    return path.read_bytes()
+
+
+def test_a_build_with_every_view_is_identical_to_the_one_before_settings_were_declared(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (64, 64 + 4 * i, 3), dtype=np.uint8)).save(photos / f"photo{i}.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # UMAP and torch's sums, the same on both sides
+    for name, code in (("old", old_code(tmp_path / "code", BEFORE_SETTINGS)), ("new", REPO)):
+        for step in EVERY_VIEW:
+            command = [sys.executable, str(code / "build.py"), *step, "--model", MODEL, "--weights", "random",
+                       "--images", str(photos), "--store", str(tmp_path / name), "--quiet"]
+            if step[0] == "build":
+                command += ["--out", str(tmp_path / f"{name}-site")]
+            result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env)
+            assert result.returncode == 0, (name, step[0], result.stderr[-2000:])
+    old, new = tmp_path / "old", tmp_path / "new"
+    files = sorted(str(p.relative_to(old)) for p in old.rglob("*") if p.is_file() and p.name != ".lock")
+    assert files == sorted(str(p.relative_to(new)) for p in new.rglob("*") if p.is_file() and p.name != ".lock")
+    for part in ("/examples/", "/featurevis/", "/circuits/", "/sae/", "/atlas/", f"{LAYER}_sae/"):
+        assert any(part in name for name in files), part  # every view stored something
+    for name in files:
+        a, b = comparable(old / name), comparable(new / name)
+        if isinstance(a, dict) and name.endswith(".npz"):
+            assert a.keys() == b.keys(), name
+            assert all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f")
+                       for k in a), name
+        else:
+            assert a == b, name

@@ -1,4 +1,4 @@
-"""The circuits view on the site: a unit's inputs and outputs, and the layer's weights.npz export.
+"""The circuits view's show half: a unit's inputs and outputs, and the layer's weights.npz export.
 
 No torch. Each input's expanded-weight map is one tile of a small PNG strip per unit (its maps side by
 side, one pixel per position, shown enlarged without smoothing), coloured on a diverging scale
@@ -14,7 +14,9 @@ import numpy as np
 from PIL import Image
 
 from microscope.circuits.ranking import ranked
-from microscope.view import Panel
+from microscope.circuits.stored import LayerCircuits, read_circuits
+from microscope.selection import MAIN_KINDS
+from microscope.view import Panel, Shown
 
 RED, BLUE, WHITE = np.array([178, 24, 43]), np.array([33, 102, 172]), np.array([255, 255, 255])
 
@@ -118,3 +120,38 @@ def layer_panel(data, page) -> Panel | None:
 
 def _short(value: float) -> float:
     return float(f"{value:.5g}") if math.isfinite(value) else None
+
+
+class CircuitsShown(Shown):
+    name = "circuits"
+    title = "Circuit"
+    missing = "No circuits were computed for this layer (run the circuits stage)."
+    budget = {"circuit section of the page (24 inputs, 24 outputs)": 10_000, "map strip": 600,
+              "unit.json block": 1_400}
+
+    def applies(self, layer) -> bool:
+        return layer.kind in MAIN_KINDS + ("logits",)  # the chain of layers; not branches or SAE features
+
+    def read(self, store, model, layer) -> LayerCircuits | None:
+        return read_circuits(store, model, layer)
+
+    def units(self, data: LayerCircuits) -> set[int]:
+        if data.incoming is not None:
+            return set(range(data.incoming.arrays.top_index.shape[0]))
+        if data.outgoing is not None:
+            return set(range(data.outgoing.arrays.sums.shape[1]))
+        return set()  # refused both ways: the other views' units carry the note
+
+    def unit_panel(self, data: LayerCircuits, unit: int, page) -> Panel:
+        return unit_panel(data, unit, page)
+
+    def layer_panel(self, data: LayerCircuits, page) -> Panel | None:
+        return layer_panel(data, page)
+
+    def layer_json(self, data: LayerCircuits) -> dict:
+        return {"previous": data.previous, "next": data.next,
+                "linearised": data.incoming.result.linearised if data.incoming else None,
+                **({"refused": data.refused_in} if data.refused_in else {})}
+
+
+SHOWN = CircuitsShown()

@@ -95,7 +95,8 @@ def resolve_images(images: str | None, labels: str | None, sample: int | None = 
                   sample)
 
 
-def request_from(values: dict, views: list[str], session: Session | None = None) -> tuple[Request, Session]:
+def request_from(values: dict, views: list[str], session: Session | None = None,
+                 slots: int = 1) -> tuple[Request, Session]:
     """The request a command's option values make, checked, and the session to run it in.
 
     `values` holds the common options (model, weights, layers, units, store, device, seed, quiet,
@@ -125,7 +126,8 @@ def request_from(values: dict, views: list[str], session: Session | None = None)
     layers = resolve_layers(network, values.get("layers"))
     units = values.get("units") or Units(None)
     chosen = tuple(name for name in views if "images" not in VIEWS[name].needs or images is not None)
-    return Request(run=run, layers=tuple(layers), units=units, views=chosen, images=images, settings=settings), session
+    return Request(run=run, layers=tuple(layers), units=units, views=chosen, images=images, settings=settings,
+                   slots=slots), session
 
 
 def compute(request: Request, session: Session, executor=None, announce: Callable[[str], None] | None = None) -> Outcome:

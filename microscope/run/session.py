@@ -43,6 +43,7 @@ class Request:
     views: tuple[str, ...]  # names of the views to compute
     images: Images | None = None
     settings: dict = field(default_factory=dict)  # view name -> its typed settings
+    slots: int = 1  # jobs the executor runs at once: the dataset pass is cut into as many shards
 
 
 class Session:

@@ -32,7 +32,7 @@ from microscope.site.render import Renderer, static_files
 from microscope.site.search import search_index, search_script
 from microscope.store import ModelRecord, Store, usable_folder
 from microscope.store.lock import writing
-from microscope.views.registry import VIEWS
+from microscope.views.shown import SHOWN
 from microscope.web.images import PAGE_BUDGET
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def _normalise_labels(labels) -> dict[str, dict[int, dict]]:
 
 def part_budget() -> dict[str, int]:
     """Expected bytes per unit by part: each view's images, and the page itself."""
-    return {**{name: sum(view.budget.values()) for name, view in VIEWS.items()}, "page": sum(PAGE_BUDGET.values())}
+    return {**{name: sum(view.budget.values()) for name, view in SHOWN.items()}, "page": sum(PAGE_BUDGET.values())}
 
 
 def check_out_dir(out: Path, create: bool = True) -> Path:
@@ -244,7 +244,7 @@ def _read_layers(build: SiteBuild, model: ModelRecord, model_dir: str) -> tuple[
             if existing:
                 kept[info.name] = existing
             continue
-        layer_data[info.name] = {name: found for name, view in VIEWS.items()
+        layer_data[info.name] = {name: found for name, view in SHOWN.items()
                                  if (found := view.read(build.store, model, info)) is not None}
     return kept, layer_data
 
@@ -277,7 +277,7 @@ def _build_layers(build: SiteBuild, model: ModelRecord, model_dir: str, layer_da
         if build.only_layers:
             build.writer.prune(layer_dir)
     for name, state in states.items():
-        VIEWS[name].finish_model(state, incremental=bool(build.only_layers))
+        SHOWN[name].finish_model(state, incremental=bool(build.only_layers))
     return built
 
 
@@ -293,7 +293,7 @@ def _layer_rows(model: ModelRecord, model_dir: str, built: dict[str, dict]) -> l
         if record:
             row.update(url=f"{model_dir}/{record['dir']}/index.html", href=f"{record['dir']}/index.html",
                        units=record["unit_ranges"], labels=record["labels"], thumbs=record["thumbs"],
-                       n_units=record["n_units"], views=[VIEWS[name].title for name in record["views"] if name in VIEWS])
+                       n_units=record["n_units"], views=[SHOWN[name].title for name in record["views"] if name in SHOWN])
         rows.append(row)
     return rows
 

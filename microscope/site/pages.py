@@ -20,7 +20,7 @@ from microscope.site.output import SiteWriter
 from microscope.site.render import Renderer
 from microscope.store import LayerInfo, ModelRecord
 from microscope.view import LayerPage, Panel, UnitPage
-from microscope.views.registry import VIEWS
+from microscope.views.shown import SHOWN
 from microscope.web.images import SIZES, AssetCache, render_webp
 
 THUMB = "thumb.webp"
@@ -61,7 +61,7 @@ class LayerContext:
 
 
 def layer_units(data: dict[str, Any]) -> list[int]:
-    return sorted(set().union(*[VIEWS[name].units(value) for name, value in data.items()]) if data else set())
+    return sorted(set().union(*[SHOWN[name].units(value) for name, value in data.items()]) if data else set())
 
 
 def build_layer(ctx: LayerContext, progress: bool) -> dict:
@@ -78,17 +78,17 @@ def build_layer(ctx: LayerContext, progress: bool) -> dict:
     thumbs = [{"unit": r["unit"], "src": f"{seg}/{r['unit']}/{r['thumb']}", "href": f"{seg}/{r['unit']}/index.html",
                "px": r["thumb_pixelated"]}
               for r in sorted(records, key=lambda r: r["thumb_rank"]) if r["thumb"]][:8]  # renders say most, first
-    views = [VIEWS[name] for name in VIEWS if name in ctx.data]
+    views = [SHOWN[name] for name in SHOWN if name in ctx.data]
     record = {
         "model": ctx.model.name, "layer": ctx.layer.name, **{k: v for k, v in vars(ctx.layer).items() if k != "name"},
         "dir": seg, "n_units": len(records), "unit_ranges": ranges([r["unit"] for r in records]),
         "views": {view.name: view.layer_json(ctx.data[view.name]) for view in views},
         "titles": [view.title for view in views],
-        "missing": [view.missing for name, view in VIEWS.items()
+        "missing": [view.missing for name, view in SHOWN.items()
                     if name not in ctx.data and view.level == "unit" and view.missing and view.applies(ctx.layer)],
         "labels": {str(r["unit"]): r["label"] for r in records if r["label"]}, "thumbs": thumbs,
-        "bytes": {part: sum(r["bytes"].get(part, 0) for r in records) for part in [*VIEWS, "page"]},
-        "units_with": {name: sum(1 for r in records if r["bytes"].get(name)) for name in VIEWS},
+        "bytes": {part: sum(r["bytes"].get(part, 0) for r in records) for part in [*SHOWN, "page"]},
+        "units_with": {name: sum(1 for r in records if r["bytes"].get(name)) for name in SHOWN},
         "units": [{k: v for k, v in r.items() if k not in ("bytes", "thumb_rank")} | {"url": f"{r['unit']}/index.html"}
                   for r in records],
     }
@@ -127,7 +127,7 @@ def build_unit(ctx: LayerContext, cache: AssetCache, unit: int, neighbours: tupl
     folder = f"{ctx.layer_dir}/{unit}"
     facts: dict = {}
     for name, data in ctx.data.items():
-        facts.update(VIEWS[name].facts(data, unit))
+        facts.update(SHOWN[name].facts(data, unit))
     written: list[str] = []
 
     def produce(name, sources, settings, make):
@@ -135,7 +135,7 @@ def build_unit(ctx: LayerContext, cache: AssetCache, unit: int, neighbours: tupl
         return cache.produce(f"{folder}/{name}", sources, settings, make)
 
     shown, panels = [], {}
-    for name, view in VIEWS.items():
+    for name, view in SHOWN.items():
         if view.level != "unit":
             continue
         if name not in ctx.data:

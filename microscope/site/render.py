@@ -59,11 +59,11 @@ def sentence(items) -> str:
 
 
 def environment(templates: Path | None = None) -> jinja2.Environment:
-    from microscope.views.registry import VIEWS
+    from microscope.views.shown import SHOWN
 
     templates = templates or _folder("microscope.templates")
     # A view registered from outside the package (a plugin, a test) brings its partial in its own folder.
-    folders = [str(templates)] + [str(view.template_folder) for view in VIEWS.values() if view.template_folder]
+    folders = [str(templates)] + [str(view.template_folder) for view in SHOWN.values() if view.template_folder]
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(folders),
         autoescape=True,

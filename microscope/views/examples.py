@@ -34,16 +34,18 @@ class Settings:
     top_k: int = 48
     image_batch_size: int = 32
     workers: int | None = None  # image decoding processes; default up to 4
-    shards: int = 1  # parts of the pass, each one job
+    shards: int | None = None  # parts of the pass, each one job (None: as many as the executor runs at once)
     checkpoint_every: int = 50  # batches
     view: tuple[int, int] = VIEW_SIZE  # resize, crop
     examples: ExampleSettings | None = None  # patch sizes, bands, histogram bins...; None: the defaults
 
     def __post_init__(self):
-        for name, least in (("top_k", 1), ("image_batch_size", 1), ("shards", 1), ("checkpoint_every", 1)):
+        for name, least in (("top_k", 1), ("image_batch_size", 1), ("checkpoint_every", 1)):
             if getattr(self, name) < least:
                 option = {"top_k": "--top", "image_batch_size": "--image-batch-size"}.get(name, name)
                 raise UsageError(f"{option} must be at least {least}, got {getattr(self, name)}")
+        if self.shards is not None and self.shards < 1:
+            raise UsageError(f"--shards must be at least 1, got {self.shards}")
         if self.workers is not None and self.workers < 0:
             raise UsageError(f"number of loader workers must be 0 or more, got {self.workers}")
 
@@ -74,7 +76,7 @@ class ExamplesView(View):
         from microscope.examples.config import ExampleSettings
 
         return Settings(top_k=values["top_k"], image_batch_size=values["image_batch_size"],
-                        workers=values["workers"], shards=values.get("shards") or 1,
+                        workers=values["workers"], shards=values.get("shards"),
                         examples=ExampleSettings(atlas_vectors=values.get("atlas_vectors", 100_000)))
 
     def default_settings(self) -> Settings:
@@ -111,7 +113,7 @@ class ExamplesView(View):
                         labels=request.images.labels, sample=request.images.sample, view=tuple(settings.view),
                         key=hash_json({"results": [results[layer]["key"] for layer in todo], "batch_size": batch}),
                         layers=tuple(todo), results={layer: results[layer] for layer in todo},
-                        shards=tuple(shard_ranges(len(images), settings.shards, batch)), top_k=settings.top_k,
+                        shards=tuple(shard_ranges(len(images), settings.shards or request.slots, batch)), top_k=settings.top_k,
                         settings=examples.as_json(), batch_size=batch, workers=settings.workers,
                         checkpoint_every=settings.checkpoint_every)
         session.memo(("dataset", plan.fingerprint, plan.view), lambda: images)

@@ -6,23 +6,26 @@ A new view is one module (see microscope/view.py and docs/architecture.md) plus 
 from __future__ import annotations
 
 from microscope.errors import UsageError
-from microscope.view import View
+from microscope.view import Computed
 from microscope.views.atlas import VIEW as ATLAS
 from microscope.views.circuits import VIEW as CIRCUITS
 from microscope.views.examples import VIEW as EXAMPLES
 from microscope.views.featurevis import VIEW as FEATUREVIS
 from microscope.views.sae import VIEW as SAE
+from microscope.views.shown import SHOWN
 
-VIEWS: dict[str, View] = {view.name: view for view in (FEATUREVIS, EXAMPLES, SAE, CIRCUITS, ATLAS)}
+VIEWS: dict[str, Computed] = {view.name: view for view in (FEATUREVIS, EXAMPLES, SAE, CIRCUITS, ATLAS)}
 
 
-def register(view: View) -> None:
-    """Add a view (a plugin, or a test's); a later registration of the same name replaces it."""
+def register(view: Computed) -> None:
+    """Add a view (a plugin, or a test's), both its halves; a later registration of the same name replaces it."""
     VIEWS[view.name] = view
+    SHOWN[view.name] = view.shown
 
 
 def unregister(name: str) -> None:
     VIEWS.pop(name, None)
+    SHOWN.pop(name, None)
 
 
 def build_views() -> list[str]:
@@ -30,7 +33,7 @@ def build_views() -> list[str]:
     return [name for name, view in VIEWS.items() if view.in_build]
 
 
-def get_view(name: str) -> View:
+def get_view(name: str) -> Computed:
     if name not in VIEWS:
         raise UsageError(f"unknown view {name!r}; views: {', '.join(VIEWS)}")
     return VIEWS[name]

@@ -12,18 +12,9 @@ from microscope.run.executors.progress import RunReport
 EXECUTORS = ("local", "ray")
 
 
-def executor_from(values: dict):
-    """The executor the command line's --executor, --ray-address and --gpus-per-job ask for. The
-    dataset pass is cut into as many shards as the executor runs jobs at once, unless --shards says."""
-    executor = _executor(values)
-    if "shards" in values and values["shards"] is None:
-        values["shards"] = executor.slots()
-    return executor
-
-
-def _executor(values: dict):
-    name = values.get("executor") or "local"
-    address, gpus = values.get("ray_address"), values.get("gpus_per_job")
+def executor_from(name: str | None, address: str | None = None, gpus: float | None = None):
+    """The executor --executor, --ray-address and --gpus-per-job ask for."""
+    name = name or "local"
     if name == "local":
         if address is not None or gpus is not None:
             raise UsageError("--ray-address and --gpus-per-job only apply to a Ray run; add --executor ray")
