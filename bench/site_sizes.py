@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from microscope.featurevis.recipe import Recipe  # noqa: E402
 from microscope.featurevis.registry import UNIT_OBJECTIVES  # noqa: E402
 from microscope.data.packs import BOTTOM, TOP, write_pack  # noqa: E402
-from microscope.site import build_site  # noqa: E402
+from microscope.site.builder import build_site  # noqa: E402
 from microscope.site.builder import part_budget  # noqa: E402
 from microscope.store import (DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, LayerInfo,  # noqa: E402
                               ModelRecord, PatchSettings, RenderConfig, RenderImage, RenderRecord, Store,
@@ -128,7 +128,7 @@ def main() -> None:
         base = args.keep or Path(tmp)
         make_store(base / "store", args.units, args.noise)
         start = time.perf_counter()
-        report = build_site(base / "store", base / "site", progress=False)
+        report = build_site(Store(base / "store"), base / "site", progress=False)
         seconds = time.perf_counter() - start
         by_kind: dict[str, int] = defaultdict(int)
         layer_dir = base / "site" / "models" / "inceptionv1" / "mixed4a"

@@ -308,24 +308,24 @@ def build(out, labels_file, log_file, preview, **values):
     """The whole microscope: dataset examples, feature visualizations and the site, resumable."""
     from dataclasses import replace
 
-    from microscope.run.pipeline import build as run_build, check_out, request_from
-    from microscope.run.preview import preview_layer, preview_values, refine_command
+    from microscope.run.pipeline import build as run_build, request_from
+    from microscope.run.preview import preview_layer, preview_request, refine_command
     from microscope.data.unit_labels import read_unit_labels
     from microscope.views.registry import build_views
 
-    check_out(out, values.get("store"), values.get("images"))  # before anything is loaded or written
     _log_to(log_file)
     unit_labels = read_unit_labels(labels_file)
     executor = _executor(values)
     context = click.get_current_context()
     given = {name for name in values if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    request, session = request_from(preview_values(values, given) if preview else values, build_views(),
-                                    slots=executor.slots())
+    request, session = request_from(values, build_views(), slots=executor.slots(), out=out)
+    if preview:
+        request = preview_request(request, given)
     chosen = None
     if preview and "layers" not in given:
         chosen = preview_layer(list(request.layers))
         request = replace(request, layers=(chosen,))
-    outcome = run_build(request, session, out, unit_labels, executor, announce=click.echo)
+    outcome = run_build(request, session, unit_labels, executor, announce=click.echo)
     if request.images is None:
         outcome.notes.append("no --images: the site shows feature visualizations only")
     click.echo("build: " + outcome.summary())
@@ -346,15 +346,15 @@ def build(out, labels_file, log_file, preview, **values):
 @quiet_option
 def site(out, store, models, layers, labels_file, quiet):
     """Render the static site from the artifact store."""
-    from microscope.run.pipeline import check_out, check_store
-    from microscope.site import build_site
     from microscope.data.unit_labels import read_unit_labels
+    from microscope.run.folders import resolve_paths
+    from microscope.site.builder import build_site
+    from microscope.store import Store
 
-    root = check_store(store).root
-    check_out(out, str(root))
+    paths = resolve_paths(store, out, writes_store=False)
     labels = read_unit_labels(labels_file)
     names = list(layers) if layers else None  # None: every layer ('all')
-    report = build_site(root, out, models=list(models) or None, layers=names, labels=labels,
+    report = build_site(Store(paths.store), paths.out, models=list(models) or None, layers=names, labels=labels,
                         progress=not quiet)
     click.echo(report.summary())
 
@@ -366,11 +366,11 @@ def site(out, store, models, layers, labels_file, quiet):
               help="Remove every damaged piece (and the record vouching for it): the next build recomputes them.")
 def verify(store, out, repair):
     """Check every record of the artifact store (and a built site); say what is damaged. Exit 1 if anything is."""
-    from microscope.run.pipeline import check_store
+    from microscope.run.folders import existing_store
     from microscope.store.lock import writing
     from microscope.run.verify import repair as remove_damaged, verify_site, verify_store
 
-    root = check_store(store).root
+    root = existing_store(store).root
     report = verify_store(root)
     for damage in report.damaged:
         click.echo(f"damaged: {damage.path.relative_to(root)}: {damage.problem}")

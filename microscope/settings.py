@@ -148,12 +148,10 @@ def click_type(cls: type, name: str, option: Option) -> click.ParamType:
 
 
 def click_option(cls: type, name: str, option: Option, default: Any) -> Callable:
-    shown = option.show_default and default is not None
-    default_text = None
-    if shown and isinstance(default, tuple):
-        default_text = ",".join(map(str, default))
+    if isinstance(default, tuple):  # as it would be typed: the option's parser reads it like any value
+        default = ",".join(map(str, default))
     return click.option(option.flag, name, default=default, type=click_type(cls, name, option), help=option.help,
-                        show_default=default_text or shown, metavar=option.metavar)
+                        show_default=option.show_default and default is not None, metavar=option.metavar)
 
 
 def renamed_flags(classes) -> dict[str, str]:

@@ -176,7 +176,7 @@ def test_done_pairs_are_skipped_and_damaged_ones_recomputed(caffe, stored, caplo
 
 
 def test_logits_maps_are_the_classifier_weights(caffe, tmp_path):
-    from microscope.site import build_site
+    from microscope.site.builder import build_site
 
     run_views(caffe, ["circuits"], store=tmp_path / "store", layers=["logits"], settings={"circuits": CircuitSettings(top=4)})
     store = Store(tmp_path / "store")
@@ -185,7 +185,7 @@ def test_logits_maps_are_the_classifier_weights(caffe, tmp_path):
     np.testing.assert_allclose(arrays.sums, weight, rtol=1e-5, atol=1e-7)
     assert arrays.maps.shape[2:] == (1, 1)
     # The last block's pages name the classes each unit pushes up and down most, strongest first.
-    build_site(store.root, tmp_path / "site", layers=["inception_5b"], progress=False)
+    build_site(store, tmp_path / "site", layers=["inception_5b"], progress=False)
     unit = 7
     page = (tmp_path / "site" / "models" / caffe.spec.name / "inception_5b" / str(unit) / "index.html").read_text()
     names = caffe.spec.categories
@@ -210,7 +210,7 @@ def test_logits_maps_are_the_classifier_weights(caffe, tmp_path):
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """Random weights: renders of a few units of inception_3a, circuits around conv1, 3a and 3b, the site."""
-    from microscope.site import build_site
+    from microscope.site.builder import build_site
     from microscope.views.featurevis import Settings as FeatureVis
 
     network = load_network("inceptionv1-caffe", weights="random", seed=0, progress=False)
@@ -224,7 +224,7 @@ def site(tmp_path_factory):
     labelled = int(arrays.top_index[330, 0])  # the strongest input of unit 330 (a 5x5-branch unit)
     labels = {"inception_3a": {labelled: "a labelled input"}}
     # As `build --layers` does: only these layers' pages (inception_4a, where 3b's outputs go, has none).
-    build_site(store.root, root / "site", layers=["conv1", "inception_3a", "inception_3b"], labels=labels,
+    build_site(store, root / "site", layers=["conv1", "inception_3a", "inception_3b"], labels=labels,
                progress=False)
     return root / "site", arrays, labelled
 
@@ -299,7 +299,7 @@ def test_inputs_show_their_feature_visualization(site):
 
 def test_outputs_link_to_the_next_layer_with_its_labels(site, tmp_path):
     """Built with inception_4a's pages and labels, a 3b unit's outputs link there and carry the labels."""
-    from microscope.site import build_site
+    from microscope.site.builder import build_site
     from test_site import check_links
 
     site, _, _ = site
@@ -309,7 +309,7 @@ def test_outputs_link_to_the_next_layer_with_its_labels(site, tmp_path):
     chosen = ranked(column, 5)
     strongest, weakest = int(chosen[0]), int(chosen[5])
     labels = {"inception_4a": {strongest: "an output label", weakest: "an inhibited label"}}
-    build_site(store.root, tmp_path / "site", layers=["inception_3b", "inception_4a"], labels=labels, progress=False)
+    build_site(store, tmp_path / "site", layers=["inception_3b", "inception_4a"], labels=labels, progress=False)
     page = (tmp_path / "site" / "models" / "inceptionv1-caffe" / "inception_3b" / "330" / "index.html").read_text()
     excites = page.split("Units of inception_4a it excites most")[1].split("</ol>")[0]
     inhibits = page.split("Units of inception_4a it inhibits most")[1].split("</ol>")[0]

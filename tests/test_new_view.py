@@ -13,7 +13,8 @@ from microscope.jobs import make_job
 from microscope.network.loaded import load_network
 from microscope.run.pipeline import run_views
 from microscope.selection import Units
-from microscope.site import build_site
+from microscope.site.builder import build_site
+from microscope.store import Store
 from microscope.store.typed import JsonRecord
 from microscope.view import Panel, View, ViewPlan
 
@@ -103,7 +104,7 @@ def test_a_new_view_is_computed_skipped_when_done_and_shown(grey, tmp_path):
     with torch.no_grad():
         expected = network.activations(torch.full((1, 3, 64, 64), 0.5), [LAYER])[LAYER].mean(dim=(0, 2, 3))
     site = tmp_path / "site"
-    build_site(store, site, progress=False)
+    build_site(Store(store), site, progress=False)
     layer_dir = site / "models" / "inceptionv1-caffe" / LAYER
     for unit in range(3):
         page = (layer_dir / str(unit) / "index.html").read_text()

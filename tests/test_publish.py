@@ -11,7 +11,7 @@ import pytest
 
 from microscope.errors import UsageError
 from microscope.site.publish import TRAILER, publish
-from microscope.site import build_site
+from microscope.site.builder import build_site
 from microscope.site.manifest import MANIFEST, check_site, read_manifest, write_manifest
 from microscope.site.output import SiteWriter
 from generated import cli
@@ -262,7 +262,7 @@ def built(tmp_path_factory):
     """A store and the site the real builder made of it (copied by each test that changes it)."""
     root = tmp_path_factory.mktemp("built")
     store = make_store(root / "store")
-    build_site(store.root, root / "site", progress=False)
+    build_site(store, root / "site", progress=False)
     return store, root / "site"
 
 
@@ -284,7 +284,7 @@ def test_builder_lists_every_page_and_keeps_other_layers_on_one_layer_rebuilds(b
     # kept as the builder wrote them (the edit is caught, not blessed), mixed_a's follow the new pages.
     conv1_page = "models/tiny/conv1/0/index.html"
     (site / conv1_page).write_text((site / conv1_page).read_text().replace("<", " <", 1))
-    report = build_site(store.root, site, layers=["mixed_a"], labels={"mixed_a": {"4": "new label"}}, progress=False)
+    report = build_site(store, site, layers=["mixed_a"], labels={"mixed_a": {"4": "new label"}}, progress=False)
     after = read_manifest(site)["files"]
     assert set(after) == set(files) and after[conv1_page] == files[conv1_page]
     assert after["models/tiny/mixed_a/4/index.html"] != files["models/tiny/mixed_a/4/index.html"]
@@ -293,7 +293,7 @@ def test_builder_lists_every_page_and_keeps_other_layers_on_one_layer_rebuilds(b
 
     # A site built before manifests existed: a one-layer rebuild says what it cannot list.
     (site / MANIFEST).unlink()
-    report = build_site(store.root, site, layers=["mixed_a"], progress=False)
+    report = build_site(store, site, layers=["mixed_a"], progress=False)
     unlisted = on_disk - set(read_manifest(site)["files"]) - {MANIFEST}
     unlisted = {path for path in unlisted if not any(part.startswith(".") for part in path.split("/"))}
     assert "models/tiny/conv1/0/index.html" in unlisted

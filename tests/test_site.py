@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from microscope.errors import UsageError
-from microscope.site import build_site
+from microscope.site.builder import build_site
+from microscope.store import Store
 from microscope.site.builder import SITE_LOCK
 from microscope.names import segment
 from microscope.store import load_npz
@@ -107,7 +108,7 @@ def check_links(site: Path) -> int:
 def built(tmp_path_factory):
     base = tmp_path_factory.mktemp("site")
     make_store(base / "store")
-    report = build_site(base / "store", base / "site", labels=LABELS, progress=False)
+    report = build_site(Store(base / "store"), base / "site", labels=LABELS, progress=False)
     return base / "store", base / "site", report
 
 
@@ -315,7 +316,7 @@ def test_search_index_lists_layers_units_and_labels(built):
 
 def test_featurevis_only_and_examples_only_say_what_is_missing(tmp_path):
     make_store(tmp_path / "store", featurevis_layers=("conv1",), examples_layers=("mixed_a",))
-    build_site(tmp_path / "store", tmp_path / "site", progress=False)
+    build_site(Store(tmp_path / "store"), tmp_path / "site", progress=False)
     conv = (tmp_path / "site" / "models" / "tiny" / "conv1" / "0" / "index.html").read_text()
     assert "No dataset examples were computed" in conv and "--images" in conv
     mixed = (tmp_path / "site" / "models" / "tiny" / "mixed_a" / "0" / "index.html").read_text()
@@ -332,7 +333,7 @@ def test_damaged_or_unknown_records_are_said_once_and_left_out(tmp_path, caplog)
     summary = store.summary_file("tiny", WEIRD_LAYER)
     summary.write_bytes(summary.read_bytes()[:-50])  # truncated: its stamp no longer matches
     (store.unit_dir("tiny", "conv1", 1) / "channel.png").write_bytes(b"garbage")
-    build_site(store.root, tmp_path / "site", progress=False)
+    build_site(store, tmp_path / "site", progress=False)
     said = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
     assert len(said) == 3 and all("\n" not in line for line in said)
     assert any("neuron.json" in line and "format 7" in line for line in said)
@@ -348,7 +349,7 @@ def test_damaged_or_unknown_records_are_said_once_and_left_out(tmp_path, caplog)
 def test_units_with_renders_for_part_of_a_layer(tmp_path):
     make_store(tmp_path / "store", featurevis_layers=("mixed_a",), examples_layers=(), featurevis_units=[1, 3],
                circuits=())
-    build_site(tmp_path / "store", tmp_path / "site", progress=False)
+    build_site(Store(tmp_path / "store"), tmp_path / "site", progress=False)
     layer = tmp_path / "site" / "models" / "tiny" / "mixed_a"
     assert sorted(p.name for p in layer.iterdir() if p.is_dir()) == ["1", "3"]
     assert "2 of 5 units have been computed" in (layer / "index.html").read_text()
@@ -369,15 +370,15 @@ def _mtimes(folder: Path) -> dict[str, int]:
 def test_rebuilding_one_layer_touches_only_that_layer_and_the_indexes(tmp_path):
     store = make_store(tmp_path / "store")
     site = tmp_path / "site"
-    build_site(store.root, site, progress=False)
+    build_site(store, site, progress=False)
     before = _mtimes(site)
     # Nothing changed: a full rebuild writes nothing.
-    report = build_site(store.root, site, progress=False)
+    report = build_site(store, site, progress=False)
     assert report.written == 0 and report.removed == 0 and _mtimes(site) == before
 
     # New renders for mixed_a only, rebuilt with --layers mixed_a and a new label.
     write_featurevis(store, "tiny", "mixed_a", 9, range(5))
-    report = build_site(store.root, site, layers=["mixed_a"], labels={"mixed_a": {"4": "new label"}}, progress=False)
+    report = build_site(store, site, layers=["mixed_a"], labels={"mixed_a": {"4": "new label"}}, progress=False)
     after = _mtimes(site)
     changed = {path for path in after if after[path] != before.get(path)}
     assert changed, "the layer's files were rewritten"
@@ -420,26 +421,26 @@ def test_report_counts_bytes_and_estimates_the_full_site(built):
 def test_bad_input_raises_one_line_usage_errors(tmp_path):
     store = make_store(tmp_path / "store")
     with pytest.raises(UsageError, match="no models"):
-        build_site(tmp_path / "empty", tmp_path / "out", progress=False)
+        build_site(Store(tmp_path / "empty"), tmp_path / "out", progress=False)
     with pytest.raises(UsageError, match="model 'nope' is not in"):
-        build_site(store.root, tmp_path / "out", models=["nope"], progress=False)
+        build_site(store, tmp_path / "out", models=["nope"], progress=False)
     with pytest.raises(UsageError, match="layer 'mixed9'"):
-        build_site(store.root, tmp_path / "out", layers=["mixed9"], progress=False)
+        build_site(store, tmp_path / "out", layers=["mixed9"], progress=False)
     (tmp_path / "notasite").mkdir()
     (tmp_path / "notasite" / "thesis.tex").write_text("precious")
     with pytest.raises(UsageError, match="not a microscope site"):
-        build_site(store.root, tmp_path / "notasite", progress=False)
+        build_site(store, tmp_path / "notasite", progress=False)
     assert (tmp_path / "notasite" / "thesis.tex").read_text() == "precious"
     with pytest.raises(UsageError, match="unit number"):
-        build_site(store.root, tmp_path / "out", labels={"conv1": {"one": "x"}}, progress=False)
+        build_site(store, tmp_path / "out", labels={"conv1": {"one": "x"}}, progress=False)
     with pytest.raises(UsageError) as caught:
-        build_site(store.root, tmp_path / "out", layers=["mixed9"], progress=False)
+        build_site(store, tmp_path / "out", layers=["mixed9"], progress=False)
     assert "\n" not in str(caught.value)
     with pytest.raises(UsageError, match="cannot write the site"):
-        build_site(store.root, "/proc/no-site-here", progress=False)
+        build_site(store, "/proc/no-site-here", progress=False)
     (tmp_path / "afile").write_text("x")
     with pytest.raises(UsageError, match="is a file"):
-        build_site(store.root, tmp_path / "afile", progress=False)
+        build_site(store, tmp_path / "afile", progress=False)
 
 
 def test_site_package_does_not_import_torch():

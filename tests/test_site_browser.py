@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from microscope.site import build_site
+from microscope.site.builder import build_site
+from microscope.store import Store
 from site_fixtures import WEIRD_LAYER, make_store
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -30,7 +31,7 @@ def site(tmp_path_factory):
     base = tmp_path_factory.mktemp("browser")
     make_store(base / "store")
     labels = {"conv1": {"2": {"label": "edges <b>bold</b>", "note": "a test label"}}, WEIRD_LAYER: {"0": "weird <i>"}}
-    build_site(base / "store", base / "www" / "site", labels=labels, progress=False)
+    build_site(Store(base / "store"), base / "www" / "site", labels=labels, progress=False)
     return base / "www" / "site"
 
 

@@ -11,24 +11,41 @@ always win over the preview's.
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from microscope.run.session import Request
 from microscope.selection import Units
 
-# option name (as the command's function receives it) -> the preview's value
-SETTINGS = {
-    "units": Units(((0, 7),)),
-    "recipe_name": "fast",
-    "size": 128,
-    "objectives": ("channel",),
-    "image_sample": 300,
-    "top_k": 16,
-}
+
+@dataclass(frozen=True)
+class Preset:
+    """The preview's values: the run's units and image sample, and typed changes to each view's settings
+    (field -> value, applied with dataclasses.replace, so an unknown field or a bad value is an error)."""
+
+    units: Units = Units(((0, 7),))
+    image_sample: int = 300
+    views: dict = field(default_factory=lambda: {
+        "featurevis": {"recipe": "fast", "size": 128, "objectives": ("channel",)},
+        "examples": {"top_k": 16},
+    })
 
 
-def preview_values(values: dict, given: set[str]) -> dict:
-    """`values` with the preview's settings for every option the user did not give."""
-    return {**values, **{name: value for name, value in SETTINGS.items() if name not in given}}
+PREVIEW = Preset()
+
+
+def preview_request(request: Request, given: set[str], preset: Preset = PREVIEW) -> Request:
+    """`request` with the preview's values for every setting the user did not give (`given`: option names,
+    which are the settings' field names)."""
+    settings = dict(request.settings)
+    for view, changes in preset.views.items():
+        if settings.get(view) is not None:
+            settings[view] = replace(settings[view], **{name: value for name, value in changes.items()
+                                                        if name not in given})
+    run = request.run
+    if request.images is not None and "image_sample" not in given:
+        run = replace(run, paths=replace(run.paths, images=replace(request.images, sample=preset.image_sample)))
+    return replace(request, run=run, settings=settings, units=request.units if "units" in given else preset.units)
 
 
 def preview_layer(layers: list[str]) -> str:

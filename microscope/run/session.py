@@ -1,6 +1,6 @@
 """What jobs run with, made once per process: the store, the network and the datasets.
 
-A `RunSpec` is plain data naming them (store path, model, weights, seed, device), so any process -
+A `RunSpec` is plain data naming them (the checked paths, model, seed, device), so any process -
 this one, a forked worker, a machine of a cluster - can make its own `Session` from it. The session
 loads the network and datasets on first use and keeps them, with anything else a view wants to
 reuse between the jobs a process runs (`memo`): a decoded dataset index, a traced extractor, the
@@ -15,22 +15,39 @@ from microscope.store import Store
 
 
 @dataclass(frozen=True)
-class RunSpec:
-    store: str
-    model: str
-    weights: str | None = None  # a path, "random", or None: the cache, then a checked download
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
-
-
-@dataclass(frozen=True)
 class Images:
     """--images and --labels: a folder of photos and how they are labelled (CSV, "folders" or none)."""
 
     folder: str
     labels: str | None = None
     sample: int | None = None  # --image-sample: a seeded sample of this many of the images (None: all)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a run reads and writes: absolute, and checked once (microscope/run/folders.py)."""
+
+    store: str
+    out: str | None = None  # the site folder (build)
+    images: Images | None = None  # the photos and their labels
+    weights: str | None = None  # a weights file, "random", or None: the cache, then a checked download
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    paths: Paths
+    model: str
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    @property
+    def store(self) -> str:
+        return self.paths.store
+
+    @property
+    def weights(self) -> str | None:
+        return self.paths.weights
 
 
 @dataclass(frozen=True)
@@ -41,9 +58,12 @@ class Request:
     layers: tuple[str, ...]  # resolved against the model
     units: Any  # selection.Units
     views: tuple[str, ...]  # names of the views to compute
-    images: Images | None = None
     settings: dict = field(default_factory=dict)  # view name -> its typed settings
     slots: int = 1  # jobs the executor runs at once: the dataset pass is cut into as many shards
+
+    @property
+    def images(self) -> Images | None:
+        return self.run.paths.images
 
 
 class Session:

@@ -28,6 +28,7 @@ from microscope.names import segment
 from microscope.site.manifest import write_manifest
 from microscope.site.output import SiteWriter, folder_size
 from microscope.site.pages import LayerContext, build_layer, layer_units
+from microscope.site.estimate import ESTIMATE_KINDS, estimate_size
 from microscope.site.render import Renderer, static_files
 from microscope.site.search import search_index, search_script
 from microscope.store import ModelRecord, Store, usable_folder
@@ -38,7 +39,6 @@ from microscope.web.images import PAGE_BUDGET
 log = logging.getLogger(__name__)
 
 GENERATOR = f"microscope {__version__}"
-ESTIMATE_KINDS = ("conv", "block", "logits", "sae")  # "all layers" of a full site, for the size estimate
 PROMINENT_KINDS = ("conv", "block")  # listed on the model page even before anything is computed
 SITE_LOCK = ".site.lock"  # held while a build writes the folder (store/lock.py); never published
 
@@ -115,12 +115,11 @@ def check_out_dir(out: Path, create: bool = True) -> Path:
     return usable_folder(out, "site", "--out", create=create)
 
 
-def build_site(store_root, out_dir, *, models=None, layers=None, labels=None, progress: bool = True) -> SiteReport:
+def build_site(store: Store, out_dir, *, models=None, layers=None, labels=None, progress: bool = True) -> SiteReport:
     """Render the site for `models` (default: all in the store) into `out_dir`.
 
     `layers`: only rebuild these layers (incremental); `labels`: layer -> unit -> {label, note}.
     """
-    store = Store(store_root)
     available = store.models()
     if not available:
         raise UsageError(f"no models in the artifact store {store.root} (no <model>/model.json); "
@@ -227,7 +226,7 @@ def _build_model(build: SiteBuild, model: ModelRecord) -> dict:
     kept, layer_data = _read_layers(build, model, model_dir)
     index = _unit_index(build.writer, model_dir, kept, layer_data)
     built = {**kept, **_build_layers(build, model, model_dir, layer_data, index)}
-    estimate = _estimate(model, built, build.writer, model_dir, build.report.part_budget)
+    estimate = estimate_size(model, built, build.writer, model_dir, build.report.part_budget)
     site_record = _model_record(model, model_dir, _layer_rows(model, model_dir, built), estimate)
     _write_model_pages(build, model_dir, site_record)
     return site_record
@@ -321,21 +320,3 @@ def _write_model_pages(build: SiteBuild, model_dir: str, site_record: dict) -> N
     build.report.models[site_record["name"]] = {
         "layers_built": site_record["n_layers"], "units_built": site_record["n_units"],
         "bytes": writer.bytes_under(model_dir), **site_record["estimate"]}
-
-
-def _estimate(model: ModelRecord, built: dict[str, dict], writer: SiteWriter, model_dir: str, budget: dict) -> dict:
-    """Size of a site with every unit of the model's conv, block and logits layers computed."""
-    per_unit = {}
-    for part, fallback in budget.items():
-        total = sum(record.get("bytes", {}).get(part, 0) for record in built.values())
-        units = sum(record.get("units_with", {}).get(part, 0) if part != "page" else record.get("n_units", 0)
-                    for record in built.values())
-        per_unit[part] = total / units if units else fallback
-    layers = [layer for layer in model.layers if layer.kind in ESTIMATE_KINDS or layer.name in built]
-    all_units = sum(layer.channels for layer in layers)
-    unit_bytes = sum(per_unit.values())
-    photo_bytes = writer.bytes_under(f"{model_dir}/datasets")
-    if photo_bytes == 0 and writer.path(f"{model_dir}/datasets").is_dir():
-        photo_bytes = folder_size(writer.path(f"{model_dir}/datasets"))[0]
-    return {"bytes_per_unit": round(unit_bytes), "per_unit_parts": {k: round(v) for k, v in per_unit.items()},
-            "estimate_units": all_units, "estimate_bytes": round(all_units * unit_bytes + photo_bytes)}
