@@ -19,12 +19,11 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from urllib.parse import urlparse
 
-import torch
 import torchvision
 from torch import nn
 
-from microscope.errors import UsageError
-from microscope.models.spec import LayerSpec, ModelSpec, Preprocessing, WeightsSpec
+from microscope.models.state_dict import load_state_dict
+from microscope.models.spec import LayerSpec, ModelSpec, Preprocessing, WeightsSpec, relu_and_twin
 
 TORCHVISION_WEIGHTS = torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1
 BLOCKS = ("inception3a", "inception3b", "inception4a", "inception4b", "inception4c",
@@ -39,26 +38,7 @@ def build() -> nn.Module:
 
 def load_weights(module: nn.Module, path: str) -> None:
     """Fill the network from torchvision's googlenet-1378be20.pth (its aux1/aux2 entries are dropped)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise UsageError(f"weights file {path} holds no state_dict; pass {_weights().filename} with --weights")
-    state = {key: value for key, value in state.items() if not key.startswith(AUX_PREFIXES)}
-    expected = module.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    if missing or unexpected:
-        example = (missing or unexpected)[0]
-        raise UsageError(
-            f"weights file {path} does not fit googlenet: {len(missing)} entries missing, "
-            f"{len(unexpected)} unexpected (e.g. {example}); pass {_weights().filename} with --weights"
-        )
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise UsageError(
-                f"weights file {path}: {key} has shape {tuple(state[key].shape)}, expected "
-                f"{tuple(tensor.shape)}; pass {_weights().filename} with --weights"
-            )
-    module.load_state_dict(state, strict=True)
+    load_state_dict(module, path, "googlenet", drop=AUX_PREFIXES, wanted=_weights().filename)
 
 
 def _weights() -> WeightsSpec:
@@ -85,9 +65,7 @@ def _layers() -> tuple[LayerSpec, ...]:
 
     def add(name, kind, conv_block, description):
         # A torchvision BasicConv2d `x` has fx nodes x.conv, x.bn and x.relu (the unit's value after ReLU).
-        layers.append(LayerSpec(name, (f"{conv_block}.relu",), kind, f"{name}_pre_relu", description))
-        layers.append(LayerSpec(f"{name}_pre_relu", (f"{conv_block}.bn",), "pre_relu", None,
-                                f"{description}, before ReLU"))
+        layers.extend(relu_and_twin(name, kind, [f"{conv_block}.relu"], [f"{conv_block}.bn"], description))
 
     add("conv1", "conv", "conv1", "7x7 convolution, stride 2, on the image")
     add("conv2", "conv", "conv2", "1x1 convolution")

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from microscope.errors import UsageError
-from microscope.models.spec import LayerSpec, ModelSpec, Preprocessing, WeightsSpec
+from microscope.models.state_dict import load_state_dict
+from microscope.models.spec import LayerSpec, ModelSpec, Preprocessing, WeightsSpec, relu_and_twin
 
 NUM_CLASSES = 1008
 
@@ -133,25 +133,7 @@ def build() -> nn.Module:
 
 def load_weights(module: nn.Module, path: str) -> None:
     """Fill the network from `inception5h.pth` (a state_dict with torch-lucent's key names)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise UsageError(f"weights file {path} holds no state_dict; pass inception5h.pth with --weights")
-    expected = module.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    if missing or unexpected:
-        example = (missing or unexpected)[0]
-        raise UsageError(
-            f"weights file {path} does not fit inceptionv1: {len(missing)} parameters missing, "
-            f"{len(unexpected)} unexpected (e.g. {example}); pass inception5h.pth with --weights"
-        )
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise UsageError(
-                f"weights file {path}: {key} has shape {tuple(state[key].shape)}, expected "
-                f"{tuple(tensor.shape)}; pass inception5h.pth with --weights"
-            )
-    module.load_state_dict(state, strict=True)
+    load_state_dict(module, path, "inceptionv1", wanted="inception5h.pth")
 
 
 def lucent_labels_file() -> Path | None:
@@ -183,8 +165,7 @@ def _layers() -> tuple[LayerSpec, ...]:
     layers = []
 
     def add(name, kind, nodes, pre_nodes, description):
-        layers.append(LayerSpec(name, tuple(nodes), kind, f"{name}_pre_relu", description))
-        layers.append(LayerSpec(f"{name}_pre_relu", tuple(pre_nodes), "pre_relu", None, f"{description}, before ReLU"))
+        layers.extend(relu_and_twin(name, kind, nodes, pre_nodes, description))
 
     add("conv2d0", "conv", ["conv2d0"], ["conv2d0_pre_relu_conv"], "7x7 convolution, stride 2, on the image")
     add("conv2d1", "conv", ["conv2d1"], ["conv2d1_pre_relu_conv"], "1x1 convolution")

@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.models._meta import _IMAGENET_CATEGORIES
 
 from microscope.errors import UsageError
-from microscope.models.spec import LayerSpec, ModelSpec, Preprocessing, WeightsSpec
+from microscope.models.spec import LayerSpec, ModelSpec, Preprocessing, WeightsSpec, relu_and_twin
 
 # (name, in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj), as in the paper's table 1.
 BLOCKS = (
@@ -163,9 +163,7 @@ def _layers() -> tuple[LayerSpec, ...]:
     layers = []
 
     def add(name, kind, nodes, pre_nodes, description):
-        layers.append(LayerSpec(name, tuple(nodes), kind, f"{name}_pre_relu", description))
-        layers.append(LayerSpec(f"{name}_pre_relu", tuple(pre_nodes), "pre_relu", None,
-                                f"{description}, before ReLU"))
+        layers.extend(relu_and_twin(name, kind, nodes, pre_nodes, description))
 
     add("conv1", "conv", ["relu1"], ["conv1"], "Caffe conv1/7x7_s2: 7x7 convolution, stride 2")
     add("conv2_reduce", "conv", ["relu2_reduce"], ["conv2_reduce"], "Caffe conv2/3x3_reduce: 1x1 convolution")

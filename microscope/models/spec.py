@@ -69,6 +69,12 @@ class LayerSpec:
     relu_of_twin: bool = True  # the layer equals ReLU(twin) element for element (not so for a TopK code)
 
 
+def relu_and_twin(name: str, kind: str, nodes, pre_nodes, description: str) -> tuple[LayerSpec, LayerSpec]:
+    """A layer after its ReLU and its pre-ReLU twin `<name>_pre_relu` (what feature visualization optimises)."""
+    return (LayerSpec(name, tuple(nodes), kind, f"{name}_pre_relu", description),
+            LayerSpec(f"{name}_pre_relu", tuple(pre_nodes), "pre_relu", None, f"{description}, before ReLU"))
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
