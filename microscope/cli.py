@@ -102,14 +102,16 @@ executor_options = _options(
                  help="With --executor ray: the share of a GPU each job that runs the network asks for, e.g. 0.25 "
                       "(default: 1 on a cluster with GPUs, else 0)."),
 )
+seed_option = click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+                           help="Seed of everything random.")
+# What every computing command takes besides the model, its layers and units.
+how_options = _options(store_option, device_option, seed_option, quiet_option, executor_options)
 common_options = _options(
     model_option, weights_option,
     click.option("--layers", default="all", show_default=True, type=LAYERS,
                  help="'all' (every conv layer and inception block) or comma-separated names."),
     click.option("--units", default="all", show_default=True, type=UNITS, help="e.g. 0-63, 3,5,9-12 or all."),
-    store_option, device_option,
-    click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of everything random."),
-    quiet_option, executor_options,
+    how_options,
 )
 image_sample_option = click.option(
     "--image-sample", "image_sample", default=None, type=click.IntRange(min=1), metavar="N",
@@ -219,12 +221,8 @@ def circuits(**values):
 @weights_option
 @click.option("--layers", required=True, type=LAYERS,
               help="The layers to encode, comma-separated, e.g. inception_3b (conv or block layers).")
+@how_options
 @images_options(required=True)
-@store_option
-@device_option
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of everything random.")
-@quiet_option
-@executor_options
 @_view_options("sae")
 def sae(**values):
     """Train a sparse autoencoder on each layer; its features become the layer <layer>_sae."""
