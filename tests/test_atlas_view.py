@@ -20,6 +20,7 @@ import microscope
 from microscope.atlas.attribution import Attribution
 from microscope.atlas.cells import LevelCells, attribution_rows
 from microscope.atlas.layout import cell_of
+from microscope.atlas.page import icon_scale
 from microscope.atlas.stored import icon_pixels, read_atlas
 from microscope.data.images import ImageDataset, View
 from microscope.network.loaded import load_network
@@ -87,10 +88,14 @@ def test_cells_equal_a_brute_force_recomputation(built):
             assert cells.count[i] == len(members)
             mean = vectors[members].mean(axis=0)
             cosine = mean / np.linalg.norm(mean)
-            assert cells.units[i].tolist() == np.argsort(-cosine, kind="stable")[:6].tolist()
+            # The six units of largest cosine, closest first: the stage ranks float32 means, this float64 ones,
+            # so units within float32 rounding of each other may swap; any other unit is off by far more.
+            assert len(set(cells.units[i].tolist())) == 6
+            assert np.allclose(cosine[cells.units[i]], np.sort(cosine)[::-1][:6], rtol=0, atol=1e-6)
             assert np.allclose(cells.unit_cos[i], cosine[cells.units[i]], atol=1e-5)
             similarity = vectors[members] @ mean / np.linalg.norm(vectors[members], axis=1)
-            assert cells.patches[i, 0] == members[np.argmax(similarity)]
+            first = np.flatnonzero(members == cells.patches[i, 0])  # the member most like the mean, up to rounding
+            assert first.size == 1 and np.isclose(similarity[first[0]], similarity.max(), rtol=1e-5, atol=0)
             picked = cells.patches[i][cells.patches[i] >= 0]
             assert set(picked) <= set(members) and len(set(sample.image[picked])) == len(picked)  # one per photo
             assert len(atlas.patches[(level, i)]) == len(picked)
@@ -156,15 +161,16 @@ def test_icons_resume_per_batch_and_reproduce(built, photos):
     assert np.array_equal(notebook.icon_pixels("fine"), before["fine"]) and len(notebook.layout().xy) == 600
     assert before["coarse"].shape == (len(atlas.cells["coarse"].row), 32, 32, 3)
     assert len({icon.tobytes() for icon in before["fine"]}) == len(before["fine"])  # every cell its own icon
-    batches = sorted(name for name in atlas.icons.files if name.startswith("icons/fine-"))
-    assert len(batches) == -(-len(atlas.cells["fine"].row) // 5)
-    kept = atlas.folder / batches[0]
-    kept_time = kept.stat().st_mtime_ns
-    (atlas.folder / batches[-1]).unlink()
+    for level in ("coarse", "fine"):  # batches of 5; each level shows a cell, as 600 vectors > 5 x 64 cells
+        found = [name for name in atlas.icons.files if name.startswith(f"icons/{level}-")]
+        assert len(found) == -(-len(atlas.cells[level].row) // 5) >= 1
+    redone = max(name for name in atlas.icons.files if name.startswith("icons/fine-"))
+    kept = {name: (atlas.folder / name).stat().st_mtime_ns for name in atlas.icons.files if name != redone}
+    (atlas.folder / redone).unlink()
     (atlas.folder / "icons.json").unlink()
     result = cli("atlas", *MODEL, "--layers", LAYER, *ATLAS, "--images", photos, "--store", store.root, "--quiet")
     assert "1 atlases computed" in result.stdout
-    assert kept.stat().st_mtime_ns == kept_time  # finished batches are kept
+    assert kept and all((atlas.folder / name).stat().st_mtime_ns == when for name, when in kept.items())  # not redone
     again = read_atlas(store, "inceptionv1-caffe", LAYER)
     assert np.array_equal(icon_pixels(store, again, "fine"), before["fine"])  # the redone batch is identical
 
@@ -280,12 +286,18 @@ def test_atlas_page_in_a_real_browser(server):
         page.wait_for_load_state("networkidle")
         canvas = page.locator("#atlas-map")
         box = canvas.bounding_box()
-        painted = page.evaluate("""() => { const c = document.getElementById('atlas-map');
+        painted, width, height = page.evaluate("""() => { const c = document.getElementById('atlas-map');
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
-            for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n / (d.length / 4); }""")
-        assert painted > 0.05  # icons drawn (the canvas is transparent where there are none)
+            for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+            return [n, c.width, c.height]; }""")
         assert page.locator("#atlas-level").inner_text().startswith("4×4")
         data = atlas_data(page.content())
+        # Every coarse cell's icon is drawn, opaque, in a square of its own (the canvas is transparent elsewhere):
+        # the painted pixels are the icons' areas, whatever number of cells the layout shows (edges antialiased).
+        counts = [cell[2] for cell in data["levels"]["coarse"]["cells"]]
+        step = min(width, height) / 4  # device pixels: the 4 x 4 grid fills the canvas's shorter side
+        sides = [step * icon_scale(count, max(counts)) for count in counts]
+        assert sum((side - 2) ** 2 for side in sides) <= painted <= sum((side + 2) ** 2 for side in sides)
         cell = data["levels"]["coarse"]["cells"][0]
         side = min(box["width"], box["height"])
         left = box["x"] + (box["width"] - side) / 2

@@ -163,22 +163,53 @@ def comparable(path: Path):
     return path.read_bytes()
 
 
+def planned_icon_slices(args: list) -> list[tuple]:
+    """(level, first, last) of the icons jobs `build.py atlas ARGS` plans now: its options read by the real
+    command's parser, its plan made by the atlas view on the store as it is."""
+    from microscope.cli import main
+    from microscope.pipeline import request_from
+    from microscope.views.registry import VIEWS
+
+    values = main.commands["atlas"].make_context("atlas", [str(arg) for arg in args]).params
+    request, session = request_from(values, ["atlas"])
+    return [(job.spec["level"], job.spec["first"], job.spec["last"])
+            for job in VIEWS["atlas"].plan(request, session).jobs if job.step == "icons"]
+
+
 def test_ray_atlas_renders_the_local_atlas(tmp_path, cluster, photos):
-    """The atlas's icons run as one Ray task per slice of cells (some past the last cell: the layout is not
-    known when the run is planned); icons.json collects them."""
+    """The atlas's icons run as one Ray task per slice of cells; icons.json collects them. Before the layout
+    exists the slices cover every cell of both grids (those past the last shown cell render nothing): 2 + 5
+    slices of 32 cells (4 batches of 8) for the 6 x 6 and 12 x 12 grids. 750 vectors are more than min_count
+    (5) times the 144 fine cells, so each level shows a cell whatever UMAP does: at least two slices render
+    icons. The batch files are then exactly those the stored counts call for."""
     local, remote = tmp_path / "local", tmp_path / "ray"
     common = ["--model", "inceptionv1-caffe", "--weights", "random", "--layers", "inception_3a", "--images", photos,
               "--quiet"]
-    cli("examples", *common, "--top", "3", "--atlas-vectors", "600", "--store", local)
+    cli("examples", *common, "--top", "3", "--atlas-vectors", "750", "--store", local)
     shutil.copytree(local, remote)
-    atlas = ["atlas", *common, "--grid", "6", "--icon-steps", "4", "--icon-size", "32", "--icon-batch-size", "8",
+    atlas = [*common, "--grid", "6", "--icon-steps", "4", "--icon-size", "32", "--icon-batch-size", "8",
              "--umap-neighbours", "10", "--attribution-vectors", "3", "--atlas-patches", "2"]
-    cli(*atlas, "--store", local, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    result = cli(*atlas, "--store", remote, "--executor", "ray", "--ray-address", cluster, env=ray_env())
+    every_cell = [(level, first, first + 32) for level, side in (("coarse", 6), ("fine", 12))
+                  for first in range(0, side * side, 32)]
+    assert planned_icon_slices([*atlas, "--store", remote]) == every_cell  # what the Ray run below plans
+    cli("atlas", *atlas, "--store", local, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = cli("atlas", *atlas, "--store", remote, "--executor", "ray", "--ray-address", cluster, env=ray_env())
     assert "atlas of inceptionv1-caffe" in result.stdout and "  failed:" not in result.stdout
+
+    folder = Path("inceptionv1-caffe", "inception_3a", "atlas")
+    with np.load(remote / folder / "layout.npz") as layout:
+        counts = {level: layout[f"count_{level}"] for level in ("coarse", "fine")}
+    stored = json.loads((remote / folder / "result.json").read_text())
+    assert stored["n_vectors"] == 750 and stored["min_count"] == 5
+    shown = {level: int((count > stored["min_count"]).sum()) for level, count in counts.items()}
+    assert all(count.sum() == 750 for count in counts.values()) and all(shown.values())  # every level shows a cell
+    batches = {f"icons/{level}-{first:05d}.npz" for level, n in shown.items() for first in range(0, n, 8)}
+    for store in (local, remote):
+        assert {str(p.relative_to(store / folder)) for p in (store / folder / "icons").iterdir()} == batches
+        assert set(json.loads((store / folder / "icons.json").read_text())["files"]) == batches
+
     files = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
     assert files == sorted(str(p.relative_to(remote)) for p in remote.rglob("*") if p.is_file())
-    assert len([name for name in files if "/atlas/icons/" in name]) >= 4  # batches from several slices
     for name in files:
         a, b = comparable(local / name), comparable(remote / name)
         if name.endswith("icons.json"):

@@ -40,8 +40,10 @@ def test_vectors_resume_and_match_the_activations(dataset, tmp_path, monkeypatch
     train, held_out = (np.concatenate(parts) for parts in load_parts(folder, whole))
     assert np.allclose(held_out, inner[held].reshape(-1, activation.shape[1]), atol=1e-6)
     assert len(train) == 5 * (~held).sum() and whole.width == activation.shape[1]
-    rows = {tuple(np.round(row, 5)) for row in inner[~held].reshape(-1, activation.shape[1])}
-    assert all(tuple(np.round(row, 5)) in rows for row in train)  # each a real inner position of a training image
+    # Each a real inner position of a training image: as close to one as the held-out rows are to theirs (the
+    # pass ran the network on batches of other sizes, whose float rounding may differ in the last bits).
+    candidates = inner[~held].reshape(-1, activation.shape[1])
+    assert all(np.isclose(row, candidates, atol=1e-6).all(axis=1).any() for row in train)
 
     # killed after its first shard, before the index: the rerun keeps that shard and writes the same files
     (folder / "vectors.json").unlink()
