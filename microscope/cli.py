@@ -25,7 +25,7 @@ class _Group(click.Group):
     def main(self, args=None, **kwargs):
         kwargs["standalone_mode"] = False
         try:
-            return super().main(_renamed(sys.argv[1:] if args is None else list(args)), **kwargs)
+            return super().main(renamed(sys.argv[1:] if args is None else list(args)), **kwargs)
         except click.ClickException as error:  # a bad option value, an unknown command...
             context = getattr(error, "ctx", None)
             hint = f" (see: {context.command_path} --help)" if context is not None else ""
@@ -45,7 +45,8 @@ class _Group(click.Group):
             _interrupted()
 
 
-def _renamed(arguments: list[str]) -> list[str]:
+def renamed(arguments: list[str]) -> list[str]:
+    """The arguments with older flag spellings written as now (each said in a note on stderr)."""
     from microscope.settings import renamed_arguments, renamed_flags
     from microscope.views.registry import VIEWS
 

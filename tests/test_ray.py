@@ -166,11 +166,11 @@ def comparable(path: Path):
 def planned_icon_slices(args: list) -> list[tuple]:
     """(level, first, last) of the icons jobs `build.py atlas ARGS` plans now: its options read by the real
     command's parser, its plan made by the atlas view on the store as it is."""
-    from microscope.cli import main
-    from microscope.pipeline import request_from
+    from microscope.cli import main, renamed
+    from microscope.run.pipeline import request_from
     from microscope.views.registry import VIEWS
 
-    values = main.commands["atlas"].make_context("atlas", [str(arg) for arg in args]).params
+    values = main.commands["atlas"].make_context("atlas", renamed([str(arg) for arg in args])).params
     request, session = request_from(values, ["atlas"])
     return [(job.spec["level"], job.spec["first"], job.spec["last"])
             for job in VIEWS["atlas"].plan(request, session).jobs if job.step == "icons"]
