@@ -140,10 +140,11 @@ def click_type(cls: type, name: str, option: Option) -> click.ParamType:
         return _Parsed(option)
     if option.choices is not None:
         return click.Choice(list(option.choices))
+    bounded = option.low is not None or option.high is not None
     if kind is int:
-        return click.IntRange(min=option.low, max=option.high)
+        return click.IntRange(min=option.low, max=option.high) if bounded else click.INT
     if kind is float:
-        return click.FloatRange(min=option.low, max=option.high)
+        return click.FloatRange(min=option.low, max=option.high) if bounded else click.FLOAT
     return click.STRING
 
 

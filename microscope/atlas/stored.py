@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, is_dataclass
 
+import numpy as np
 from microscope.jobs import hash_json
 from microscope.data.packs import read_pack
 from microscope.store import AtlasCells, AtlasIcons, AtlasLayout, AtlasResult, AtlasStage, Store
@@ -97,8 +98,6 @@ def read_patches(store: Store, index, stamp) -> dict | None:
 
 def icon_pixels(store: Store, data: AtlasData, level: str):
     """(n, S, S, 3) uint8 icons of a level's cells in AtlasCells order, or None if a batch is damaged."""
-    import numpy as np
-
     size, batch = int(data.icons.settings["size"]), int(data.icons.settings["batch_size"])
     files = [store.atlas_icons_file(data.result.model, data.result.layer, level, first)
              for first, _ in batches(len(data.cells[level].row), batch)]

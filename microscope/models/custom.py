@@ -15,7 +15,7 @@ import importlib
 import importlib.util
 import re
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -144,8 +144,6 @@ def spec_for(model: str) -> ModelSpec:
 def checked_twins(spec: ModelSpec, module: nn.Module) -> ModelSpec:
     """The spec without the twins that do not give their layer back under ReLU on a random input (through
     `module`, a network of the spec)."""
-    from dataclasses import replace
-
     module = module.eval().requires_grad_(False)
 
     def activations(images, names):

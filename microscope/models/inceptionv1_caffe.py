@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.models._meta import _IMAGENET_CATEGORIES
 
 from microscope.errors import UsageError
+from microscope.models.caffemodel import read_caffemodel
 from microscope.models.spec import LayerSpec, ModelSpec, Preprocessing, WeightsSpec, relu_and_twin
 
 # (name, in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj), as in the paper's table 1.
@@ -118,8 +119,6 @@ def _read_blobs(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
     if path.suffix == ".caffemodel":
-        from microscope.models.caffemodel import read_caffemodel
-
         arrays = {}
         for layer, blobs in read_caffemodel(path).items():
             for role, blob in zip(("weight", "bias"), blobs):

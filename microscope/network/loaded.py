@@ -21,6 +21,7 @@ from torch import nn
 from microscope.errors import UsageError
 from microscope.models import LayerSpec, ModelSpec, get_spec
 from microscope.models.graph import NodeExtractor, broken_twins
+from microscope.network.weights import resolve_weights
 
 
 @dataclass(frozen=True)
@@ -152,8 +153,6 @@ def non_finite(module: nn.Module) -> tuple[str, str] | None:
 def load_network(model: str, weights: str | None = None, device: str = "cpu", seed: int = 0,
                  progress: bool = True) -> Network:
     """Build a model of the zoo and fill it: `weights` is a path, "random", or None (cache/download)."""
-    from microscope.network.weights import resolve_weights  # the download code lives with the cache
-
     spec = get_spec(model)
     torch.manual_seed(seed)
     module = spec.build()

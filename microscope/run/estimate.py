@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from microscope.view import ViewPlan
 from microscope.views.registry import VIEWS
 
@@ -52,8 +53,6 @@ def duration(seconds: float) -> str:
 
 
 def machine(network) -> str:
-    import torch
-
     if network.device.type == "cuda":
         return torch.cuda.get_device_name(network.device)
     return f"cpu, {torch.get_num_threads()} threads"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from microscope.errors import UsageError
+from microscope.models.custom import canonical
 from microscope.run.estimate import Estimate, estimate, machine
 from microscope.run.executors import LocalExecutor, RunReport
 from microscope.selection import Units, resolve_layers
@@ -77,8 +78,6 @@ def request_from(values: dict, views: list[str], session: Session | None = None,
     Everything that can be checked before loading the weights is checked first; nothing is written
     before every check passed.
     """
-    from microscope.models.custom import canonical
-
     settings = {name: VIEWS[name].settings(values) for name in views}
     images = resolve_images(values.get("images"), values.get("labels"), values.get("image_sample"))
     paths = resolve_paths(values.get("store"), out, images, values.get("weights"))

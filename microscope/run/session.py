@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from microscope.store import Store
+from microscope.network.loaded import load_network
+from microscope.sae.layer import attach_saes
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,9 @@ class Session:
     def network(self):
         """The model with its weights, loaded on first use."""
         if self._network is None:
-            from microscope.network.loaded import load_network
-
             self._network = load_network(self.spec.model, weights=self.spec.weights, device=self.spec.device,
                                          seed=self.spec.seed, progress=self.spec.progress)
         if not self._attached:  # the store's SAEs become layers (microscope/sae/layer.py)
-            from microscope.sae.layer import attach_saes
-
             attach_saes(self._network, self.store)
             self._attached = True
         return self._network

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from microscope.store import PassShard, PatchIndex, RecordError, Store, ThumbStamps, load_npz
+from microscope.site.manifest import listed_file_problems, path_problem
 
 DECODE_ERRORS = (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile, UnicodeDecodeError,
                  RecordError)
@@ -79,8 +80,6 @@ def repair(damaged: list[Damage], root: Path) -> int:
 def verify_site(site: Path) -> list[Damage]:
     """Every file the site's manifest lists, checked; a damaged one is removed by --repair so that the
     next `build.py site` writes it again (an unchanged-looking file would otherwise be kept)."""
-    from microscope.site.manifest import listed_file_problems, path_problem
-
     damaged = []
     for relative, problem in listed_file_problems(site):
         removable = path_problem(relative) is None and (site / relative).is_file()

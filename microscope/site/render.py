@@ -17,6 +17,7 @@ from pathlib import Path
 import jinja2
 
 from microscope.errors import UsageError
+from microscope.views.shown import SHOWN
 
 STATIC_SUFFIXES = (".css", ".js", ".svg")  # what the site ships of microscope.static
 
@@ -59,8 +60,6 @@ def sentence(items) -> str:
 
 
 def environment(templates: Path | None = None) -> jinja2.Environment:
-    from microscope.views.shown import SHOWN
-
     templates = templates or _folder("microscope.templates")
     # A view registered from outside the package (a plugin, a test) brings its partial in its own folder.
     folders = [str(templates)] + [str(view.template_folder) for view in SHOWN.values() if view.template_folder]

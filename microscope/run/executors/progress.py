@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from microscope.jobs import Job
 from microscope.run.session import Session
+from microscope.views.registry import get_view
 
 log = logging.getLogger("microscope.run")
 
@@ -77,8 +78,6 @@ class Bars:
 
 
 def run_job(job: Job, session: Session, report: Callable[[int], None]) -> None:
-    from microscope.views.registry import get_view
-
     get_view(job.view).run(job, session, report)
 
 
