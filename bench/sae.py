@@ -1,7 +1,8 @@
 """A TopK SAE on a real layer: held-out FVU, L0, dead features, and time per epoch against a forward pass.
 
-    .venv/bin/python bench/sae.py [--layer inception_3b] [--expansion 8] [--k 32] [--positions 16]
-                                  [--steps 3000] [--images ../shared/data] [--lr 4e-4] [--dead-after N]
+    .venv/bin/python bench/sae.py [--layer inception_3b] [--expansion 8] [--k 32] [--positions-per-image 16]
+                                  [--steps 3000] [--batch-size 512] [--images ../shared/data] [--lr 4e-4]
+                                  [--dead-after N]
 
 Samples post-ReLU vectors of the layer (random positions away from the edge; 10 % of the images
 held out, all their inner positions) from the real Caffe weights over the shared photos, trains on them (microscope/sae/train.py)
@@ -35,7 +36,7 @@ def main() -> None:
     parser.add_argument("--layer", default="inception_3b")
     parser.add_argument("--expansion", type=int, default=8)
     parser.add_argument("--k", type=int, default=32)
-    parser.add_argument("--positions", type=int, default=16)
+    parser.add_argument("--positions-per-image", "--positions", dest="positions", type=int, default=16)  # as `sae`
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=4e-4)

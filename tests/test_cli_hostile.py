@@ -9,7 +9,7 @@ from microscope.cli import main
 
 NUMBER_VALUES = ["", "abc", "nan", "inf", "-inf", "1e400", "99999999999999999999", "-99999999999999999999"]
 TEXT_VALUES = ["", "   ", "\x00"]
-NEEDED = {"examples": ["--images", "."], "atlas": ["--images", "."], "sae": ["--images", ".", "--layer", "x"],
+NEEDED = {"examples": ["--images", "."], "atlas": ["--images", "."], "sae": ["--images", ".", "--layers", "x"],
           "evaluate": ["--images", "."]}
 
 

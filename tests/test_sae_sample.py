@@ -7,6 +7,7 @@ import torch
 
 from microscope.errors import UsageError
 from microscope.activations.positions import SampleSettings, held_out_images, positions, vectors_of
+from microscope.views.sae import SaeSettings
 
 
 def test_positions_are_distinct_inside_the_border_and_depend_only_on_seed_and_image():
@@ -43,8 +44,12 @@ def test_held_out_images_are_a_seeded_tenth():
     assert held_out_images(3, 0.1, 0).sum() == 1 and held_out_images(1, 0.1, 0).sum() == 0
 
 
-@pytest.mark.parametrize("grid,count,match", [((1, 1), 16, "too small to sample"), ((3, 3), 16, "1 positions away"),
-                                              ((28, 28), 0, "at least 1")])
+@pytest.mark.parametrize("grid,count,match", [((1, 1), 16, "too small to sample"), ((3, 3), 16, "1 positions away")])
 def test_a_layer_too_small_to_sample_is_one_line(grid, count, match):
     with pytest.raises(UsageError, match=match):
         SampleSettings(positions_per_image=count).check("logits", *grid)
+
+
+def test_no_positions_is_refused_by_the_declared_range():
+    with pytest.raises(UsageError, match="^--positions-per-image must be at least 1, got 0$"):
+        SaeSettings(positions_per_image=0)

@@ -22,7 +22,7 @@ from generated import REPO, blob_photos, cli
 
 MODEL = ["--model", "inceptionv1-caffe", "--weights", "random"]
 LAYER, FEATURES = "inception_3a", "inception_3a_sae"
-TRAIN = ["--layer", LAYER, "--expansion", "2", "--k", "8", "--steps", "40", "--sae-batch-size", "64", "--quiet"]
+TRAIN = ["--layers", LAYER, "--expansion", "2", "--k", "8", "--steps", "40", "--batch-size", "64", "--quiet"]
 TOP = 4
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = REPO / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
@@ -163,14 +163,27 @@ def test_feature_neuron_and_layer_pages(built):
     assert layer.classes["missing-count"].startswith(f"{missing} ")
     page_bytes = sum(p.stat().st_size for p in (model / FEATURES / str(feature)).iterdir())
     assert page_bytes < 94_000
+    assert f"../{FEATURES}/index.html" in Page(model / LAYER / "index.html").links  # the neurons' layer links to it
+
+
+def test_the_link_to_the_sae_layer_comes_from_the_site():
+    from microscope.sae.panel import layer_href
+    from microscope.view import LayerPage
+
+    def page(href):
+        return LayerPage(None, None, "models/m/inception_3a", write=None,
+                         other=lambda folder, layer, unit: {"href": href, "thumb": None, "label": None})
+    assert layer_href(page("../inception_3a_sae/0/index.html"), FEATURES) == "../inception_3a_sae/index.html"
+    assert layer_href(page(None), FEATURES) is None  # the site has no page of it: no link
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--layer", LAYER, "--k", "512", "--expansion", "2"], "--k must be at least 1 and below the number of features (512)"),
-    (["--layer", LAYER, "--expansion", "0"], "--expansion must be 1 or more"),
-    (["--layer", "inception_5b", "--positions-per-image", "26"], "fewer than --positions-per-image 26"),
-    (["--layer", "logits"], "is not a layer of the model's grid"),
-    (["--layer", "inception_9z"], "unknown layer 'inception_9z'"),
+    (["--layers", LAYER, "--k", "512", "--expansion", "2"], "--k must be at least 1 and below the number of features (512)"),
+    (["--layers", LAYER, "--expansion", "0"], "'--expansion': 0 is not in the range x>=1"),
+    (["--layers", LAYER, "--lr", "0"], "--lr must be above 0"),
+    (["--layers", "inception_5b", "--positions-per-image", "26"], "fewer than --positions-per-image 26"),
+    (["--layers", "logits"], "is not a layer of the model's grid"),
+    (["--layers", "inception_9z"], "unknown layer 'inception_9z'"),
 ])
 def test_bad_sae_input_is_one_line(tmp_path, photos, extra, message):
     result = CliRunner().invoke(main, ["sae", *MODEL, "--images", str(photos), "--store", str(tmp_path / "s"), *extra])
@@ -178,6 +191,33 @@ def test_bad_sae_input_is_one_line(tmp_path, photos, extra, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_the_older_flags_still_work_with_a_note(tmp_path, photos):
+    result = CliRunner().invoke(main, ["sae", *MODEL, "--images", str(photos), "--store", str(tmp_path / "s"),
+                                       "--layer", LAYER, "--sae-batch-size", "0"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "note: --layer is now --layers; the old name still works for now",
+        "note: --sae-batch-size is now --batch-size; the old name still works for now",
+        "error: Invalid value for '--batch-size': 0 is not in the range x>=1. (see: main sae --help)"]
+    assert not (tmp_path / "s").exists()
+
+
+def test_one_command_trains_several_layers(photos, tmp_path):
+    layers = ["inception_3a", "inception_3b"]
+    small = ["--expansion", "1", "--k", "4", "--positions-per-image", "4", "--steps", "12", "--batch-size", "16"]
+    trained = cli("sae", *MODEL, "--layers", ",".join(layers), *small, "--images", photos, "--store", tmp_path,
+                  "--quiet")
+    assert "2 SAEs computed, 0 reused" in trained.stdout
+    assert trained.stdout.strip().splitlines()[-1].startswith(
+        "next: python build.py build --model inceptionv1-caffe --layers inception_3a_sae,inception_3b_sae ")
+    for layer, width in zip(layers, (256, 480)):
+        result, weights = read_sae(Store(tmp_path), "inceptionv1-caffe", layer, "random-seed0")
+        assert result.layer == layer and result.features == width and result.k == 4 and result.training["steps"] == 12
+        assert result.training["batch_size"] == 16 and result.sampling["positions_per_image"] == 4
+        assert weights.W_dec.shape == (width, width)
+        assert f"{layer}_sae: {width} features, k 4; held-out FVU {result.fvu:.3f}" in trained.stdout
 
 
 def test_an_sae_of_other_weights_is_refused(built, tmp_path):

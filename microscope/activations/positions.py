@@ -26,8 +26,8 @@ class SampleSettings:
     seed: int = 0
 
     def check(self, layer: str, height: int, width: int) -> None:
-        if self.positions_per_image < 1:
-            raise UsageError(f"--positions-per-image must be at least 1, got {self.positions_per_image}")
+        """Whether this layer's grid can give the positions asked for (at least one: the SAE's settings
+        declare that range, microscope/views/sae.py)."""
         if not 0 < self.held_out < 1:
             raise UsageError(f"the held-out fraction must lie between 0 and 1, got {self.held_out}")
         inner = max(0, height - 2 * self.edge) * max(0, width - 2 * self.edge)

@@ -1,4 +1,4 @@
-"""The SAE view on the site (no torch): feature pages, neuron pages, and the SAE layer's page.
+"""The SAE view's show half (no torch): feature pages, neuron pages, and the SAE layer's page.
 
 A feature's decoder column has unit norm, so its entry c is the cosine between the feature's
 direction and neuron c's: the neurons it "is made of". The nearest neuron is the largest entry; a
@@ -8,52 +8,17 @@ feature whose nearest cosine is below `MISSING_BELOW` points where no single neu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import posixpath
 
 import numpy as np
 
-from microscope.names import segment
-from microscope.sae.stored import SUFFIX, read_sae
+from microscope.sae.stored import LayerSae, read_layer
+from microscope.view import LayerPage, Panel, Shown, UnitPage
 from microscope.web.charts import sparkline
-from microscope.store import SaeResult, SaeWeights, Store
-from microscope.view import Panel
 
 MISSING_BELOW = 0.5
 DECODER_TOP = 8  # neurons listed on a feature's page
 FEATURES_TOP = 6  # features listed on a neuron's page
-
-
-@dataclass
-class LayerSae:
-    role: str  # "features" (the page of an SAE feature) or "neurons" (of the layer it encodes)
-    source: str  # the layer the SAE encodes
-    sae_layer: str
-    result: SaeResult
-    weights: SaeWeights
-
-    @property
-    def units(self) -> int:
-        return self.result.features if self.role == "features" else self.result.width
-
-    def facts(self, unit: int) -> dict:
-        return {}
-
-    def layer_json(self) -> dict:
-        r = self.result
-        return {"role": self.role, "source": self.source, "sae_layer": self.sae_layer, "features": r.features,
-                "k": r.k, "expansion": r.expansion, "fvu": r.fvu, "l0": r.l0, "dead_fraction": r.dead_fraction,
-                "key": r.key}
-
-
-def read_layer(store: Store, model, layer) -> LayerSae | None:
-    if layer.kind == "sae" and layer.name.endswith(SUFFIX):
-        source = layer.name[:-len(SUFFIX)]
-        found = read_sae(store, model.name, source, model.weights_id)
-        return None if found is None else LayerSae("features", source, layer.name, *found)
-    if layer.kind not in ("conv", "block") or not store.sae_layer_dir(model.name, layer.name).is_dir():
-        return None
-    found = read_sae(store, model.name, layer.name, model.weights_id)
-    return None if found is None else LayerSae("neurons", layer.name, layer.name + SUFFIX, *found)
 
 
 def _linked(page, layer: str, units, values, thumbs: bool) -> list[dict]:
@@ -65,7 +30,7 @@ def _linked(page, layer: str, units, values, thumbs: bool) -> list[dict]:
     return found
 
 
-def unit_panel(data: LayerSae, unit: int, page) -> Panel:
+def unit_panel(data: LayerSae, unit: int, page: UnitPage) -> Panel:
     w = data.weights
     if data.role == "neurons":
         row = w.W_dec[unit]
@@ -95,11 +60,18 @@ def unit_panel(data: LayerSae, unit: int, page) -> Panel:
                  summary={"firing": _short(firing), "nearest_cosine": _short(cosine)}, links=[("SAE", "#sae")])
 
 
-def layer_panel(data: LayerSae, page) -> Panel | None:
+def layer_href(page: LayerPage, layer: str) -> str | None:
+    """The page of another layer, relative to this layer's page; None where this site has none. The site
+    says where a unit's page is (`page.other`); a layer's page is the index.html above its units' pages."""
+    first = page.other("", layer, 0)["href"] if page.other is not None else None
+    return None if first is None else posixpath.join(posixpath.dirname(posixpath.dirname(first)), "index.html")
+
+
+def layer_panel(data: LayerSae, page: LayerPage) -> Panel | None:
     r, w = data.result, data.weights
     if data.role == "neurons":
         return Panel(data={"role": "neurons", "sae_layer": data.sae_layer, "features": r.features, "fvu": r.fvu,
-                           "href": f"../{segment(data.sae_layer)}/index.html"}, json={})
+                           "href": layer_href(page, data.sae_layer)}, json={})
     order = np.argsort(-w.firing, kind="stable")
     features = [{"unit": int(f), "firing": float(w.firing[f]), "nearest": int(w.nearest_neuron[f]),
                  "cosine": float(w.nearest_cosine[f]), "missing": bool(w.nearest_cosine[f] < MISSING_BELOW)}
@@ -114,3 +86,33 @@ def layer_panel(data: LayerSae, page) -> Panel | None:
 
 def _short(value: float) -> float | None:
     return float(f"{value:.4g}") if math.isfinite(value) else None
+
+
+class SaeShown(Shown):
+    name = "sae"
+    title = "Sparse autoencoder"
+    budget = {"SAE section of a feature page": 4_000, "unit.json block": 600}
+
+    def applies(self, layer) -> bool:
+        return False  # a layer without an SAE is normal: no "missing" note
+
+    def read(self, store, model, layer) -> LayerSae | None:
+        return read_layer(store, model, layer)
+
+    def units(self, data: LayerSae) -> set[int]:
+        return set(range(data.units))
+
+    def unit_panel(self, data: LayerSae, unit: int, page: UnitPage) -> Panel:
+        return unit_panel(data, unit, page)
+
+    def layer_panel(self, data: LayerSae, page: LayerPage) -> Panel | None:
+        return layer_panel(data, page)
+
+    def layer_json(self, data: LayerSae) -> dict:
+        r = data.result
+        return {"role": data.role, "source": data.source, "sae_layer": data.sae_layer, "features": r.features,
+                "k": r.k, "expansion": r.expansion, "fvu": r.fvu, "l0": r.l0, "dead_fraction": r.dead_fraction,
+                "key": r.key}
+
+
+SHOWN = SaeShown()

@@ -1,4 +1,4 @@
-"""The SAE view: trains a layer's sparse autoencoder (the `sae` command), and shows it on the site.
+"""The SAE view's compute half: trains a layer's sparse autoencoder (the `sae` command).
 
 Two jobs per layer L: `vectors` (one pass over the images: sampled positions of training images,
 every inner position of held-out ones; microscope/sae/vectors.py) and `train` (the TopK SAE,
@@ -9,78 +9,56 @@ other views compute dataset examples and feature visualizations of its features 
 `build` does not train SAEs (`in_build = False`): training is a choice with its own settings, made
 once per layer with `build.py sae`; `build --layers inception_3b_sae` then fills in the pages.
 
-On the site: a feature's page shows the neurons its decoder direction loads on and its nearest
-neuron; a neuron's page the features that load most on it; the SAE layer's page the held-out FVU,
-L0, dead fraction, the loss curve and every feature by how often it fires (microscope/sae/panel.py).
+The show half is microscope/sae/panel.py: a feature's page shows the neurons its decoder direction
+loads on and its nearest neuron; a neuron's page the features that load most on it; the SAE layer's
+page the held-out FVU, L0, dead fraction, the loss curve and every feature by how often it fires.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import click
-
+from microscope.activations.positions import SampleSettings
+from microscope.data.images import ImageDataset, View as ImageView
 from microscope.errors import UsageError
 from microscope.jobs import hash_json, make_job
-from microscope.view import Panel, UnitPage, View, ViewPlan
+from microscope.network.catalogue import catalogue
+from microscope.sae.fit import fit
+from microscope.sae.panel import SHOWN
+from microscope.sae.stored import read_sae
+from microscope.sae.train import TrainSettings
+from microscope.sae.vectors import collect, read_vectors, vectors_key
+from microscope.settings import Settings, setting
+from microscope.view import Computed, ViewPlan
+from microscope.views.examples import request_images
 
 VERSION = 1  # bump when training or evaluation changes: stored SAEs are then retrained
 
 
 @dataclass(frozen=True)
-class Settings:
-    expansion: int = 8
-    k: int = 32
-    positions_per_image: int = 16
-    steps: int = 3000
-    batch_size: int = 512
-    lr: float = 4e-4
+class SaeSettings(Settings):
+    expansion: int = setting(8, "--expansion", "Features per channel of the layer (features = channels x expansion).",
+                             low=1)
+    k: int = setting(32, "--k", "Features active per position (TopK).", low=1)
+    positions_per_image: int = setting(16, "--positions-per-image",
+                                       "Random positions (away from the edge) sampled from each training image.", low=1)
+    steps: int = setting(3000, "--steps", "Training steps (batches).", low=1)
+    batch_size: int = setting(512, "--batch-size", "Vectors per training step.", low=1, old=("--sae-batch-size",))
+    lr: float = setting(4e-4, "--lr", "Adam learning rate (above 0).", low=0)
 
     def __post_init__(self):
-        if self.expansion < 1:
-            raise UsageError(f"--expansion must be 1 or more (features = channels x expansion), got {self.expansion}")
-        for name, option in (("k", "--k"), ("positions_per_image", "--positions-per-image"), ("steps", "--steps"),
-                             ("batch_size", "--sae-batch-size")):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{option} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise UsageError(f"--lr must be positive, got {self.lr}")
+        super().__post_init__()
+        if self.lr == 0:  # a declared range includes its bound; a rate of 0 would train nothing
+            raise UsageError(f"--lr must be above 0, got {self.lr}")
 
 
-class SaeView(View):
-    name = "sae"
-    title = "Sparse autoencoder"
+class SaeView(Computed):
+    shown = SHOWN
+    settings_type = SaeSettings
     needs = ("network", "images")
     in_build = False
-    budget = {"SAE section of a feature page": 4_000, "unit.json block": 600}
-
-    def options(self):
-        return [
-            click.option("--expansion", default=8, show_default=True, type=int, help="Features per channel of the layer."),
-            click.option("--k", "k", default=32, show_default=True, type=int, help="Features active per position (TopK)."),
-            click.option("--positions-per-image", default=16, show_default=True, type=int,
-                         help="Random positions (away from the edge) sampled from each training image."),
-            click.option("--steps", default=3000, show_default=True, type=int, help="Training steps (batches)."),
-            click.option("--sae-batch-size", default=512, show_default=True, type=int, help="Vectors per step."),
-            click.option("--lr", default=4e-4, show_default=True, type=float, help="Adam learning rate."),
-        ]
-
-    def settings(self, values: dict) -> Settings:
-        return Settings(expansion=values.get("expansion", 8), k=values.get("k", 32),
-                        positions_per_image=values.get("positions_per_image", 16), steps=values.get("steps", 3000),
-                        batch_size=values.get("sae_batch_size", 512), lr=values.get("lr", 4e-4))
-
-    def default_settings(self) -> Settings:
-        return Settings()
-
-    def applies(self, layer) -> bool:
-        return False  # a layer without an SAE is normal: no "missing" note
-
-    # Plan and run --------------------------------------------------------------------------------
 
     def check(self, request, session) -> None:
-        from microscope.network.catalogue import catalogue
-
-        settings: Settings = request.settings[self.name]
+        settings: SaeSettings = request.settings[self.name]
         network = session.network()
         if request.images is None:
             raise UsageError("an SAE is trained on a layer's activations over images; pass --images DIR")
@@ -92,30 +70,22 @@ class SaeView(View):
             self.training(settings, info.channels, request.run.seed).check(info.channels)
 
     @staticmethod
-    def sampling(settings: Settings, seed: int):
-        from microscope.activations.positions import SampleSettings
-
+    def sampling(settings: SaeSettings, seed: int) -> SampleSettings:
         return SampleSettings(positions_per_image=settings.positions_per_image, seed=seed)
 
     @staticmethod
-    def training(settings: Settings, width: int, seed: int):
-        from microscope.sae.train import TrainSettings
-
+    def training(settings: SaeSettings, width: int, seed: int) -> TrainSettings:
         return TrainSettings(features=width * settings.expansion, k=settings.k, steps=settings.steps,
                              batch_size=settings.batch_size, lr=settings.lr, seed=seed)
 
     def plan(self, request, session) -> ViewPlan:
-        from microscope.sae.stored import read_sae
-        from microscope.sae.vectors import read_vectors, vectors_key
-        from microscope.views.examples import request_images
-
-        settings: Settings = request.settings[self.name]
+        settings: SaeSettings = request.settings[self.name]
         network, store = session.network(), session.store
         dataset = request_images(request, session)
-        catalogue = store.read_model(network.spec.name)
+        model = store.read_model(network.spec.name)
         jobs, done = [], 0
         for layer in request.layers:
-            info = catalogue.layer(layer)
+            info = model.layer(layer)
             sampling = self.sampling(settings, request.run.seed)
             training = self.training(settings, info.channels, request.run.seed)
             vectors = vectors_key(network, dataset, layer, sampling)
@@ -137,51 +107,17 @@ class SaeView(View):
         return ViewPlan(jobs, todo=sum(job.step == "train" for job in jobs), done=done, what="SAEs")
 
     def run(self, job, session, report) -> None:
-        from microscope.activations.positions import SampleSettings
-        from microscope.sae.vectors import collect
-
         network, store, spec = session.network(), session.store, job.spec
         dataset = images_of(session, spec["images"])
-        sampling = SampleSettings(**spec["sampling"])
         if job.step == "vectors":
-            collect(network, dataset, spec["layer"], sampling, store, report)
+            collect(network, dataset, spec["layer"], SampleSettings(**spec["sampling"]), store, report)
             return
-        from microscope.sae.fit import fit
-
         fit(network, dataset, spec, store, report)
         session.reattach()
 
-    # The site ------------------------------------------------------------------------------------
 
-    def read(self, store, model, layer):
-        from microscope.sae.panel import read_layer
-
-        return read_layer(store, model, layer)
-
-    def units(self, data) -> set[int]:
-        return set(range(data.units))
-
-    def facts(self, data, unit: int) -> dict:
-        return data.facts(unit)
-
-    def unit_panel(self, data, unit: int, page: UnitPage) -> Panel:
-        from microscope.sae.panel import unit_panel
-
-        return unit_panel(data, unit, page)
-
-    def layer_panel(self, data, page) -> Panel | None:
-        from microscope.sae.panel import layer_panel
-
-        return layer_panel(data, page)
-
-    def layer_json(self, data) -> dict:
-        return data.layer_json()
-
-
-def images_of(session, images: dict):
+def images_of(session, images: dict) -> ImageDataset:
     """The job's images, scanned again in this process and checked against the plan's fingerprint."""
-    from microscope.data.images import ImageDataset, View as ImageView
-
     def scan():
         dataset = ImageDataset(images["folder"], labels=images["labels"], view=ImageView(*images["view"]),
                                sample=images["sample"])
