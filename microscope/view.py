@@ -87,6 +87,7 @@ class LayerPage:
     write: Callable  # write(name, bytes) -> size: a file in the layer's folder (name may hold subfolders)
     render: Callable | None = None  # render(name, template, **context) -> size: a page of its own in the folder
     other: Callable | None = None  # other(folder, layer, unit) -> link to a unit page from `folder` (UnitPage.other)
+    layer_href: Callable | None = None  # layer_href(layer) -> link to another layer's page from this one; None if absent
 
 
 class Shown:

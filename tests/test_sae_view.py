@@ -166,15 +166,14 @@ def test_feature_neuron_and_layer_pages(built):
     assert f"../{FEATURES}/index.html" in Page(model / LAYER / "index.html").links  # the neurons' layer links to it
 
 
-def test_the_link_to_the_sae_layer_comes_from_the_site():
-    from microscope.sae.panel import layer_href
-    from microscope.view import LayerPage
+def test_links_to_another_layer_come_from_the_site():
+    from microscope.site.pages import LayerContext
 
-    def page(href):
-        return LayerPage(None, None, "models/m/inception_3a", write=None,
-                         other=lambda folder, layer, unit: {"href": href, "thumb": None, "label": None})
-    assert layer_href(page("../inception_3a_sae/0/index.html"), FEATURES) == "../inception_3a_sae/index.html"
-    assert layer_href(page(None), FEATURES) is None  # the site has no page of it: no link
+    context = LayerContext(None, None, "models/m/inception_3a", {}, {}, {}, None, None,
+                           index={FEATURES: {0, 1}, "inception_3b": set()}, all_labels={})
+    href = context.layer_href("models/m/inception_3a")
+    assert href(FEATURES) == f"../{FEATURES}/index.html"
+    assert href("inception_3b") is None and href("inception_9z") is None  # the site has no page of it: no link
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -8,7 +8,6 @@ feature whose nearest cosine is below `MISSING_BELOW` points where no single neu
 from __future__ import annotations
 
 import math
-import posixpath
 
 import numpy as np
 
@@ -60,18 +59,11 @@ def unit_panel(data: LayerSae, unit: int, page: UnitPage) -> Panel:
                  summary={"firing": _short(firing), "nearest_cosine": _short(cosine)}, links=[("SAE", "#sae")])
 
 
-def layer_href(page: LayerPage, layer: str) -> str | None:
-    """The page of another layer, relative to this layer's page; None where this site has none. The site
-    says where a unit's page is (`page.other`); a layer's page is the index.html above its units' pages."""
-    first = page.other("", layer, 0)["href"] if page.other is not None else None
-    return None if first is None else posixpath.join(posixpath.dirname(posixpath.dirname(first)), "index.html")
-
-
 def layer_panel(data: LayerSae, page: LayerPage) -> Panel | None:
     r, w = data.result, data.weights
     if data.role == "neurons":
         return Panel(data={"role": "neurons", "sae_layer": data.sae_layer, "features": r.features, "fvu": r.fvu,
-                           "href": layer_href(page, data.sae_layer)}, json={})
+                           "href": page.layer_href(data.sae_layer) if page.layer_href else None}, json={})
     order = np.argsort(-w.firing, kind="stable")
     features = [{"unit": int(f), "firing": float(w.firing[f]), "nearest": int(w.nearest_neuron[f]),
                  "cosine": float(w.nearest_cosine[f]), "missing": bool(w.nearest_cosine[f] < MISSING_BELOW)}

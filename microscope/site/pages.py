@@ -55,6 +55,14 @@ class LayerContext:
             return {"href": href, "thumb": thumb, "label": label}
         return other
 
+    def layer_href(self, folder: str):
+        """layer_href(layer) for a page in `folder`: the link to another layer's page, only where the site has it."""
+        def href(layer: str) -> str | None:
+            if not self.index.get(layer):
+                return None
+            return posixpath.relpath(f"{self.model_dir}/{segment(layer)}/index.html", folder)
+        return href
+
     @property
     def model_dir(self) -> str:
         return self.layer_dir.rsplit("/", 1)[0]
@@ -114,7 +122,8 @@ def layer_panels(ctx: LayerContext, views) -> list[dict]:
         return ctx.writer.bytes_by_path[path]
 
     page = LayerPage(ctx.model, ctx.layer, ctx.layer_dir, write, render,
-                     lambda folder, layer, unit: ctx.other(f"{ctx.layer_dir}/{folder}".rstrip("/"))(layer, unit))
+                     lambda folder, layer, unit: ctx.other(f"{ctx.layer_dir}/{folder}".rstrip("/"))(layer, unit),
+                     ctx.layer_href(ctx.layer_dir))
     found = []
     for view in views:
         panel = view.layer_panel(ctx.data[view.name], page)
