@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, is_dataclass
 
-from microscope.jobs import hash_json
+import numpy as np
+
 from microscope.data.packs import read_pack
+from microscope.jobs import hash_json
 from microscope.store import AtlasCells, AtlasIcons, AtlasLayout, AtlasResult, AtlasStage, Store
 
 VERSION = 1
@@ -35,6 +37,14 @@ class AtlasData:
         """The AtlasLayout: every sampled vector's place (xy in [0, 1]^2) and both grids' counts and means."""
         path = self.store.atlas_layout_file(self.result.model, self.result.layer)
         return self.store.read(path, AtlasLayout, self.result.files.get(path.name))
+
+
+@dataclass
+class NoGrid:
+    """What the page of a layer without positions (the logits) says instead of an atlas."""
+
+    layer: str
+    note: str = "No activation atlas: this layer has no spatial grid (one vector per image, no positions to sample)."
 
 
 def batches(n: int, size: int) -> list[tuple[int, int]]:
@@ -97,8 +107,6 @@ def read_patches(store: Store, index, stamp) -> dict | None:
 
 def icon_pixels(store: Store, data: AtlasData, level: str):
     """(n, S, S, 3) uint8 icons of a level's cells in AtlasCells order, or None if a batch is damaged."""
-    import numpy as np
-
     size, batch = int(data.icons.settings["size"]), int(data.icons.settings["batch_size"])
     files = [store.atlas_icons_file(data.result.model, data.result.layer, level, first)
              for first, _ in batches(len(data.cells[level].row), batch)]
