@@ -109,7 +109,7 @@ class LayerReader:
         """The layer's activation atlas, or None: `.cells["coarse" | "fine"]` (AtlasCells: row, column, count,
         nearest units and cosines, top classes and attributions, patch rows), `.icon_pixels(level)` (uint8 array),
         `.layout()` (AtlasLayout: xy of every sampled vector), `.result` (UMAP settings and seconds)."""
-        from microscope.views.atlas import AtlasData
+        from microscope.atlas.stored import AtlasData
 
         found = self.data.get("atlas")
         return found if isinstance(found, AtlasData) else None

@@ -71,7 +71,7 @@ def test_the_atlas_objective_is_lucids_direction_neuron():
 def test_a_stored_sample_is_laid_out_and_its_cell_means_match_the_stored_vectors(tmp_path):
     """Through the store, as the atlas will run: the means per cell equal a brute-force recomputation from
     the stored vectors and layout; the same seed gives the same layout; a small sample is one clear line."""
-    from microscope.atlas.compute import AtlasSettings, lay_out
+    from microscope.atlas.compute import GridSettings, lay_out
     from microscope.activations.reservoir import Reservoir
     from microscope.errors import UsageError
     from microscope.store import (AtlasLayout, AtlasVectors, DatasetRef, ExamplesResult, LayerInfo, PatchSettings,
@@ -89,7 +89,7 @@ def test_a_stored_sample_is_laid_out_and_its_cell_means_match_the_stored_vectors
         view=ViewSettings(224, 224), top_k=1, n_images=400, skipped=0, skipped_files=[], histogram_of="L",
         grid=LayerInfo("L", "block", 6, 5, 5, 8, 40, 4.0, None), patches=PatchSettings("jpg", 80, 90, [0, 0, 0], ["top"], 0), batch_size=1,
         files={"atlas_vectors.npz": stamp}))
-    settings = AtlasSettings(layout=LayoutSettings(n_neighbors=15, seed=1), coarse=4, fine=8, min_count=5)
+    settings = GridSettings(layout=LayoutSettings(n_neighbors=15, seed=1), coarse=4, fine=8, min_count=5)
     first = lay_out(store, "m", "L", settings)
     layout = store.read(store.atlas_dir("m", "L") / "layout.npz", AtlasLayout)
     stored = store.read(path, AtlasVectors).vectors.astype(np.float64)
@@ -106,6 +106,6 @@ def test_a_stored_sample_is_laid_out_and_its_cell_means_match_the_stored_vectors
     lay_out(store, "m", "L", settings)
     assert np.array_equal(store.read(store.atlas_dir("m", "L") / "layout.npz", AtlasLayout).xy, layout.xy)
     with pytest.raises(UsageError, match="too few for a 60 x 60 grid; use at least 900"):
-        lay_out(store, "m", "L", AtlasSettings(coarse=60, fine=80))
+        lay_out(store, "m", "L", GridSettings(coarse=60, fine=80))
     with pytest.raises(UsageError, match="no atlas sample"):
         lay_out(store, "m", "other")

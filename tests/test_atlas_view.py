@@ -19,18 +19,21 @@ from PIL import Image
 import microscope
 from microscope.atlas.attribution import Attribution
 from microscope.atlas.cells import LevelCells, attribution_rows
-from microscope.atlas.layout import cell_of
+from microscope.atlas.layout import LayoutSettings, cell_of
 from microscope.atlas.page import icon_scale
 from microscope.atlas.stored import icon_pixels, read_atlas
 from microscope.data.images import ImageDataset, View
+from microscope.errors import UsageError
 from microscope.network.loaded import load_network
+from microscope.settings import renamed_flags
 from microscope.store import AtlasLayout, AtlasVectors, ExamplesResult, Store
+from microscope.views.atlas import AtlasSettings
 from generated import REPO, blob_photos, cli
 
 MODEL = ["--model", "inceptionv1-caffe", "--weights", "random"]
 LAYER = "inception_3a"
 ATLAS = ["--grid", "4", "--icon-steps", "3", "--icon-size", "32", "--icon-batch-size", "5",
-         "--attribution-vectors", "3", "--atlas-patches", "2", "--umap-neighbours", "15"]
+         "--attribution-vectors", "3", "--atlas-patches", "2", "--n-neighbors", "15"]
 LABELS = [i % 3 for i in range(16)]  # class indices of the 16 photos (ImageNet classes 0-2)
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = REPO / "tests" / "browser" / "node_modules" / "axe-core" / "axe.min.js"
@@ -193,6 +196,20 @@ def test_bad_input_is_one_line(built, photos, tmp_path):
         (store_copy / "inceptionv1-caffe" / LAYER / "atlas" / name).unlink()
     result = cli("atlas", *MODEL, "--layers", LAYER, *ATLAS, "--images", other, "--store", store_copy, code=2)
     assert "was drawn from other images" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_settings_have_one_name_from_the_flag_to_the_layout():
+    """UMAP's own names (n_neighbors, min_dist) from the command line to LayoutSettings; the older flags
+    still read; a value out of range is one line naming the flag."""
+    assert renamed_flags([AtlasSettings]) == {"--umap-neighbours": "--n-neighbors", "--umap-min-dist": "--min-dist"}
+    settings = AtlasSettings.from_values({"n_neighbors": 15, "min_dist": 0.1, "grid": 3})
+    assert settings.layout(seed=7).layout == LayoutSettings(n_neighbors=15, min_dist=0.1, seed=7)
+    for bad, words in ((dict(min_dist=1.5), "--min-dist must be at most 1"),
+                       (dict(n_neighbors=1), "--n-neighbors must be at least 2"),
+                       (dict(icon_batch_size=0), "--icon-batch-size must be at least 1"),
+                       (dict(icon_size=8), "--icon-size 8 is too small")):
+        with pytest.raises(UsageError, match=words):
+            AtlasSettings(**bad)
 
 
 def atlas_data(page_html: str) -> dict:

@@ -20,7 +20,9 @@ VERSION = 1
 
 
 @dataclass(frozen=True)
-class AtlasSettings:
+class GridSettings:
+    """What the layout stage is made from: UMAP's settings and the sides of the two grids laid over it."""
+
     layout: LayoutSettings = LayoutSettings()
     coarse: int = 20  # grid side at the top level
     fine: int = 40  # and the second level, for zooming in
@@ -50,12 +52,12 @@ def sample_of(store: Store, model: str, layer: str) -> tuple[AtlasVectors, objec
     return vectors, stamp
 
 
-def layout_key(stamp, settings: AtlasSettings) -> str:
+def layout_key(stamp, settings: GridSettings) -> str:
     """What a layout is made from: the sample's bytes and the settings."""
     return hash_json({"version": VERSION, "vectors": stamp.sha256, "settings": asdict(settings)}, digits=32)
 
 
-def lay_out(store: Store, model: str, layer: str, settings: AtlasSettings = AtlasSettings()) -> AtlasResult:
+def lay_out(store: Store, model: str, layer: str, settings: GridSettings = GridSettings()) -> AtlasResult:
     settings.check()
     sample, stamp = sample_of(store, model, layer)
     if len(sample.keys) < needed_vectors(settings.coarse):

@@ -24,7 +24,7 @@ class LayoutSettings:
 
 def umap_layout(vectors: np.ndarray, settings: LayoutSettings) -> np.ndarray:
     """(n, width) -> (n, 2) float32."""
-    import umap  # imported here: it takes seconds (numba) and only this step needs it
+    import umap  # umap-learn, deferred: importing it takes seconds (numba) and only this step needs it
 
     reducer = umap.UMAP(n_components=2, n_neighbors=min(settings.n_neighbors, len(vectors) - 1),
                         min_dist=settings.min_dist, metric=settings.metric, random_state=settings.seed,

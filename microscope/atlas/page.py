@@ -1,4 +1,5 @@
-"""A layer's atlas on the site: `<layer>/atlas/index.html`, its sprite sheets and patch strips (no torch).
+"""The atlas view's show half (no torch): a layer's atlas on the site, `<layer>/atlas/index.html`, its
+sprite sheets and patch strips.
 
     atlas/index.html            the page; the cells' data inline (works from file://), static/atlas.js draws it
     atlas/icons-coarse.webp     every coarse cell's icon in one sprite sheet (row-major, `columns` wide)
@@ -6,7 +7,8 @@
     atlas/patches/<level>-<i>.webp   a cell's photos side by side, fetched when the cell is shown
     atlas/preview.webp          the coarse level drawn as on the page, for the layer page's panel
 
-The layer page gets a panel linking to it (templates/views/atlas.html).
+The layer page gets a panel linking to it (templates/views/atlas.html). The compute half is
+microscope/views/atlas.py.
 """
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ import math
 import numpy as np
 from PIL import Image
 
-from microscope.atlas.stored import LEVELS, icon_pixels
+from microscope.atlas.layout import cell_members
+from microscope.atlas.stored import LEVELS, AtlasData, NoGrid, icon_pixels, read_atlas
+from microscope.store import AtlasVectors, DatasetIndex, ExamplesResult
+from microscope.view import Panel, Shown
 from microscope.web.images import encode_image, strip_webp
-from microscope.view import Panel
 
 SHEET_QUALITY = 80
 PATCH_TILE, PATCH_QUALITY = 64, 80
@@ -68,9 +72,6 @@ def layer_panel(data, page) -> Panel | None:
 def photo_labels(data, model, top: int = 3) -> dict | None:
     """level -> per cell, [[label, vectors]...]: the dataset labels most common among the photos of the
     cell's vectors (all of them, not a sample); None for a dataset without labels."""
-    from microscope.atlas.layout import cell_members
-    from microscope.store import AtlasVectors, DatasetIndex, ExamplesResult
-
     store = data.store
     examples = store.read(store.result_file(model.name, data.result.layer), ExamplesResult)
     dataset = store.read(store.dataset_file(model.name, examples.dataset.fingerprint), DatasetIndex) if examples else None
@@ -137,8 +138,39 @@ def icon_scale(count: int, most: int) -> float:
 def describe_settings(data) -> dict:
     result, icons, cells = data.result, data.icons.settings, data.cells_stage.settings
     return {"n_vectors": result.n_vectors, "sizes": list(result.sizes), "min_count": result.min_count,
-            "neighbours": result.layout.get("n_neighbors"), "min_dist": result.layout.get("min_dist"),
+            "n_neighbors": result.layout.get("n_neighbors"), "min_dist": result.layout.get("min_dist"),
             "metric": result.layout.get("metric"), "seed": result.layout.get("seed"),
             "icon_size": icons.get("size"), "icon_steps": icons.get("steps"), "cossim_pow": icons.get("cossim_pow"),
             "attribution_vectors": cells.get("attribution_vectors"), "logits": cells.get("logits"),
             "patches": cells.get("patches"), "umap_seconds": round(result.seconds.get("umap", 0), 1)}
+
+
+class AtlasShown(Shown):
+    name = "atlas"
+    title = "Activation atlas"
+    level = "layer"
+    budget = {}  # its page is its own, not part of a unit page
+
+    def applies(self, layer) -> bool:
+        return False  # made by its own command: a layer without one says nothing
+
+    def read(self, store, model, layer) -> AtlasData | NoGrid | None:
+        if layer.kind == "logits":
+            return NoGrid(layer.name)
+        return read_atlas(store, model.name, layer.name)
+
+    def layer_panel(self, data: AtlasData | NoGrid, page) -> Panel | None:
+        if isinstance(data, NoGrid):
+            return Panel(data={"note": data.note}, json={})
+        return layer_panel(data, page)
+
+    def layer_json(self, data: AtlasData | NoGrid) -> dict:
+        if isinstance(data, NoGrid):
+            return {"note": data.note}
+        result = data.result
+        return {"n_vectors": result.n_vectors, "sizes": result.sizes, "layout": result.layout,
+                "cells": {level: len(cells.row) for level, cells in data.cells.items()},
+                "icons": data.icons.settings, "cells_settings": data.cells_stage.settings}
+
+
+SHOWN = AtlasShown()

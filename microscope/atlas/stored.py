@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, is_dataclass
 
 import numpy as np
-from microscope.jobs import hash_json
+
 from microscope.data.packs import read_pack
+from microscope.jobs import hash_json
 from microscope.store import AtlasCells, AtlasIcons, AtlasLayout, AtlasResult, AtlasStage, Store
 
 VERSION = 1
@@ -36,6 +37,14 @@ class AtlasData:
         """The AtlasLayout: every sampled vector's place (xy in [0, 1]^2) and both grids' counts and means."""
         path = self.store.atlas_layout_file(self.result.model, self.result.layer)
         return self.store.read(path, AtlasLayout, self.result.files.get(path.name))
+
+
+@dataclass
+class NoGrid:
+    """What the page of a layer without positions (the logits) says instead of an atlas."""
+
+    layer: str
+    note: str = "No activation atlas: this layer has no spatial grid (one vector per image, no positions to sample)."
 
 
 def batches(n: int, size: int) -> list[tuple[int, int]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from microscope.circuits.panel import SHOWN as CIRCUITS
 from microscope.sae.panel import SHOWN as SAE
 from microscope.view import Shown
-from microscope.views.atlas import VIEW as ATLAS
+from microscope.atlas.page import SHOWN as ATLAS
 from microscope.views.examples import VIEW as EXAMPLES
 from microscope.views.featurevis import VIEW as FEATUREVIS
 
