@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from microscope.atlas.stored import AtlasData
 from microscope.errors import UsageError
 from microscope.store import ExamplesSummary, LayerInfo, ModelRecord, RenderRecord, Store
 from microscope.views.shown import SHOWN
@@ -109,8 +110,6 @@ class LayerReader:
         """The layer's activation atlas, or None: `.cells["coarse" | "fine"]` (AtlasCells: row, column, count,
         nearest units and cosines, top classes and attributions, patch rows), `.icon_pixels(level)` (uint8 array),
         `.layout()` (AtlasLayout: xy of every sampled vector), `.result` (UMAP settings and seconds)."""
-        from microscope.atlas.stored import AtlasData
-
         found = self.data.get("atlas")
         return found if isinstance(found, AtlasData) else None
 
