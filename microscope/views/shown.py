@@ -3,10 +3,10 @@ notebook API know of views (no compute code, no torch). views/registry.py keeps 
 from __future__ import annotations
 
 from microscope.circuits.panel import SHOWN as CIRCUITS
+from microscope.featurevis.panel import SHOWN as FEATUREVIS
 from microscope.view import Shown
 from microscope.views.atlas import VIEW as ATLAS
 from microscope.views.examples import VIEW as EXAMPLES
-from microscope.views.featurevis import VIEW as FEATUREVIS
 from microscope.views.sae import VIEW as SAE
 
 SHOWN: dict[str, Shown] = {shown.name: shown for shown in (FEATUREVIS, EXAMPLES, SAE, CIRCUITS, ATLAS)}
