@@ -33,7 +33,7 @@ from microscope.network.loaded import load_network  # noqa: E402
 from microscope.run.pipeline import run_views  # noqa: E402
 from microscope.selection import Units  # noqa: E402
 from microscope.store import Store  # noqa: E402
-from microscope.views.featurevis import Settings  # noqa: E402
+from microscope.views.featurevis import FeatureVisSettings  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -59,7 +59,8 @@ def render(network, store: Store, layer: str, units: list[int], steps: int, size
     """The channel objective of `units` through the featurevis view; returns the seconds it took."""
     began = time.perf_counter()
     run_views(network, ["featurevis"], store=store.root, layers=[layer], units=Units(tuple((u, u) for u in units)),
-              settings={"featurevis": Settings(objectives=("channel",), steps=steps, size=size, batch_size=batch_size)},
+              settings={"featurevis": FeatureVisSettings(objectives=("channel",), steps=steps, size=size,
+                                                         batch_size=batch_size)},
               progress=True)
     return time.perf_counter() - began
 

@@ -37,7 +37,7 @@ from microscope.network.loaded import load_network  # noqa: E402
 from microscope.run.pipeline import run_views  # noqa: E402
 from microscope.selection import Units  # noqa: E402
 from microscope.store import Store  # noqa: E402
-from microscope.views.featurevis import Settings  # noqa: E402
+from microscope.views.featurevis import FeatureVisSettings  # noqa: E402
 from featurevis_quality import contact_sheet, rendered_channel_means  # noqa: E402  (its sibling in bench/)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -77,9 +77,8 @@ def main() -> None:
                 key = f"{name}/{layer}/{chunk[0]}-{chunk[-1]}"
                 if key in seconds:
                     continue
-                recipe = RECIPES[name]
-                settings = Settings(objectives=("channel",), steps=recipe.default_steps, size=args.size,
-                                    batch_size=args.batch_size, recipe=recipe)
+                settings = FeatureVisSettings(objectives=("channel",), size=args.size, batch_size=args.batch_size,
+                                              recipe=name)  # at the recipe's own steps
                 began, cpu = time.perf_counter(), time.process_time()
                 outcome = run_views(network, ["featurevis"], store=stores[name].root, layers=[layer],
                           units=Units(tuple((u, u) for u in chunk)), settings={"featurevis": settings}, progress=False)

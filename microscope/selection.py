@@ -111,7 +111,3 @@ class _Checked(click.ParamType):
 
 UNITS = _Checked(Units.parse, "units")
 LAYERS = _Checked(parse_layers, "layers")
-
-
-def objectives_type(known: dict) -> click.ParamType:
-    return _Checked(lambda text: parse_objectives(text, known), "objectives")

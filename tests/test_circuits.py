@@ -211,13 +211,13 @@ def test_logits_maps_are_the_classifier_weights(caffe, tmp_path):
 def site(tmp_path_factory):
     """Random weights: renders of a few units of inception_3a, circuits around conv1, 3a and 3b, the site."""
     from microscope.site.builder import build_site
-    from microscope.views.featurevis import Settings as FeatureVis
+    from microscope.views.featurevis import FeatureVisSettings
 
     network = load_network("inceptionv1-caffe", weights="random", seed=0, progress=False)
     root = tmp_path_factory.mktemp("circuit-site")
     run_views(network, ["featurevis", "circuits"], store=root / "store", layers=["conv1", "inception_3a", "inception_3b"],
               units=__import__("microscope.selection", fromlist=["Units"]).Units(((0, 3),)),
-              settings={"featurevis": FeatureVis(objectives=("channel",), steps=2, size=48),
+              settings={"featurevis": FeatureVisSettings(objectives=("channel",), steps=2, size=48),
                         "circuits": CircuitSettings(top=5)})
     store = Store(root / "store")
     arrays = store.read(store.circuits_dir(network.spec.name, "inception_3b") / "weights.npz", CircuitArrays)

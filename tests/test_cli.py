@@ -174,7 +174,7 @@ BAD = [
     (["featurevis", *TINY, "--units", "5-2"], "runs backwards"),
     (["featurevis", *TINY, "--layers", ","], "--layers is empty"),
     (["featurevis", *TINY, "--device", "tpu"], "unknown device 'tpu'"),
-    (["featurevis", *TINY, "--format", "gif"], "'gif' is not one of"),
+    (["featurevis", *TINY, "--image-format", "gif"], "'gif' is not one of"),
     (["circuits", *MODEL, "--layers", "inception_9z"], "unknown layer 'inception_9z'"),
     (["circuits", *TINY, "--circuit-top", "0"], "--circuit-top"),
     (["site", "--store", "/no/store"], "no artifact store at /no/store"),
@@ -209,3 +209,11 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message, photos, store, fil
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert list(tmp_path.iterdir()) == []
     assert (files / "notasite" / "thesis.tex").read_text() == "precious"
+
+
+def test_an_older_flag_spelling_still_works_with_a_note(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["featurevis", *TINY, "--format=gif"])  # now --image-format
+    note, error = result.stderr.strip().splitlines()
+    assert note == "note: --format is now --image-format; the old name still works for now"
+    assert error.startswith("error: ") and "'gif' is not one of" in error and result.exit_code == 2

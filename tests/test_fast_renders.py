@@ -16,7 +16,7 @@ from microscope.network.loaded import load_network
 from microscope.run.pipeline import run_views
 from microscope.selection import Units
 from microscope.store import DatasetIndex, RenderRecord, Store
-from microscope.views.featurevis import Settings
+from microscope.views.featurevis import FeatureVisSettings
 from test_custom_model import model_and_photos
 from test_images import make_tree
 from test_site import parse
@@ -36,8 +36,8 @@ def test_fast_recipe_reaches_lucids_activation_with_a_quarter_of_the_steps(share
     for name, steps in (("lucid", 128), ("fast", 32)):  # the bench compares 512 with 128 at 224 px
         store = Store(tmp_path / name)
         run_views(network, ["featurevis"], store=store.root, layers=[layer], units=Units(((0, 3),)),
-                  settings={"featurevis": Settings(objectives=("channel",), steps=steps, size=40,
-                                                   recipe=RECIPES[name])})
+                  settings={"featurevis": FeatureVisSettings(objectives=("channel",), steps=steps, size=40,
+                                                             recipe=name)})
         found[name] = channel_activations(network, store, layer, units)
         record = store.read(store.render_file(network.spec.name, layer, 0, "channel"), RenderRecord)
         assert record.config.recipe["version"] == RECIPES[name].version and record.config.steps == steps

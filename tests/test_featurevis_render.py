@@ -17,11 +17,19 @@ from microscope.network.loaded import load_network
 from microscope.run.pipeline import run_views
 from microscope.selection import Units
 from microscope.store import RenderRecord, Store
-from microscope.views.featurevis import Settings
+from microscope.views.featurevis import FeatureVisSettings
 
 LAYER = "inception_3a"  # shallow: cheap on two shared cores
 SIZE, STEPS = 48, 12
 RECIPE = Recipe(diversity_images=2)
+
+
+class TwoDiverse(FeatureVisSettings):
+    """Lucid's recipe with two diversity images instead of four: half the diversity objective's work."""
+
+    @property
+    def chosen_recipe(self) -> Recipe:
+        return RECIPE
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +54,7 @@ def featurevis(network, store, units, *, layer=LAYER, objectives=("channel",), s
 
     units = Units.parse(units) if isinstance(units, str) else Units(tuple((u, u) for u in units))
     run_views(network, ["featurevis"], store=store, layers=[layer], units=units, executor=LocalExecutor(on_progress=seen),
-              settings={"featurevis": Settings(objectives=tuple(objectives), steps=steps, size=size,
-                                               recipe=settings.pop("recipe", RECIPE), **settings)},
+              settings={"featurevis": TwoDiverse(objectives=tuple(objectives), steps=steps, size=size, **settings)},
               seed=seed)
     return rendered
 
@@ -160,8 +167,10 @@ def test_logits_have_no_pre_relu_and_are_optimised_directly(trained, tmp_path):
     (dict(objectives=("channel", "dream")), "unknown objective 'dream'; choose from: channel, neuron, negative"),
     (dict(units=[0, 256]), "valid units of inception_3a are 0-255"),
     (dict(units="250-300"), "valid units of inception_3a are 0-255"),
-    (dict(steps=0), "--steps must be a positive"),
-    (dict(size=8), "too small"),
+    (dict(steps=0), "--steps must be at least 1, got 0"),
+    (dict(size=8), "--size must be at least 32, got 8"),
+    (dict(recipe="sous-vide"), "--recipe must be one of: lucid, fast; got 'sous-vide'"),
+    (dict(image_format="gif"), "--image-format must be one of: png, webp"),
     (dict(precision="fp8"), "unknown precision 'fp8'"),
 ])
 def test_bad_input_is_one_clear_line(network, tmp_path, kwargs, message):

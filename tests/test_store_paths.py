@@ -23,8 +23,8 @@ SITE_FILES = {
                                  "icons-coarse.webp", "patches/{}-{}.webp", "atlas/patches/{}-{}.webp"},
     "microscope/circuits/panel.py": {"circuit.png", "weights.npz"},  # a unit's strip; the layer's download
     "microscope/examples/panel.py": {"{}.webp"},  # a strip of patches
+    "microscope/featurevis/panel.py": {"{}.webp"},  # a render as the site shows it
     "microscope/names.py": {"model.json", "layer.json", "unit.json"},  # the site's names no layer folder may take
-    "microscope/views/featurevis.py": {"{}.webp"},  # a render as the site shows it
     "microscope/web/images.py": {"unit.json", "{}/.assets.json", "{}/{}.jpg"},  # a page budget; a site photo
 }
 

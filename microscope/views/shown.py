@@ -2,12 +2,12 @@
 notebook API know of views (no compute code, no torch). views/registry.py keeps it in step with `VIEWS`."""
 from __future__ import annotations
 
+from microscope.atlas.page import SHOWN as ATLAS
 from microscope.circuits.panel import SHOWN as CIRCUITS
+from microscope.featurevis.panel import SHOWN as FEATUREVIS
 from microscope.sae.panel import SHOWN as SAE
 from microscope.view import Shown
-from microscope.atlas.page import SHOWN as ATLAS
 from microscope.views.examples import VIEW as EXAMPLES
-from microscope.views.featurevis import VIEW as FEATUREVIS
 
 SHOWN: dict[str, Shown] = {shown.name: shown for shown in (FEATUREVIS, EXAMPLES, SAE, CIRCUITS, ATLAS)}
 
