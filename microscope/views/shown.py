@@ -5,7 +5,7 @@ from __future__ import annotations
 from microscope.circuits.panel import SHOWN as CIRCUITS
 from microscope.view import Shown
 from microscope.views.atlas import VIEW as ATLAS
-from microscope.views.examples import VIEW as EXAMPLES
+from microscope.examples.panel import SHOWN as EXAMPLES
 from microscope.views.featurevis import VIEW as FEATUREVIS
 from microscope.views.sae import VIEW as SAE
 
