@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microscope.examples.config import ExampleSettings  # noqa: E402
+from microscope.examples.config import SummarySettings  # noqa: E402
 from microscope.examples.stream import extracted  # noqa: E402
 from microscope.run.executors import LocalExecutor  # noqa: E402
 from microscope.data.images import ImageDataset, View, default_workers  # noqa: E402
@@ -48,7 +48,7 @@ from microscope.data.packs import read_patch_index  # noqa: E402
 from microscope.run.pipeline import run_views  # noqa: E402
 from microscope.run.session import Images  # noqa: E402
 from microscope.store import Store  # noqa: E402
-from microscope.views.examples import Settings  # noqa: E402
+from microscope.views.examples import ExamplesSettings  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BLOCKS = ["inception_3a", "inception_3b", "inception_4a", "inception_4b", "inception_4c",
@@ -125,8 +125,8 @@ def stage(network, dataset, layers: list[str], bares: list[BareForward], every: 
 
     outcome = run_views(network, ["examples"], store=store, layers=layers,
               images=Images(str(dataset.root), str(dataset.root.parent / "labels.csv")),
-              settings={"examples": Settings(top_k=48, image_batch_size=batch_size, workers=workers,
-                                             examples=ExampleSettings(atlas_vectors=atlas_vectors))},
+              settings={"examples": ExamplesSettings(top_k=48, image_batch_size=batch_size, workers=workers,
+                                                     atlas_vectors=atlas_vectors)},
               executor=LocalExecutor(on_progress=on_batch))
     end = time.perf_counter() - aside[0]
     for bare in bares:
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--weights", default=str(SHARED / "weights" / "bvlc_googlenet.npz"))
     parser.add_argument("--configs", default="1,9", help="which rows: 1 (inception_4a) and/or 9 (all blocks)")
-    parser.add_argument("--atlas", default=str(ExampleSettings().atlas_vectors),
+    parser.add_argument("--atlas", default=str(SummarySettings().atlas_vectors),
                         help="comma-separated atlas sample sizes, one row each (0: no atlas sample), e.g. 100000,0")
     args = parser.parse_args()
 
@@ -164,7 +164,7 @@ def main() -> None:
         decoded = torch.stack([dataset.load(i)[0] for i in range(min(len(dataset), args.bare_count))])
         print(f"{len(dataset)} images, batch {args.batch_size}, {args.workers} loader workers, "
               f"{torch.get_num_threads()} torch threads, device {network.device}, "
-              f"defaults {ExampleSettings().patch_format} q{ExampleSettings().patch_quality}\n")
+              f"defaults {SummarySettings().patch_format} q{SummarySettings().patch_quality}\n")
         print("| layers | atlas | bare img/s: network / + twins (images) | pass img/s | pass / bare | stage img/s "
               "| stage / bare | pass s | after pass s | patches | bytes/patch | 80 % from |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -50,7 +50,7 @@ def built(photos, tmp_path_factory):
     store, site = root / "store", root / "www" / "site"
     labels = root / "labels.csv"
     labels.write_text("".join(f"p{i:02d}.png,{LABELS[i]}\n" for i in range(16)))
-    cli("examples", *MODEL, "--layers", f"{LAYER},logits", "--top", "3", "--atlas-vectors", "600", "--images", photos,
+    cli("examples", *MODEL, "--layers", f"{LAYER},logits", "--top-k", "3", "--atlas-vectors", "600", "--images", photos,
         "--labels", labels, "--store", store, "--quiet")
     first = cli("atlas", *MODEL, "--layers", LAYER, *ATLAS, "--images", photos, "--store", store, "--quiet")
     again = cli("atlas", *MODEL, "--layers", LAYER, *ATLAS, "--images", photos, "--store", store, "--quiet")

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # A tiny but real configuration: seeded random weights, 48 px renders, a few units, two early layers.
 BASE = ["--model", "inceptionv1-caffe", "--weights", "random", "--steps", "6", "--size", "48",
-        "--objectives", "channel", "--units", "0-5", "--batch-size", "2", "--top", "4", "--quiet"]
+        "--objectives", "channel", "--units", "0-5", "--batch-size", "2", "--top-k", "4", "--quiet"]
 
 
 def run_build(tmp, *extra, check=True):

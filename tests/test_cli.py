@@ -47,7 +47,7 @@ def photos(tmp_path_factory):
 def store(tmp_path_factory, photos):
     """A store made by the `examples` and `featurevis` commands."""
     root = tmp_path_factory.mktemp("store")
-    examples = cli("examples", *TINY, "--images", photos, "--labels", photos / "labels.csv", "--top", "3",
+    examples = cli("examples", *TINY, "--images", photos, "--labels", photos / "labels.csv", "--top-k", "3",
                    "--store", root)
     assert "dataset examples: 1 layers computed, 0 reused" in examples.stdout
     assert last_line(examples) == f"store: {root}"
@@ -124,7 +124,7 @@ def test_publish_commits_and_pushes_the_site(site, tmp_path):
 
 def test_build_end_to_end_from_another_folder(photos, tmp_path):
     result = cli("build", *TINY, "--units", "0", "--steps", "2", "--size", "48", "--objectives", "channel",
-                 "--images", photos, "--top", "2", "--store", "store", "--out", "site", cwd=tmp_path)
+                 "--images", photos, "--top-k", "2", "--store", "store", "--out", "site", cwd=tmp_path)
     assert last_line(result) == "preview: python build.py serve --out site    publish: python build.py publish --out site"
     assert (tmp_path / "site" / "models" / "inceptionv1-caffe" / "conv1" / "0" / "channel.webp").is_file()
     assert (tmp_path / "store" / "inceptionv1-caffe" / "conv1" / "examples" / "result.json").is_file()
@@ -162,7 +162,7 @@ BAD = [
     (["evaluate", "--model", "inceptionv1-caffe", "--weights", "/no/weights.npz", "--images", "{photos}"],
      "weights file /no/weights.npz not found"),
     (["examples", *TINY, "--images", "/no/such/folder"], "image folder /no/such/folder not found"),
-    (["examples", *TINY, "--images", "{photos}", "--top", "0"], "--top"),
+    (["examples", *TINY, "--images", "{photos}", "--top-k", "0"], "--top-k"),
     (["examples", *MODEL, "--layers", "inception_9z", "--images", "{photos}"], "unknown layer 'inception_9z'"),
     (["examples", *TINY], "missing option '--images'"),
     (["examples", *TINY, "--images", "{photos}", "--store", "/proc/nostore"], "cannot write the artifact store"),
@@ -192,7 +192,7 @@ BAD = [
     (["build", *TINY, "--labels-file", "/no/labels.yaml"], "cannot read labels file"),
     (["build", *TINY, "--images", "{photos}", "--out", "{photos}/site"], "overlap (one is inside the other)"),
     (["build", *TINY, "--images", "{photos}", "--store", "{photos}"], "overlap (one is inside the other)"),
-    (["examples", *TINY, "--images", "{photos}", "--top", "1000"], "more examples per unit than the 5 images"),
+    (["examples", *TINY, "--images", "{photos}", "--top-k", "1000"], "more examples per unit than the 5 images"),
     (["featurevis", "--model", "{files}/tiny.py:tiny", "--weights", "{files}/nan.pth", "--quiet"],
      "holds NaN values in features.3.bias"),
 ]
@@ -217,3 +217,11 @@ def test_an_older_flag_spelling_still_works_with_a_note(tmp_path, monkeypatch):
     note, error = result.stderr.strip().splitlines()
     assert note == "note: --format is now --image-format; the old name still works for now"
     assert error.startswith("error: ") and "'gif' is not one of" in error and result.exit_code == 2
+
+
+def test_the_older_top_flag_still_works_with_a_note(photos, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["examples", *TINY, "--images", str(photos), "--top", "1000"])
+    note, error = result.stderr.strip().splitlines()
+    assert note == "note: --top is now --top-k; the old name still works for now"
+    assert error.startswith("error: --top-k 1000 asks for more examples per unit") and result.exit_code == 2

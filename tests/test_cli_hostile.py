@@ -58,15 +58,16 @@ def test_the_sweep_covers_the_commands_that_compute():
 def test_a_top_beyond_memory_is_refused_before_any_work(tmp_path):
     from generated import blob_photos
     from microscope.errors import UsageError
-    from microscope.run.pipeline import check_memory, request_from
+    from microscope.run.pipeline import request_from
+    from microscope.views.examples import check_memory
 
     (tmp_path / "photos").mkdir()
     blob_photos(tmp_path / "photos", 6, seed=1)
     values = {"model": "inceptionv1-caffe", "weights": "random", "layers": ["conv1"], "images": str(tmp_path / "photos"),
               "store": str(tmp_path / "store"), "top_k": 6, "image_batch_size": 4, "workers": 0}
     request, session = request_from(values, ["examples"])
-    with pytest.raises(UsageError, match=r"^--top 6 for 64 units needs about 76.8 kB of memory to keep the examples, "
-                                         r"more than the 10.0 kB available; pass --top 1 or less"):
+    with pytest.raises(UsageError, match=r"^--top-k 6 for 64 units needs about 76.8 kB of memory to keep the examples, "
+                                         r"more than the 10.0 kB available; pass --top-k 1 or less"):
         check_memory(request, session, available=10_000)
     check_memory(request, session, available=10**6)  # fits: nothing said
     assert not (tmp_path / "store").exists()

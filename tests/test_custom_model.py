@@ -77,7 +77,7 @@ def test_your_own_model_builds_into_a_site(tmp_path, model_file):
     torch.save(your_own_model(tmp_path, seed=7)[1], weights)
     site = tmp_path / "site"
     result = cli("build", "--model", f"{model_file}:tiny", "--weights", weights, "--layers", "features_1,features_4",
-                 "--units", "0-3", "--steps", "3", "--size", "48", "--objectives", "channel", "--top", "3",
+                 "--units", "0-3", "--steps", "3", "--size", "48", "--objectives", "channel", "--top-k", "3",
                  "--images", photos, "--store", tmp_path / "store", "--out", site, "--quiet")
     assert "dataset examples: 2 layers computed" in result.stdout and "failed" not in result.stdout
     assert ("a", "models/tinynet-tiny/index.html") in parse(site / "index.html").links
@@ -133,7 +133,7 @@ def test_circuits_that_cannot_be_linearised_are_skipped_and_said_on_the_pages(tm
     site, args = tmp_path / "site", ("build", "--model", f"{tmp_path / 'gelu.py'}:gelu", "--weights",
                                      tmp_path / "gelu.pth", "--layers", "1,5",
                                      "--units", "0-1", "--steps", "2", "--size", "32", "--objectives", "channel",
-                                     "--top", "2", "--images", photos, "--store", tmp_path / "store",
+                                     "--top-k", "2", "--images", photos, "--store", tmp_path / "store",
                                      "--out", tmp_path / "site", "--quiet")
     first = cli(*args)
     assert "cannot linearise module 3 (GELU) between 1 and 5" in first.stderr

@@ -14,7 +14,7 @@ from PIL import Image
 
 from microscope.network.catalogue import catalogue
 from microscope.errors import UsageError
-from microscope.examples.config import ExampleSettings
+from microscope.examples.config import SummarySettings
 from microscope.data.patches import PAD_COLOUR, cut_patches
 from microscope.examples.patches import LayerPatches, PatchFormat, cut_chunk
 from microscope.examples.viewcache import ViewCache
@@ -25,13 +25,13 @@ from microscope.data.packs import read_patch_index
 from microscope.run.pipeline import run_views
 from microscope.run.session import Images
 from microscope.store import DatasetIndex, ExamplesResult, ExamplesSummary, LayerInfo, Store
-from microscope.views.examples import Settings
+from microscope.views.examples import ExamplesSettings
 
 MODEL = "inceptionv1-caffe"
 LAYERS = ["conv1", "inception_3a"]  # a conv and a block (its pre-ReLU twin is a concatenation)
 TOP = 4
 BATCH = 6
-SETTINGS = ExampleSettings(patch_format="png", band_bins=8, band_samples=3, band_patches=True)
+SETTINGS = SummarySettings(patch_format="png", band_bins=8, band_samples=3, band_patches=True)
 
 
 class Interrupt(KeyboardInterrupt):
@@ -72,7 +72,8 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
 def examples(network, photos, store, *, layers=LAYERS, top_k=TOP, processes=1, on_progress=None, settings=SETTINGS,
              **options):
     """The examples view over the photos into `store`; returns layer -> summary arrays."""
-    settings = Settings(top_k=top_k, image_batch_size=BATCH, workers=0, view=(64, 64), examples=settings, **options)
+    settings = ExamplesSettings(top_k=top_k, image_batch_size=BATCH, workers=0, view=(64, 64), summary=settings,
+                                atlas_vectors=settings.atlas_vectors, **options)
     run_views(network, ["examples"], store=store, layers=layers,
               images=Images(str(photos), str(photos / "labels.csv")), settings={"examples": settings},
               executor=LocalExecutor(processes=processes, on_progress=on_progress))
@@ -371,19 +372,19 @@ def test_damaged_results_are_said_in_one_line_and_recomputed(network, photos, co
 def test_bad_input_is_one_clear_usage_error(network, photos, tmp_path):
     with pytest.raises(UsageError, match=r"unknown layer 'inception_9z'.*valid layers: .*inception_4a"):
         examples(network, photos, tmp_path, layers=["conv1", "inception_9z"])
-    with pytest.raises(UsageError, match="--top must be at least 1"):
+    with pytest.raises(UsageError, match="--top-k must be at least 1"):
         examples(network, photos, tmp_path, top_k=0)
     with pytest.raises(UsageError, match="no layers chosen"):
         examples(network, photos, tmp_path, layers=[])
     with pytest.raises(UsageError, match="patch format"):
-        ExampleSettings(patch_format="gif")
+        SummarySettings(patch_format="gif")
     broken = tmp_path / "broken"
     broken.mkdir()
     for i in range(3):
         (broken / f"{i}.jpg").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(UsageError, match="none of the 3 images .* could be read"):
         run_views(network, ["examples"], store=tmp_path / "s", layers=["conv1"], images=Images(str(broken)),
-                  settings={"examples": Settings(workers=0, view=(64, 64))})
+                  settings={"examples": ExamplesSettings(workers=0, view=(64, 64))})
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UsageError, match="no images found"):

@@ -114,7 +114,7 @@ def test_preview_then_the_full_build_refines_the_site_in_place(tmp_path):
     words = shlex.split(hint.split(": ", 1)[1])
     assert words[0] == "python" and words[1].endswith("build.py")
     assert "--preview" not in words and words[-2:] == ["--layers", "features_4"]
-    full = cli(*words[2:], "--steps", "3", "--size", "48", "--objectives", "channel", "--top", "3").stdout
+    full = cli(*words[2:], "--steps", "3", "--size", "48", "--objectives", "channel", "--top-k", "3").stdout
     assert "circuit: 0 layer pairs computed, 2 reused" in full  # kept: they depend on neither photos nor renders
     assert "feature visualization: 32 renders computed, 0 reused" in full  # every unit, now with Lucid's recipe
     record = store.read(store.render_file("tiny-tiny", "features_4", 0, "channel"), RenderRecord)

@@ -136,7 +136,7 @@ def test_the_reader_sees_every_kind_of_import():
         from microscope.site.render import Renderer
         from . import pages
         if TYPE_CHECKING:
-            from microscope.examples.config import ExampleSettings
+            from microscope.examples.config import SummarySettings
         else:
             import microscope.store.files
 

@@ -37,7 +37,7 @@ def test_installed_wheel_builds_a_site_from_another_folder(tmp_path):
             work / "photos" / f"{i}.png")
     result = subprocess.run([str(fresh / "bin" / "microscope"), "build", "--model", "inceptionv1-caffe",
                              "--weights", "random", "--layers", "conv1", "--units", "0-1", "--steps", "2",
-                             "--size", "48", "--objectives", "channel", "--images", "photos", "--top", "2",
+                             "--size", "48", "--objectives", "channel", "--images", "photos", "--top-k", "2",
                              "--quiet", "--out", "site", "--store", "store"],
                             capture_output=True, text=True, cwd=work)
     assert result.returncode == 0, result.stderr[-2000:]

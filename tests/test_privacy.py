@@ -63,7 +63,7 @@ def built(tmp_path_factory):
     (home / "units.yaml").write_text("features_1:\n  0: curve detector\n")
     store, site = home / "store", home / "site"
     args = ["build", "--model", f"{home / 'tinynet.py'}:tiny", "--weights", home / "tiny.pth", "--layers", "features_1",
-            "--units", "0-1", "--steps", "2", "--size", "32", "--objectives", "channel", "--top", "2",
+            "--units", "0-1", "--steps", "2", "--size", "32", "--objectives", "channel", "--top-k", "2",
             "--images", photos, "--labels", home / "classes.csv", "--labels-file", home / "units.yaml",
             "--store", store, "--out", site, "--quiet"]
     # generated.cli, with a timeout: reading the FIFO as a photo would block the build for ever.

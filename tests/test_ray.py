@@ -25,7 +25,7 @@ from test_build import snapshot
 
 RAY = Path(sys.executable).with_name("ray")
 BUILD = ["build", "--model", "inceptionv1-caffe", "--weights", "random", "--layers", "conv1,conv2", "--units", "0-5",
-         "--steps", "40", "--size", "64", "--objectives", "channel", "--batch-size", "2", "--top", "4", "--quiet"]
+         "--steps", "40", "--size", "64", "--objectives", "channel", "--batch-size", "2", "--top-k", "4", "--quiet"]
 RENDERS = 12  # 6 units x 2 layers
 
 
@@ -185,7 +185,7 @@ def test_ray_atlas_renders_the_local_atlas(tmp_path, cluster, photos):
     local, remote = tmp_path / "local", tmp_path / "ray"
     common = ["--model", "inceptionv1-caffe", "--weights", "random", "--layers", "inception_3a", "--images", photos,
               "--quiet"]
-    cli("examples", *common, "--top", "3", "--atlas-vectors", "750", "--store", local)
+    cli("examples", *common, "--top-k", "3", "--atlas-vectors", "750", "--store", local)
     shutil.copytree(local, remote)
     atlas = [*common, "--grid", "6", "--icon-steps", "4", "--icon-size", "32", "--icon-batch-size", "8",
              "--umap-neighbours", "10", "--attribution-vectors", "3", "--atlas-patches", "2"]

@@ -40,7 +40,7 @@ def built(photos, tmp_path_factory):
     trained = cli("sae", *MODEL, *TRAIN, "--images", photos, "--store", store)
     again = cli("sae", *MODEL, *TRAIN, "--images", photos, "--store", store)
     cli("build", *MODEL, "--layers", f"{LAYER},{FEATURES}", "--units", "0-1", "--steps", "4", "--size", "48",
-        "--objectives", "channel", "--top", str(TOP), "--images", photos, "--store", store, "--out", site, "--quiet")
+        "--objectives", "channel", "--top-k", str(TOP), "--images", photos, "--store", store, "--out", site, "--quiet")
     return Store(store), site, trained, again
 
 

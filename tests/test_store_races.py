@@ -19,7 +19,7 @@ def model(tmp_path_factory):
 def _build(model, store, out, top):
     return command("build", "--model", f"{model / 'tiny.py'}:tiny", "--weights", model / "tiny.pth", "--layers",
                    "features_4", "--units", "0-1", "--steps", "2", "--size", "32", "--objectives", "channel",
-                   "--top", top, "--images", model / "photos", "--store", store, "--out", out, "--quiet")
+                   "--top-k", top, "--images", model / "photos", "--store", store, "--out", out, "--quiet")
 
 
 def test_two_builds_with_different_settings_on_one_store(model, tmp_path):

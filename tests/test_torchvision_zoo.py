@@ -54,7 +54,7 @@ def test_a_tiny_build_of_each_model_is_a_browsable_site(tmp_path, photos, model)
     first, second = list(HAND[model])
     site = tmp_path / "site"
     result = cli("build", "--model", model, "--weights", "random", "--layers", f"{first},{second}", "--units", "0-3",
-                 "--steps", "2", "--size", "48", "--objectives", "channel", "--batch-size", "2", "--top", "3",
+                 "--steps", "2", "--size", "48", "--objectives", "channel", "--batch-size", "2", "--top-k", "3",
                  "--images", photos, "--store", tmp_path / "store", "--out", site, "--quiet")
     assert "dataset examples: 2 layers computed" in result.stdout and "circuit: " in result.stdout
     assert "failed" not in result.stdout

@@ -3,5 +3,7 @@
 One streaming pass over a folder of images updates, for all chosen layers at once, each channel's
 accumulators (`accumulator.py` and the modules it composes: top k, bands, histogram); passes over
 parts of a dataset merge exactly. Then `patches.py` cuts receptive-field crops from the top images
-into packs (`packs.py`). The view that plans and stores all this is microscope/views/examples.py.
+into packs (microscope/data/packs.py). `planning.py` plans the pass and its jobs, `steps.py` runs
+them; `stored.py` reads the results back and `panel.py` shows them (the view's show half, no torch).
+The view's compute half, with its settings, is microscope/views/examples.py.
 """

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from microscope.activations.positions import SampleSettings, vectors_of
 from microscope.activations.reservoir import Reservoir
 from microscope.examples.bands import DEFAULT_BANDS, BandSampler
 from microscope.examples.histogram import GridHistogram
@@ -92,8 +93,6 @@ class AtlasSampling:
 
     def draw(self, activation: torch.Tensor, indices: torch.Tensor):
         """(vectors, image, y, x) of the drawn positions of a batch's (N, C, H, W) activation."""
-        from microscope.activations.positions import SampleSettings, vectors_of
-
         return vectors_of(activation, indices, SampleSettings(positions_per_image=self.positions, edge=self.edge,
                                                               seed=self.seed))
 

@@ -1,4 +1,5 @@
-"""The knobs of the examples stage, and the identity of a layer's result: everything that determines it.
+"""What a layer's stored examples hold beyond k (SummarySettings), and the identity of a layer's result:
+everything that determines it.
 
 A later run skips a layer when the stored result's identity equals the one it would compute: same
 model and weights, same images (dataset fingerprint) and labels, view, k and settings, same code version.
@@ -18,8 +19,11 @@ VERSION = 2  # 2: patches packed (microscope/data/packs.py), shrunk before paddi
 
 
 @dataclass(frozen=True)
-class ExampleSettings:
-    """Knobs of the examples stage beyond k; all of them are part of the result's identity."""
+class SummarySettings:
+    """What a layer's stored result holds beyond its top k: the summary's histogram, bands, bottom
+    examples and classes, its patches and thumbnails, and the atlas sample. All of them are part of
+    the result's identity. The command line sets only `atlas_vectors` (--atlas-vectors, a field of
+    views/examples.py's ExamplesSettings); the rest keep these defaults there."""
 
     histogram_bins: int = 128  # per channel; between half and all of them are used (see histogram.py)
     band_bins: int = 32  # strata of the band sampler (see bands.py)
@@ -59,11 +63,11 @@ class ExampleSettings:
         return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "ExampleSettings":
+    def from_json(cls, data: dict) -> "SummarySettings":
         return cls(**{**data, "bands": tuple(tuple(band) for band in data["bands"])})
 
 
-def identity(network, dataset, layer: str, top_k: int, settings: ExampleSettings) -> dict:
+def identity(network, dataset, layer: str, top_k: int, settings: SummarySettings) -> dict:
     """Everything that determines a layer's result; equal identities mean equal results."""
     found = {
         "version": VERSION, "model": network.spec.name, "weights_id": network.weights_id, "layer": layer,

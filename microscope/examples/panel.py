@@ -1,6 +1,6 @@
-"""The examples view on a unit page: top and bottom examples, quantile bands, histogram, classes.
+"""The examples view's show half: a unit's top and bottom examples, quantile bands, histogram, classes.
 
-Reads the layer's typed records (result.json, summary.npz, the patch packs, the dataset index) -
+Reads the layer's typed records (result.json, summary.npz, the patch packs, the dataset index: stored.py) -
 no torch. Top examples are shown as one strip of patches; bottom examples and band samples are
 cropped, with CSS, out of the dataset photos the site ships anyway for the hover view (one set
 per dataset, shared by all units: no bytes per unit) wherever a photo shows the receptive field
@@ -10,52 +10,18 @@ from __future__ import annotations
 
 import math
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
+from microscope.examples.stored import ExamplesData, read_examples
 from microscope.names import segment
-from microscope.data.packs import PatchRef, read_patch_index
-from microscope.store import DatasetIndex, ExamplesResult, ExamplesSummary, Store
-from microscope.store import PATCHES
+from microscope.store import ExamplesSummary
 from microscope.store.typed import to_json
-from microscope.view import Panel, Thumb, UnitPage
-
-
-@dataclass
-class ExamplesData:
-    store: Store
-    result: ExamplesResult
-    summary: ExamplesSummary
-    dataset: DatasetIndex | None
-    thumbs: Path | None  # the dataset's thumbnails folder in the store
-    patches: Path
-    _refs: dict | None = field(default=None, repr=False)
-
-    def patch_refs(self, unit: int) -> dict[tuple[str, int], PatchRef]:
-        """(kind, rank) -> where the unit's patch is, e.g. ("top", 0), ("bottom", 3), ("band1", 0)."""
-        if self._refs is None:
-            stamps = {name.split("/", 1)[1]: stamp for name, stamp in self.result.files.items()
-                      if name.startswith(f"{PATCHES}/")}
-            self._refs = read_patch_index(self.store, self.patches, stamps) or {}
-        return self._refs.get(unit, {})
-
-
-def read_examples(store: Store, model, layer) -> ExamplesData | None:
-    result_path = store.result_file(model.name, layer.name)
-    result = store.read(result_path, ExamplesResult)
-    if result is None:
-        return None
-    summary_path = store.summary_file(model.name, layer.name)
-    summary = store.read(summary_path, ExamplesSummary, result.files.get(summary_path.name))
-    if summary is None:
-        return None
-    dataset = store.read(store.dataset_file(model.name, result.dataset.fingerprint), DatasetIndex)
-    thumbs = store.thumbs_dir(model.name, result.dataset.fingerprint)
-    return ExamplesData(store, result, summary, dataset, thumbs if thumbs.is_dir() else None,
-                        store.patches_dir(model.name, layer.name))
+from microscope.view import Panel, Shown, Thumb, UnitPage
+from microscope.web import charts
+from microscope.web.images import SIZES, Photos, strip_webp
 
 
 def finite(value) -> float | None:
@@ -146,9 +112,6 @@ def _json_examples(items: list[dict]) -> list[dict]:
 
 
 def unit_panel(data: ExamplesData, unit: int, page: UnitPage) -> Panel:
-    from microscope.web import charts
-    from microscope.web.images import SIZES
-
     refs = data.patch_refs(unit)
     top, bottom, bands = _ranked(data, "top", unit, refs), _ranked(data, "bottom", unit, refs), _bands(data, unit, refs)
     photos = _photos(data, page)
@@ -187,7 +150,7 @@ def unit_panel(data: ExamplesData, unit: int, page: UnitPage) -> Panel:
     chart = charts.histogram(histogram["counts"], histogram["edges"],
                              {"top example": stats.get("max")}) if histogram else None
     return Panel(
-        data={"top": shown["top"], "bottom": shown["bottom"], "bands": bands, "strips": strips, "n_top": len(top),
+        data={"top": shown["top"], "bottom": shown["bottom"], "bands": bands, "strips": strips, "top_k": len(top),
               "n_bottom": len(bottom), "histogram": chart, "stats": stats, "classes": classes,
               "histogram_of": result.histogram_of, "dataset": dataset},
         json={"top_examples": _json_examples(top), "bottom_examples": _json_examples(bottom),
@@ -205,8 +168,6 @@ def unit_panel(data: ExamplesData, unit: int, page: UnitPage) -> Panel:
 
 def _strip(page: UnitPage, kind: str, items: list[dict]) -> dict | None:
     """Write `<kind>.webp` and number the items' tiles; None (and no file) when there are no patches."""
-    from microscope.web.images import SIZES, strip_webp
-
     for position, item in enumerate(items):
         item["tile"] = position
     if not items or not all(item["patch"] is not None for item in items):
@@ -221,8 +182,6 @@ def _strip(page: UnitPage, kind: str, items: list[dict]) -> dict | None:
 
 def _photos(data: ExamplesData, page: UnitPage):
     """The shared dataset photos of this model's site, one set per dataset."""
-    from microscope.web.images import Photos
-
     if data.dataset is None or data.thumbs is None:
         return None
     found = page.state.setdefault("photos", {})
@@ -233,3 +192,35 @@ def _photos(data: ExamplesData, page: UnitPage):
         found[fingerprint] = Photos(page.writer, f"{page.model_dir}/datasets/{segment(fingerprint)}", thumb_file,
                                     lambda index: store.thumb_problem(thumb_file(index), stamps.get(index)))
     return found[fingerprint]
+
+
+class ExamplesShown(Shown):
+    name = "examples"
+    title = "Dataset examples"
+    missing = "No dataset examples were computed for this layer (run with --images)."
+    budget = {"48 top patches (56 px strip)": 37_700, "bottom and band samples (cropped from the shared photos)": 0}
+
+    def read(self, store, model, layer) -> ExamplesData | None:
+        return read_examples(store, model, layer)
+
+    def units(self, data: ExamplesData) -> set[int]:
+        return set(range(data.summary.channels))
+
+    def facts(self, data: ExamplesData, unit: int) -> dict:
+        best = float(data.summary.top_values[unit, 0]) if unit < data.summary.channels else math.nan
+        return {"dataset_max": best} if math.isfinite(best) and best > 0 else {}
+
+    def unit_panel(self, data: ExamplesData, unit: int, page: UnitPage) -> Panel:
+        return unit_panel(data, unit, page)
+
+    def layer_json(self, data: ExamplesData) -> dict:
+        result = to_json(data.result)
+        return {key: result[key] for key in ("model", "weights_id", "layer", "dataset", "view", "top_k", "n_images",
+                                             "skipped", "histogram_of", "patches")}
+
+    def finish_model(self, state: dict, incremental: bool) -> None:
+        for photos in state.get("photos", {}).values():
+            photos.save(keep_old=incremental)
+
+
+SHOWN = ExamplesShown()

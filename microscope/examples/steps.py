@@ -1,4 +1,5 @@
-"""The steps of the examples view's jobs, in the order a plan runs them for the layers of one pass:
+"""The steps of the examples view's jobs, what each does, in the order a plan (planning.py) runs them for
+the layers of one pass:
 
 1. `index`: datasets/<fingerprint>/images.json - what image i means;
 2. `pass`: each shard of the images through the network, updating every layer's accumulators,
@@ -17,22 +18,22 @@ And, for layers already complete, `thumbs`: a damaged dataset index or thumbnail
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
-from dataclasses import dataclass
 
 import numpy as np
 
-from microscope.errors import UsageError
-from microscope.examples import thumbs as example_thumbs
-from microscope.examples.config import ExampleSettings
-from microscope.data.patches import PAD_COLOUR
-from microscope.examples.patches import LayerPatches, PatchFormat, cut_chunk
-from microscope.examples.stream import PassSettings, Shard, activation_shapes, extracted, merge_shards, run_shard
-from microscope.examples.viewcache import ViewCache
 from microscope.data.images import ImageDataset, View
 from microscope.data.packs import complete_chunks, pack_indexes
+from microscope.data.patches import PAD_COLOUR
+from microscope.errors import UsageError
+from microscope.examples import thumbs as example_thumbs
+from microscope.examples.config import SummarySettings
+from microscope.examples.patches import LayerPatches, PatchFormat, cut_chunk
+from microscope.examples.planning import PassPlan, pass_dataset, scanned
+from microscope.examples.stream import PassSettings, activation_shapes, extracted, merge_shards, run_shard
+from microscope.examples.viewcache import ViewCache
+from microscope.network.catalogue import catalogue
 from microscope.store import (AtlasVectors, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp, PassShard,
                               PatchSettings, Store, ThumbSettings, ViewSettings)
 from microscope.store import PATCHES
@@ -40,48 +41,6 @@ from microscope.store import PATCHES
 log = logging.getLogger("microscope.build")
 
 SKIPPED_LISTED = 100  # unreadable files named in result.json; all of them are counted
-
-
-@dataclass(frozen=True)
-class PassPlan:
-    """What every job of one pass knows (the spec its jobs share), as plain data."""
-
-    model: str
-    fingerprint: str
-    folder: str
-    labels: str | None  # the --labels value the dataset was opened with
-    sample: int | None  # the --image-sample value (None: every image)
-    view: tuple[int | None, int]  # resize, crop
-    key: str  # the pass: its layers' result keys and the batching
-    layers: tuple[str, ...]
-    results: dict  # layer -> {"key", "identity"}
-    shards: tuple[tuple[int, int], ...]
-    top_k: int
-    settings: dict  # ExampleSettings.as_json()
-    batch_size: int
-    workers: int | None
-    checkpoint_every: int
-
-    @classmethod
-    def from_spec(cls, spec: dict) -> "PassPlan":
-        data = dict(spec["pass"])
-        data["view"] = tuple(data["view"])
-        data["layers"] = tuple(data["layers"])
-        data["shards"] = tuple(tuple(s) for s in data["shards"])
-        return cls(**data)
-
-    def example_settings(self) -> ExampleSettings:
-        return ExampleSettings.from_json(self.settings)
-
-    def shard(self, store: Store, first: int, last: int) -> Shard:
-        return Shard(self.key, self.layers, first, last, store.shard_file(self.model, self.key, first, last))
-
-
-def shard_ranges(n_images: int, shards: int, batch_size: int) -> list[tuple[int, int]]:
-    """`shards` ranges of whole batches covering the images (a batch never spans two shards)."""
-    batches = math.ceil(n_images / batch_size)
-    per_shard = math.ceil(batches / max(1, shards)) * batch_size
-    return [(first, min(n_images, first + per_shard)) for first in range(0, n_images, per_shard)] or [(0, 0)]
 
 
 def open_dataset(session, plan: PassPlan) -> ImageDataset:
@@ -94,7 +53,12 @@ def open_dataset(session, plan: PassPlan) -> ImageDataset:
     return session.memo(("dataset", plan.fingerprint, plan.view), make)
 
 
-def write_index(store: Store, model: str, dataset: ImageDataset, settings: ExampleSettings) -> None:
+def index_images(session, plan: PassPlan) -> None:
+    """The "index" step: the dataset the pass was planned with (the folder scanned again, elsewhere), written."""
+    write_index(session.store, plan.model, pass_dataset(session, plan), plan.summary_settings())
+
+
+def write_index(store: Store, model: str, dataset: ImageDataset, settings: SummarySettings) -> None:
     """images.json: the files in index order (relative to root), labels, and how thumbnails look."""
     index = DatasetIndex(
         fingerprint=dataset.fingerprint(), name=dataset.root.resolve().name, root=str(dataset.root.resolve()),
@@ -120,7 +84,7 @@ def run_pass(session, plan: PassPlan, first: int, last: int, report) -> None:
     # The decoded views are kept for the patches only where this process will cut them too.
     views = None if session.distributed else session.memo(("views", plan.key), lambda: ViewCache.create(
         store.pass_dir(plan.model, plan.key) / "views", len(dataset), dataset.view.crop))
-    options = PassSettings(plan.top_k, plan.example_settings(), plan.batch_size, plan.workers, plan.checkpoint_every)
+    options = PassSettings(plan.top_k, plan.summary_settings(), plan.batch_size, plan.workers, plan.checkpoint_every)
     record = run_shard(network, dataset, plan.shard(store, first, last), options, store, views=views, report=report)
     session.memo(("shard", plan.key, first, last), lambda: record)  # the summaries need not read it back
 
@@ -140,8 +104,6 @@ def shard_records(session, plan: PassPlan) -> list[PassShard]:
 
 def geometry(session, plan: PassPlan) -> dict:
     """The pass's layers' catalogue entries at the view's size, on the pass's own graph."""
-    from microscope.network.catalogue import catalogue
-
     network = session.network()
     names = extracted(network, list(plan.layers))
     infos = session.memo(("geometry", plan.key), lambda: catalogue(network, names, size=plan.view[1]))
@@ -151,7 +113,7 @@ def geometry(session, plan: PassPlan) -> dict:
 def summarize(session, plan: PassPlan, layer: str) -> None:
     network, store = session.network(), session.store
     records = shard_records(session, plan)
-    settings = plan.example_settings()
+    settings = plan.summary_settings()
     shapes = session.memo(("shapes", plan.key), lambda: activation_shapes(network, list(plan.layers), plan.view[1]))
     dataset = open_dataset(session, plan)
     accumulator = merge_shards(network, records, shapes, plan.top_k, settings, layer, n_images=len(dataset))
@@ -183,7 +145,7 @@ def summarize(session, plan: PassPlan, layer: str) -> None:
 def patches_of(session, plan: PassPlan, layer: str) -> LayerPatches:
     """The patches to cut for one layer (from its summary: this process's, else the stored one)."""
     def make():
-        store, settings = session.store, plan.example_settings()
+        store, settings = session.store, plan.summary_settings()
         summary = session.memo(("summary", plan.key, layer), lambda: store.read(
             store.summary_file(plan.model, layer), ExamplesSummary))
         if summary is None:
@@ -235,7 +197,7 @@ def layer_patches(session, plan: PassPlan) -> tuple[list[LayerPatches], set[int]
 
 
 def cut(session, plan: PassPlan, chunk: int) -> None:
-    store, settings = session.store, plan.example_settings()
+    store, settings = session.store, plan.summary_settings()
     layers, thumbs = layer_patches(session, plan)
     dataset = open_dataset(session, plan)
     mine = [i for i in thumbs if i // settings.pack_images == chunk]
@@ -249,7 +211,7 @@ def cut(session, plan: PassPlan, chunk: int) -> None:
                          "patches; did the folder change during the run? Run the stage again")
 
 
-def patch_format(settings: ExampleSettings) -> PatchFormat:
+def patch_format(settings: SummarySettings) -> PatchFormat:
     return PatchFormat(settings.patch_size, settings.patch_quality, settings.patch_format, settings.thumb_size,
                        settings.pack_images)
 
@@ -257,8 +219,8 @@ def patch_format(settings: ExampleSettings) -> PatchFormat:
 def repair_thumbs(session, spec: dict) -> None:
     """The "thumbs" step: rewrite the dataset index if it is damaged, then every needed thumbnail that is
     missing, damaged or unrecorded - from the images folder, without recomputing any layer."""
-    store, settings = session.store, ExampleSettings.from_json(spec["settings"])
-    dataset = session.memo(("dataset", spec["fingerprint"], tuple(spec["view"])), lambda: scan(spec))
+    store, settings = session.store, SummarySettings.from_json(spec["settings"])
+    dataset = scanned(session, spec["folder"], spec["labels"], spec["sample"], spec["view"], spec["fingerprint"])
     if store.read(store.dataset_file(spec["model"], spec["fingerprint"]), DatasetIndex) is None:
         write_index(store, spec["model"], dataset, settings)
     todo = example_thumbs.to_write(store, spec["model"], spec["fingerprint"], spec["indices"])
@@ -268,13 +230,6 @@ def repair_thumbs(session, spec: dict) -> None:
                          "thumbnails; did the folder change? Run the build again")
 
 
-def scan(spec: dict) -> ImageDataset:
-    dataset = ImageDataset(spec["folder"], labels=spec["labels"], view=View(*spec["view"]), sample=spec["sample"])
-    if dataset.fingerprint() != spec["fingerprint"]:
-        raise UsageError(f"the images in {spec['folder']} changed since the build was planned; run it again")
-    return dataset
-
-
 def release(session, plan: PassPlan) -> None:
     views = session.forget(("views", plan.key))
     if views is not None:  # never trusted by a later run (see viewcache.py)
@@ -282,7 +237,7 @@ def release(session, plan: PassPlan) -> None:
 
 
 def finish(session, plan: PassPlan, layer: str) -> None:
-    network, store, settings = session.network(), session.store, plan.example_settings()
+    network, store, settings = session.network(), session.store, plan.summary_settings()
     os.sync()  # patches and thumbnails are written without fsync; flush them all at once
     directory = store.examples_dir(plan.model, layer)
     atlas = [store.atlas_vectors_file(plan.model, layer).name] if store.atlas_vectors_file(plan.model, layer).is_file() else []

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from microscope.examples.accumulator import AtlasSampling, LayerAccumulator
-from microscope.examples.config import ExampleSettings
+from microscope.examples.config import SummarySettings
 from microscope.examples.viewcache import ViewCache
 from microscope.store import PassShard, Store
 
@@ -108,13 +108,13 @@ class Shard:
 @dataclass(frozen=True)
 class PassSettings:
     top_k: int
-    settings: ExampleSettings
+    settings: SummarySettings
     batch_size: int
     workers: int
     checkpoint_every: int = 50
 
 
-def new_state(network, layers, shapes: dict, top_k: int, settings: ExampleSettings,
+def new_state(network, layers, shapes: dict, top_k: int, settings: SummarySettings,
               n_images: int | None = None) -> dict[str, LayerAccumulator]:
     """Empty accumulators; `n_images` (the dataset's size) sets how many positions of each image the
     atlas draws when the settings leave it to the pass (merging states does not need it)."""
@@ -194,7 +194,7 @@ def load_state(state: dict[str, LayerAccumulator], record: PassShard) -> None:
         state[layer].load_state_arrays({k[len(prefix):]: v for k, v in record.state.items() if k.startswith(prefix)})
 
 
-def merge_shards(network, records: list[PassShard], shapes: dict, top_k: int, settings: ExampleSettings,
+def merge_shards(network, records: list[PassShard], shapes: dict, top_k: int, settings: SummarySettings,
                  layer: str, n_images: int | None = None) -> LayerAccumulator:
     """One layer's state from the shards of a pass (in any order): exactly one pass's state."""
     position = records[0].info()["layers"].index(layer)

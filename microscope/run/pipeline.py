@@ -99,7 +99,6 @@ def compute(request: Request, session: Session, executor=None, announce: Callabl
     network = session.network()
     for name in request.views:  # every check before the first write
         VIEWS[name].check(request, session)
-    check_memory(request, session)
     with writing(session.store.root) as swept:
         if swept:
             log.info("store: removed %d temp files an interrupted run left behind", swept)
@@ -145,62 +144,6 @@ def build(request: Request, session: Session, unit_labels: dict | None = None, e
     return outcome
 
 
-ACCUMULATOR_BYTES = 200  # per unit and kept example: the pass peaks at about 70 (top and bottom, with their
-# merge temporaries); the rest covers checkpoint copies and the summary
-
-
-def check_memory(request: Request, session: Session, available: int | None = None) -> None:
-    """Refuse a --top whose examples cannot be kept in memory (or exceed the dataset), before any work:
-    the pass keeps the top and bottom examples of every unit of every chosen layer at once.
-    `available`: the bytes free (default: measured on the network's device)."""
-    settings = request.settings.get("examples")
-    if "examples" not in request.views or request.images is None or settings is None:
-        return
-    from microscope.network.catalogue import catalogue
-    from microscope.views.examples import Settings, request_images
-
-    images = len(request_images(request, session))
-    top = settings.top_k
-    if top > images and top > Settings().top_k:  # above both the dataset and the default
-        raise UsageError(f"--top {top} asks for more examples per unit than the {images} images of "
-                         f"{request.images.folder}; pass --top {images} or less")
-    units = sum(info.channels for info in catalogue(session.network(), list(request.layers)))
-    need = units * top * ACCUMULATOR_BYTES
-    have = available if available is not None else _memory(session.network().device)
-    if have is not None and need > have:
-        most = max(1, have // (units * ACCUMULATOR_BYTES))
-        raise UsageError(f"--top {top} for {units} units needs about {_bytes(need)} of memory to keep the "
-                         f"examples, more than the {_bytes(have)} available; pass --top {most} or less, "
-                         "or fewer --layers")
-
-
-def _bytes(count: int) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{count} bytes"
-
-
-def _memory(device) -> int | None:
-    """Bytes free for the accumulators on `device`: the GPU's free memory, else the least of the
-    machine's available memory and this process's cgroup (container, batch job) allowance; None if unknown."""
-    if getattr(device, "type", "cpu") == "cuda":
-        import torch
-
-        return torch.cuda.mem_get_info(device)[0]
-    found = []
-    try:
-        with open("/proc/meminfo", encoding="ascii") as info:
-            found += [int(line.split()[1]) * 1024 for line in info if line.startswith("MemAvailable:")]
-    except (OSError, ValueError, IndexError):
-        pass
-    try:  # cgroup v2: memory.max is "max" when unlimited
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit.isdigit():
-            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
-    return min(found) if found else None
 
 
 def run_views(network, views: list[str], *, store, layers: list[str], units: Units | None = None,

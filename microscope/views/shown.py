@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from microscope.atlas.page import SHOWN as ATLAS
 from microscope.circuits.panel import SHOWN as CIRCUITS
+from microscope.examples.panel import SHOWN as EXAMPLES
 from microscope.featurevis.panel import SHOWN as FEATUREVIS
 from microscope.sae.panel import SHOWN as SAE
 from microscope.view import Shown
-from microscope.views.examples import VIEW as EXAMPLES
 
 SHOWN: dict[str, Shown] = {shown.name: shown for shown in (FEATUREVIS, EXAMPLES, SAE, CIRCUITS, ATLAS)}
 
