@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microscope.atlas.layout import LayoutSettings, grid_cells, normalise, umap_layout  # noqa: E402
 from microscope.activations.reservoir import Reservoir  # noqa: E402
-from microscope.data.images import ImageDataset, View  # noqa: E402
+from microscope.data.images import ImageDataset, Framing  # noqa: E402
 from microscope.network.loaded import load_network  # noqa: E402
 from microscope.activations.positions import SampleSettings, vectors_of  # noqa: E402
 
@@ -49,7 +49,7 @@ def main() -> None:
 
     network = load_network("inceptionv1-caffe", weights=str(SHARED / "weights" / "bvlc_googlenet.npz"), device="cpu",
                            progress=False)
-    dataset = ImageDataset(args.images, view=View(224, 224))
+    dataset = ImageDataset(args.images, view=Framing(224, 224))
     last = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     extractor = network.extractor([args.layer])
     sampling = SampleSettings(positions_per_image=args.positions)

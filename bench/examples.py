@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from microscope.examples.config import SummarySettings  # noqa: E402
 from microscope.examples.stream import extracted  # noqa: E402
 from microscope.run.executors import LocalExecutor  # noqa: E402
-from microscope.data.images import ImageDataset, View, default_workers  # noqa: E402
+from microscope.data.images import ImageDataset, Framing, default_workers  # noqa: E402
 from microscope.network.loaded import load_network  # noqa: E402
 from microscope.data.packs import read_patch_index  # noqa: E402
 from microscope.run.pipeline import run_views  # noqa: E402
@@ -73,7 +73,7 @@ def joined(folders: list[Path], count: int, scratch: Path) -> ImageDataset:
         lines += [f"{number}/{name},{label}\n" for name, label in rows]
     csv = scratch / "labels.csv"
     csv.write_text("".join(lines[:count] if count else lines))
-    return ImageDataset(root, labels=csv, view=View(224, 224))
+    return ImageDataset(root, labels=csv, view=Framing(224, 224))
 
 
 class BareForward:

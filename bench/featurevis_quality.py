@@ -68,7 +68,7 @@ def render(network, store: Store, layer: str, units: list[int], steps: int, size
 def rendered_channel_means(network, store: Store, layer: str, units: list[int]) -> np.ndarray:
     values = []
     for unit in units:
-        path = store.unit_dir(network.spec.name, layer, unit) / "channel.png"
+        path = store.renders_dir(network.spec.name, layer, unit) / "channel.png"
         with Image.open(path) as image:
             x = TF.to_tensor(image.convert("RGB"))[None]
         with torch.no_grad():
@@ -77,7 +77,7 @@ def rendered_channel_means(network, store: Store, layer: str, units: list[int]) 
 
 
 def contact_sheet(network, store: Store, layer: str, units: list[int], path: Path, columns: int = 8) -> None:
-    tiles = [Image.open(store.unit_dir(network.spec.name, layer, u) / "channel.png").convert("RGB")
+    tiles = [Image.open(store.renders_dir(network.spec.name, layer, u) / "channel.png").convert("RGB")
              for u in units]
     side = tiles[0].size[0]
     rows = math.ceil(len(tiles) / columns)

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microscope.data.images import ImageDataset, View  # noqa: E402
+from microscope.data.images import ImageDataset, Framing  # noqa: E402
 from microscope.network.loaded import load_network  # noqa: E402
 from microscope.activations.positions import SampleSettings, held_out_images, vectors_of  # noqa: E402
 from microscope.sae.train import TrainSettings, Vectors, evaluate, train  # noqa: E402
@@ -48,7 +48,7 @@ def main() -> None:
 
     network = load_network("inceptionv1-caffe", weights=str(SHARED / "weights" / "bvlc_googlenet.npz"), device="cpu",
                            progress=False)
-    dataset = ImageDataset(args.images, view=View(224, 224))
+    dataset = ImageDataset(args.images, view=Framing(224, 224))
     last = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     sampling = SampleSettings(positions_per_image=args.positions)
     held = held_out_images(last, sampling.held_out, sampling.seed)

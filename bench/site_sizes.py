@@ -86,12 +86,12 @@ def make_store(root: Path, units: int, noise: float) -> None:
               "top_classes": rng.integers(0, 1000, (units, 5)), "top_class_counts": rng.integers(1, 9, (units, 5)),
               "mean": rng.uniform(0, 1, units), "nonzero_fraction": rng.uniform(0, 1, units),
               "n_positions": np.full(units, 196 * len(photos))}
-    files = {"summary.npz": store.write(store.summary_file(model, "mixed4a"), ExamplesSummary(**arrays))}
+    files = {"summary.npz": store.write(store.examples_summary_file(model, "mixed4a"), ExamplesSummary(**arrays))}
     config = RenderConfig(model=model, weights_id="bench", layer="mixed4a", optimised_layer="mixed4a_pre_relu",
                           recipe={"version": "lucid/1", "learning_rate": 0.05, "decay_power": 1.0}, seed=0,
                           steps=512, size=224, precision="fp32", image_format="png")
     for unit in range(units):
-        folder = store.unit_dir(model, "mixed4a", unit)
+        folder = store.renders_dir(model, "mixed4a", unit)
         for objective, names in OBJECTIVE_FILES.items():
             images = [RenderImage(file=name, stamp=atomic_write_bytes(folder / name, image_bytes(
                                       variants(tiles, rng, noise), ".png")),
@@ -111,7 +111,7 @@ def make_store(root: Path, units: int, noise: float) -> None:
                 entries.append((unit, kind, rank, image_bytes(patch, ".jpg", quality=90)))  # as the view stores them
         # one pack per unit: the site reads them alike
         files[f"patches/{unit:06d}.idx.npz"] = write_pack(store.patches_dir(model, "mixed4a"), unit, entries)
-    store.write(store.result_file(model, "mixed4a"), ExamplesResult(
+    store.write(store.examples_result_file(model, "mixed4a"), ExamplesResult(
         key="bench", identity={}, model=model, weights_id="bench", layer="mixed4a",
         dataset=DatasetRef(fingerprint, "imagenet-val-1300", len(photos)), view=ViewSettings(224, 224), top_k=k,
         n_images=len(photos), skipped=0, skipped_files=[], histogram_of="mixed4a_pre_relu", grid=layer,

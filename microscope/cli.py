@@ -122,8 +122,10 @@ labels_option = click.option("--labels", default=None,
 
 
 def images_options(required: bool = False, what: str = "Folder of images (searched recursively), or 'imagenette'."):
-    return _options(click.option("--images", required=required, default=None, help=what), labels_option,
-                    image_sample_option)
+    # No default beside required=True: click 8.5 takes an explicit default of None as a value given.
+    images = click.option("--images", required=True, help=what) if required else \
+        click.option("--images", default=None, help=what)
+    return _options(images, labels_option, image_sample_option)
 
 
 def _table(rows: list[list], header: list[str]) -> str:
@@ -181,11 +183,11 @@ def layers(model, show_all):
 def evaluate(model, weights, images, labels, image_batch_size, workers, device, quiet):
     """Top-1/top-5 accuracy (resize 256, centre crop 224): proves the port and the preprocessing."""
     from microscope.network.evaluate import evaluate as run_evaluation
-    from microscope.data.images import ImageDataset, View
+    from microscope.data.images import ImageDataset, Framing
     from microscope.network.loaded import load_network
 
     network = load_network(model, weights=weights, device=device, progress=not quiet)
-    view = View(resize=network.spec.preprocessing.resize, crop=network.spec.preprocessing.crop)
+    view = Framing(resize=network.spec.preprocessing.resize, crop=network.spec.preprocessing.crop)
     dataset = ImageDataset(images, labels=labels, view=view)
     result = run_evaluation(network, dataset, batch_size=image_batch_size, workers=workers, progress=not quiet)
     click.echo(f"{model}: top-1 {100 * result['top1']:.1f} %  top-5 {100 * result['top5']:.1f} %  "

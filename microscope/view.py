@@ -69,7 +69,7 @@ class UnitPage:
     layer: LayerInfo
     unit: int
     folder: str  # site-relative folder of the page, e.g. models/inceptionv1/mixed4a/97
-    facts: dict  # values the views publish about this unit (`View.facts`)
+    facts: dict  # values the views publish about this unit (`Shown.facts`)
     state: dict  # the view's own, kept while one model is built (shared images, caches)
     produce: Callable  # produce(name, sources, settings, make) -> metadata; writes folder/name once
     writer: Any  # the site's writer, for images shared by many pages (site/output.py)

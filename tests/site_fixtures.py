@@ -109,7 +109,7 @@ def write_featurevis(store: Store, model: str, layer: str, layer_index: int, uni
                           recipe={"version": "test/1", "learning_rate": 0.05}, seed=0, steps=8, size=40,
                           precision="fp32", image_format="png")
     for unit in units:
-        folder = store.unit_dir(model, layer, unit)
+        folder = store.renders_dir(model, layer, unit)
         for objective, files in OBJECTIVES.items():
             images = []
             for i, name in enumerate(files):
@@ -158,7 +158,7 @@ def write_examples(store: Store, model: str, info: LayerInfo) -> None:
     arrays["top_classes"] = np.tile(np.array([2, 0, -1]), (channels, 1)).astype(np.int64)
     arrays["top_class_counts"] = np.tile(np.array([3, 2, 0]), (channels, 1)).astype(np.int64)
     folder = store.examples_dir(model, layer)
-    files = {"summary.npz": store.write(store.summary_file(model, layer), ExamplesSummary(**arrays))}
+    files = {"summary.npz": store.write(store.examples_summary_file(model, layer), ExamplesSummary(**arrays))}
     packs = {}  # chunk -> entries, as microscope/examples/patches.py packs them
     for unit in range(channels):
         for kind_index, (kind, k) in enumerate((("top", TOP_K), ("bottom", BOTTOM_K))):
@@ -172,7 +172,7 @@ def write_examples(store: Store, model: str, info: LayerInfo) -> None:
                                                               image_bytes(patch, ".webp", lossless=True)))
     for chunk, entries in packs.items():
         files[f"patches/{chunk:06d}.idx.npz"] = write_pack(store.patches_dir(model, layer), chunk, entries)
-    store.write(store.result_file(model, layer), ExamplesResult(
+    store.write(store.examples_result_file(model, layer), ExamplesResult(
         key="test", identity={"version": 2}, model=model, weights_id="random-seed0", layer=layer,
         dataset=DatasetRef(FINGERPRINT, "photos", N_IMAGES), view=ViewSettings(32, 32), top_k=TOP_K,
         n_images=N_IMAGES, skipped=0, skipped_files=[], histogram_of=f"{layer}_pre_relu", grid=info,

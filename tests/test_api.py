@@ -33,7 +33,7 @@ def test_models_layers_and_units(store):
 
 
 def test_examples_as_arrays_and_patches_as_images(store):
-    summary = load_npz(store.summary_file("tiny", "conv1"))
+    summary = load_npz(store.examples_summary_file("tiny", "conv1"))
     files = microscope.open_store(store.root).model("tiny").layer("conv1").data["examples"].dataset.files
     for unit in range(4):
         u = microscope.open_store(store.root).model("tiny").layer("conv1").unit(unit)
@@ -113,7 +113,7 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch):
     render, top, patches, (stats, histogram), top_values, (fvu, decoder), (units, icons, xy) = \
         run_as_a_notebook(readme_example(), {})
 
-    summary = load_npz(store.summary_file("inceptionv1-caffe", "inception_4a"))
+    summary = load_npz(store.examples_summary_file("inceptionv1-caffe", "inception_4a"))
     assert render.getpixel((5, 5)) == render_colour(2, 97, FILES.index("channel.png"))
     assert [e.value for e in top] == pytest.approx(summary["top_values"][97][:5].tolist())
     assert len(patches) == 6 and all(np.abs(np.asarray(patch)[12, 12].astype(int) - patch_colour(97, 0, rank)).max() <= 2

@@ -84,7 +84,7 @@ def test_a_stored_sample_is_laid_out_and_its_cell_means_match_the_stored_vectors
     path = store.atlas_vectors_file("m", "L")
     stamp = store.write(path, AtlasVectors(keys=reservoir.keys, vectors=reservoir.vectors, image=reservoir.image,
                                            y=reservoir.y, x=reservoir.x, settings=np.array([400, 6, 0, 1])))
-    store.write(store.result_file("m", "L"), ExamplesResult(
+    store.write(store.examples_result_file("m", "L"), ExamplesResult(
         key="k", identity={}, model="m", weights_id="w", layer="L", dataset=DatasetRef("f", "d", 400),
         view=ViewSettings(224, 224), top_k=1, n_images=400, skipped=0, skipped_files=[], histogram_of="L",
         grid=LayerInfo("L", "block", 6, 5, 5, 8, 40, 4.0, None), patches=PatchSettings("jpg", 80, 90, [0, 0, 0], ["top"], 0), batch_size=1,

@@ -22,7 +22,7 @@ from microscope.atlas.cells import LevelCells, attribution_rows
 from microscope.atlas.layout import LayoutSettings, cell_of
 from microscope.atlas.page import icon_scale
 from microscope.atlas.stored import icon_pixels, read_atlas
-from microscope.data.images import ImageDataset, View
+from microscope.data.images import ImageDataset, Framing
 from microscope.errors import UsageError
 from microscope.network.loaded import load_network
 from microscope.settings import renamed_flags
@@ -115,8 +115,8 @@ def test_class_attribution_equals_activation_times_gradient(built):
     cells = atlas.cells["coarse"]
     members = np.intersect1d(levels[0].members[0], rows)
     assert cells.attributed[0] == len(members)
-    seen = store.read(store.result_file("inceptionv1-caffe", LAYER), ExamplesResult).view
-    dataset = ImageDataset(photos, view=View(seen.resize, seen.crop))  # as the examples pass saw them
+    seen = store.read(store.examples_result_file("inceptionv1-caffe", LAYER), ExamplesResult).view
+    dataset = ImageDataset(photos, view=Framing(seen.resize, seen.crop))  # as the examples pass saw them
     attribution = Attribution(network, LAYER)
     classes = cells.classes[0].tolist()
     totals = np.zeros(len(classes))

@@ -10,10 +10,10 @@ from PIL import Image
 
 from microscope.errors import UsageError
 from microscope.network.evaluate import evaluate
-from microscope.data.images import ImageDataset, View, load_rgb
+from microscope.data.images import ImageDataset, Framing, load_rgb
 from microscope.network.loaded import load_network
 
-VIEW = View(resize=None, crop=48)  # small: the mechanics do not need 224 px
+VIEW = Framing(resize=None, crop=48)  # small: the mechanics do not need 224 px
 # The rank of each image's label among its own logits (0 = the top class): top-1 hits 2 of 6,
 # top-5 hits 4 of 6 (ranks 0, 0, 1, 4; not 5 or 999).
 RANKS = [0, 1, 4, 5, 0, 999]
@@ -110,12 +110,12 @@ def test_bad_labels_are_usage_errors(tmp_path, random_net):
 
 def test_real_weights_classify_imagenet_photos(tmp_path, shared_dir):
     root = shared_dir / "data" / "imagenet-val-1300"
-    full = ImageDataset(root, labels=root / "labels.csv", view=View(256, 224))
+    full = ImageDataset(root, labels=root / "labels.csv", view=Framing(256, 224))
     assert len(full) == 1300 and 0 <= min(full.labels) and max(full.labels) < 1000
     with open(root / "labels.csv") as f:
         rows = list(csv.reader(f))[1:65]
     write_csv(tmp_path / "labels64.csv", rows)
-    dataset = ImageDataset(root, labels=tmp_path / "labels64.csv", view=View(256, 224))
+    dataset = ImageDataset(root, labels=tmp_path / "labels64.csv", view=Framing(256, 224))
     net = load_network("inceptionv1-caffe", weights=str(shared_dir / "weights" / "bvlc_googlenet.npz"))
     result = evaluate(net, dataset, batch_size=32, workers=0, progress=False)
     assert result["n"] == 64 and result["skipped"] == []

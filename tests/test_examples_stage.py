@@ -19,7 +19,7 @@ from microscope.data.patches import PAD_COLOUR, cut_patches
 from microscope.examples.patches import LayerPatches, PatchFormat, cut_chunk
 from microscope.examples.viewcache import ViewCache
 from microscope.run.executors import LocalExecutor
-from microscope.data.images import ImageDataset, View
+from microscope.data.images import ImageDataset, Framing
 from microscope.network.loaded import load_network
 from microscope.data.packs import read_patch_index
 from microscope.run.pipeline import run_views
@@ -62,7 +62,7 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset(photos):
-    return ImageDataset(photos, labels=photos / "labels.csv", view=View(resize=64, crop=64))
+    return ImageDataset(photos, labels=photos / "labels.csv", view=Framing(resize=64, crop=64))
 
 
 def same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -78,7 +78,7 @@ def examples(network, photos, store, *, layers=LAYERS, top_k=TOP, processes=1, o
               images=Images(str(photos), str(photos / "labels.csv")), settings={"examples": settings},
               executor=LocalExecutor(processes=processes, on_progress=on_progress))
     store = Store(store)
-    return {layer: store.read(store.summary_file(MODEL, layer), ExamplesSummary).to_arrays() for layer in layers}
+    return {layer: store.read(store.examples_summary_file(MODEL, layer), ExamplesSummary).to_arrays() for layer in layers}
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +247,7 @@ def test_cached_views_give_the_same_packs_as_decoding_again(network, dataset, co
     for name, views in (("decoded", None), ("cached", cache), ("black", black)):
         store = computed[0]
         layers = [LayerPatches.from_summary(infos[layer], tmp_path / name / layer,
-                                            store.read(store.summary_file(MODEL, layer), ExamplesSummary),
+                                            store.read(store.examples_summary_file(MODEL, layer), ExamplesSummary),
                                             bands=False, bottom=2) for layer in LAYERS]
         thumbs = {i: tmp_path / name / "thumbs" / f"{i}.jpg" for i in range(0, 20, 3)}
         assert cut_chunk(dataset, 0, layers, thumbs, PatchFormat(32, 90, "jpg", 160, 64), views) == 0
@@ -277,7 +277,7 @@ def test_store_layout_dataset_index_and_result(network, dataset, computed):
     assert index.files == dataset.files and index.labels == dataset.labels and index.name == dataset.root.name
     thumbs = store.dataset_dir(MODEL, dataset.fingerprint()) / "thumbs"
     for layer in LAYERS:
-        result = store.read(store.result_file(MODEL, layer), ExamplesResult)
+        result = store.read(store.examples_result_file(MODEL, layer), ExamplesResult)
         assert result.n_images == 20 and result.skipped == 1
         assert result.skipped_files == [("photo99.png", result.skipped_files[0][1])]  # relative: no local paths
         assert (result.view.resize, result.view.crop) == (64, 64) and result.top_k == TOP
@@ -346,7 +346,7 @@ def test_current_layers_are_not_recomputed_and_changed_ones_are(network, photos,
 def test_damaged_results_are_said_in_one_line_and_recomputed(network, photos, computed, tmp_path, caplog):
     store = Store(tmp_path)
     first = examples(network, photos, tmp_path, layers=["conv1"])
-    summary = store.summary_file(MODEL, "conv1")
+    summary = store.examples_summary_file(MODEL, "conv1")
     summary.write_bytes(summary.read_bytes()[:100])  # truncated
     again = examples(network, photos, tmp_path, layers=["conv1"])
     assert any("summary.npz" in record.getMessage() and "damaged" in record.getMessage()
@@ -361,7 +361,7 @@ def test_damaged_results_are_said_in_one_line_and_recomputed(network, photos, co
     assert any("000000.bin" in record.getMessage() and "content changed" in record.getMessage()
                for record in caplog.records)
     assert pack.read_bytes() != bytes(data)  # cut again
-    result = store.result_file(MODEL, "conv1")
+    result = store.examples_result_file(MODEL, "conv1")
     result.write_text(result.read_text().replace('"format": 1', '"format": 99'))  # a future version
     caplog.clear()
     examples(network, photos, tmp_path, layers=["conv1"])
@@ -414,5 +414,5 @@ def test_atlas_sample_equals_a_reservoir_of_every_drawn_position(network, datase
         assert np.array_equal(found.y, expected.y) and np.array_equal(found.x, expected.x)
         assert found.vectors.dtype == np.float16  # float16 rounding of the same float32 values
         assert np.allclose(found.vectors.astype(np.float32), expected.vectors.astype(np.float32), rtol=1e-3, atol=1e-4)
-        result = store.read(store.result_file(MODEL, layer), ExamplesResult)
+        result = store.read(store.examples_result_file(MODEL, layer), ExamplesResult)
         assert "atlas_vectors.npz" in result.files

@@ -72,7 +72,7 @@ def record(store, network, unit, objective="channel", layer=LAYER) -> RenderReco
 
 
 def unit_dir(store, network, unit):
-    return store.unit_dir(network.spec.name, LAYER, unit)
+    return store.renders_dir(network.spec.name, LAYER, unit)
 
 
 def test_every_objective_rises_and_is_recorded(trained, rendered):

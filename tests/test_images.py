@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from microscope.errors import UsageError
-from microscope.data.images import ImageDataset, UnreadableImage, View, load_rgb
+from microscope.data.images import ImageDataset, UnreadableImage, Framing, load_rgb
 
 RED, BLUE, GREEN, WHITE = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 255)
 
@@ -23,7 +23,7 @@ def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image).astype(int)
 
 
-def viewed(view: View, image: Image.Image) -> np.ndarray:
+def viewed(view: Framing, image: Image.Image) -> np.ndarray:
     """The view of a picture as (H, W, 3) ints."""
     return view.tensor(image).permute(1, 2, 0).numpy().astype(int)
 
@@ -128,25 +128,25 @@ def test_damaged_files_raise_one_clear_error(tmp_path):
         assert "\n" not in str(error.value)
 
 
-# --- View: resize the shorter side, then a centre crop ---------------------------------------------
+# --- Framing: resize the shorter side, then a centre crop ---------------------------------------------
 
 def test_view_crops_the_centre_of_a_wide_image():
     # 200x100, red left of x=100. Shorter side 100 -> 50 (exact 2x), so 100x50; the 40 px crop
     # starts at x=30, so the split lands at crop column 20.
-    crop = viewed(View(resize=50, crop=40), split_image(200, 100, 100))
+    crop = viewed(Framing(resize=50, crop=40), split_image(200, 100, 100))
     assert crop.shape == (40, 40, 3)
     assert (crop[:, :19] == RED).all() and (crop[:, 21:] == BLUE).all()
 
 
 def test_view_crops_the_centre_of_a_tall_image():
     tall = split_image(200, 100, 100).transpose(Image.Transpose.TRANSPOSE)  # red on top of blue
-    crop = viewed(View(resize=50, crop=40), tall)
+    crop = viewed(Framing(resize=50, crop=40), tall)
     assert (crop[:19] == RED).all() and (crop[21:] == BLUE).all()
 
 
 def test_view_with_resize_none_only_crops():
     image = Image.fromarray(np.arange(227 * 227 * 3, dtype=np.uint32).reshape(227, 227, 3).astype(np.uint8))
-    crop = viewed(View(resize=None, crop=224), image)
+    crop = viewed(Framing(resize=None, crop=224), image)
     # (227 - 224) / 2 = 1.5 rounds to 2 (banker's rounding, as torchvision): rows/cols 2..225.
     assert (crop == pixels(image)[2:226, 2:226]).all()
 
@@ -154,7 +154,7 @@ def test_view_with_resize_none_only_crops():
 @pytest.mark.parametrize("resize", [16, None])
 def test_tiny_images_are_upscaled_to_the_crop(tmp_path, resize):
     Image.new("RGB", (5, 7), (10, 200, 30)).save(tmp_path / "tiny.png")
-    dataset = ImageDataset(tmp_path, view=View(resize=resize, crop=12))
+    dataset = ImageDataset(tmp_path, view=Framing(resize=resize, crop=12))
     image, reason = dataset.load(0)
     assert reason is None and image.dtype == torch.uint8 and image.shape == (3, 12, 12)
     assert (image.permute(1, 2, 0) == torch.tensor([10, 200, 30], dtype=torch.uint8)).all()
@@ -177,7 +177,7 @@ def test_view_resizes_within_one_grey_level_of_pillow(size):
     y, x = np.mgrid[0:size[1], 0:size[0]]
     smooth = np.stack([128 + 100 * np.sin(x / 17), 128 + 100 * np.cos(y / 23), (x + y) % 256], -1)
     photo = Image.fromarray(np.clip(smooth + rng.normal(0, 30, smooth.shape), 0, 255).astype(np.uint8))
-    ours = View(resize=224, crop=200).tensor(photo).permute(1, 2, 0).numpy().astype(int)
+    ours = Framing(resize=224, crop=200).tensor(photo).permute(1, 2, 0).numpy().astype(int)
     theirs = pillow_view(photo, 224, 200).astype(int)
     assert ours.shape == theirs.shape == (200, 200, 3)
     assert np.abs(ours - theirs).max() <= 1
@@ -186,9 +186,9 @@ def test_view_resizes_within_one_grey_level_of_pillow(size):
 
 def test_view_rejects_nonsense_sizes():
     with pytest.raises(UsageError, match="at least the crop"):
-        View(resize=100, crop=224)
+        Framing(resize=100, crop=224)
     with pytest.raises(UsageError, match="positive"):
-        View(crop=0)
+        Framing(crop=0)
 
 
 # --- ImageDataset: discovery, order, labels ------------------------------------------------------------
@@ -294,7 +294,7 @@ def make_mixed_dataset(root):
 
 def test_batches_skip_name_and_warn_about_damaged_files(tmp_path, caplog):
     colours = make_mixed_dataset(tmp_path)
-    dataset = ImageDataset(tmp_path, view=View(resize=8, crop=6))
+    dataset = ImageDataset(tmp_path, view=Framing(resize=8, crop=6))
     assert dataset.files[:3] == ["broken.jpg", "full.jpg", "good0.png"] and len(dataset) == 9
     assert dataset.load(1) == (None, dataset.load(1)[1]) and dataset.load(1)[1].startswith("image file is truncated")
     with caplog.at_level(logging.WARNING, logger="microscope.data.images"):
@@ -318,7 +318,7 @@ def test_batches_skip_name_and_warn_about_damaged_files(tmp_path, caplog):
 
 def test_batches_do_not_depend_on_workers(tmp_path):
     make_mixed_dataset(tmp_path)
-    dataset = ImageDataset(tmp_path, view=View(resize=8, crop=6))
+    dataset = ImageDataset(tmp_path, view=Framing(resize=8, crop=6))
     serial = list(dataset.batches(batch_size=2, workers=0))
     parallel = list(dataset.batches(batch_size=2, workers=2))
     assert len(serial) == len(parallel)
@@ -376,7 +376,7 @@ def test_fifo_socket_and_device_named_like_photos_are_skipped_unopened(tmp_path,
 
 def test_a_fifo_that_takes_a_photos_place_later_does_not_block(tmp_path, caplog):
     make_tree(tmp_path, ["a.png", "b.png"], colour=GREEN)
-    dataset = ImageDataset(tmp_path, view=View(resize=None, crop=4))
+    dataset = ImageDataset(tmp_path, view=Framing(resize=None, crop=4))
     (tmp_path / "a.png").unlink()
     os.mkfifo(tmp_path / "a.png")
     with deadline(10), caplog.at_level(logging.WARNING, logger="microscope.data.images"):
@@ -441,7 +441,7 @@ def test_links_out_of_the_root_keep_their_in_root_names(tmp_path):
     root.mkdir()
     (root / "in.png").symlink_to(outside / "real.png")
     (root / "ext").symlink_to(outside / "album")
-    dataset = ImageDataset(root, view=View(resize=None, crop=4))
+    dataset = ImageDataset(root, view=Framing(resize=None, crop=4))
     assert dataset.files == ["ext/y.png", "in.png"]
     assert [dataset.path(i) for i in range(2)] == [root / "ext" / "y.png", root / "in.png"]
     assert all(image is not None for image, _ in map(dataset.load, range(2)))

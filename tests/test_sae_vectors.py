@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import microscope.sae.vectors as vectors_module
-from microscope.data.images import ImageDataset, View
+from microscope.data.images import ImageDataset, Framing
 from microscope.network.loaded import load_network
 from microscope.activations.positions import SampleSettings, held_out_images
 from microscope.sae.vectors import collect, load_parts, read_vectors
@@ -21,7 +21,7 @@ def dataset(tmp_path_factory):
     rng = np.random.default_rng(2)
     for i in range(10):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / f"p{i}.png")
-    return ImageDataset(root, view=View(64, 64))
+    return ImageDataset(root, view=Framing(64, 64))
 
 
 def test_vectors_resume_and_match_the_activations(dataset, tmp_path, monkeypatch):

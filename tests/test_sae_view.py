@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from microscope.network.catalogue import catalogue
 from microscope.cli import main
-from microscope.data.images import ImageDataset, View
+from microscope.data.images import ImageDataset, Framing
 from microscope.network.loaded import load_network
 from microscope.sae.stored import read_sae
 from microscope.store import ExamplesSummary, Store
@@ -75,9 +75,9 @@ def encode(weights, scale, k, x, slack=1e-5):
 def test_feature_examples_equal_brute_force(built, photos):
     store, *_ = built
     result, weights = read_sae(store, "inceptionv1-caffe", LAYER, "random-seed0")
-    summary = store.read(store.summary_file("inceptionv1-caffe", FEATURES), ExamplesSummary)
+    summary = store.read(store.examples_summary_file("inceptionv1-caffe", FEATURES), ExamplesSummary)
     network = load_network("inceptionv1-caffe", weights="random", seed=0)
-    dataset = ImageDataset(photos, view=View(224, 224))
+    dataset = ImageDataset(photos, view=Framing(224, 224))
     with torch.inference_mode():
         images = torch.stack([dataset.load(i)[0] for i in range(len(dataset))]).float().div_(255)
         activation = network.activations(images, [LAYER])[LAYER].numpy()

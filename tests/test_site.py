@@ -330,9 +330,9 @@ def test_damaged_or_unknown_records_are_said_once_and_left_out(tmp_path, caplog)
     store = make_store(tmp_path / "store")
     record = store.render_file("tiny", "conv1", 2, "neuron")
     record.write_text(record.read_text().replace('"format": 1', '"format": 7'))  # a newer microscope's
-    summary = store.summary_file("tiny", WEIRD_LAYER)
+    summary = store.examples_summary_file("tiny", WEIRD_LAYER)
     summary.write_bytes(summary.read_bytes()[:-50])  # truncated: its stamp no longer matches
-    (store.unit_dir("tiny", "conv1", 1) / "channel.png").write_bytes(b"garbage")
+    (store.renders_dir("tiny", "conv1", 1) / "channel.png").write_bytes(b"garbage")
     build_site(store, tmp_path / "site", progress=False)
     said = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
     assert len(said) == 3 and all("\n" not in line for line in said)

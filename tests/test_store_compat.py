@@ -56,7 +56,7 @@ def test_a_small_build_is_identical_to_the_one_before_the_restructure(tmp_path):
     compared = 0
     for layer in ("conv1", "inception_3a"):
         before = load_npz(old / layer / "examples" / "summary.npz")
-        after = store.read(store.summary_file(MODEL, layer), ExamplesSummary)
+        after = store.read(store.examples_summary_file(MODEL, layer), ExamplesSummary)
         for name, array in before.items():
             now = getattr(after, name)
             assert array.dtype == now.dtype and np.array_equal(array, now, equal_nan=array.dtype.kind == "f"), name
@@ -81,7 +81,7 @@ def test_a_small_build_is_identical_to_the_one_before_the_restructure(tmp_path):
             assert [image.file for image in record.images] == entry["files"]
             for i, image in enumerate(record.images):
                 assert (provenance.parent / image.file).read_bytes() == \
-                    (store.unit_dir(MODEL, layer, unit) / image.file).read_bytes()
+                    (store.renders_dir(MODEL, layer, unit) / image.file).read_bytes()
                 assert (image.objective_final, image.loss_curve) == (entry["objective_final"][i], entry["loss_curve"][i])
                 assert (image.activation_mean, image.activation_max) == \
                     (entry["activation_mean"][i], entry["activation_max"][i])

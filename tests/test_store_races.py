@@ -36,12 +36,12 @@ def test_two_builds_with_different_settings_on_one_store(model, tmp_path):
     lines = outcomes[loser][2].strip().splitlines()
     assert len(lines) == 1 and "is in use by another run (pid " in lines[0] and str(runs[winner].pid) in lines[0], lines
     stored = Store(store)
-    result = stored.read(stored.result_file("tiny-tiny", "features_4"), ExamplesResult)
-    summary = stored.read(stored.summary_file("tiny-tiny", "features_4"), ExamplesSummary)
+    result = stored.read(stored.examples_result_file("tiny-tiny", "features_4"), ExamplesResult)
+    summary = stored.read(stored.examples_summary_file("tiny-tiny", "features_4"), ExamplesSummary)
     assert result.top_k == winner and summary.top_index.shape[1] == winner  # what the winner computed, not a mix
     again = cli(*_build(model, store, tmp_path / f"site{loser}", loser)[2:])  # the loser, rerun, now computes
     assert "dataset examples: 1 layers computed" in again.stdout
-    assert stored.read(stored.summary_file("tiny-tiny", "features_4"), ExamplesSummary).top_index.shape[1] == loser
+    assert stored.read(stored.examples_summary_file("tiny-tiny", "features_4"), ExamplesSummary).top_index.shape[1] == loser
 
 
 def test_a_site_folder_being_written_is_not_written_by_another_run(model, tmp_path):

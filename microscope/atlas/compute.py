@@ -40,7 +40,7 @@ def needed_vectors(side: int) -> int:
 
 def sample_of(store: Store, model: str, layer: str) -> tuple[AtlasVectors, object]:
     """The layer's atlas sample, verified against its examples result; one line if there is none."""
-    result = store.read(store.result_file(model, layer), ExamplesResult)
+    result = store.read(store.examples_result_file(model, layer), ExamplesResult)
     vectors_file = store.atlas_vectors_file(model, layer)
     stamp = result.files.get(vectors_file.name) if result is not None else None
     if stamp is None:

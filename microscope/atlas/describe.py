@@ -35,7 +35,7 @@ def describe(network, dataset, store: Store, model: str, layer: str, settings: C
     began = time.perf_counter()
     result, layout = read_layout(store, model, layer)
     sample, _ = sample_of(store, model, layer)
-    examples = store.read(store.result_file(model, layer), ExamplesResult)  # the caller checked its images
+    examples = store.read(store.examples_result_file(model, layer), ExamplesResult)  # the caller checked its images
     levels = [LevelCells.of(layout, level, result.min_count) for level in range(2)]
     units = [nearest_units(level.mean, settings.nearest_units) for level in levels]
     patches = [np.array([typical_rows(sample.vectors, sample.image, members, mean, settings.patches)

@@ -73,7 +73,7 @@ def photo_labels(data, model, top: int = 3) -> dict | None:
     """level -> per cell, [[label, vectors]...]: the dataset labels most common among the photos of the
     cell's vectors (all of them, not a sample); None for a dataset without labels."""
     store = data.store
-    examples = store.read(store.result_file(model.name, data.result.layer), ExamplesResult)
+    examples = store.read(store.examples_result_file(model.name, data.result.layer), ExamplesResult)
     dataset = store.read(store.dataset_file(model.name, examples.dataset.fingerprint), DatasetIndex) if examples else None
     sample = store.read(store.atlas_vectors_file(model.name, data.result.layer), AtlasVectors, data.result.vectors)
     layout = data.layout()

@@ -46,7 +46,7 @@ class UnreadableImage(UsageError):
 
 
 @dataclass(frozen=True)
-class View:
+class Framing:
     """How a photo becomes the model's square input: shorter side to `resize`, then a centre crop.
 
     Resizing is bilinear and antialiases when shrinking (the filter's support widens with the
@@ -162,7 +162,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """A folder of images in a fixed order, optionally labelled, seen through a `View`.
+    """A folder of images in a fixed order, optionally labelled, seen through a `Framing`.
 
     `labels`: None, "folders" (ImageFolder tree: class = top-level subfolder, classes sorted by name,
     the same indices as torchvision's ImageFolder), or a path to a `file,class_index` CSV whose file
@@ -171,7 +171,7 @@ class ImageDataset(torch.utils.data.Dataset):
     folders (names starting with ".", e.g. macOS "._x.jpg") are ignored.
     """
 
-    def __init__(self, root: str | Path, labels: str | Path | None = None, view: View = View(),
+    def __init__(self, root: str | Path, labels: str | Path | None = None, view: Framing = Framing(),
                  sample: int | None = None):
         self.root = Path(root)
         self.view = view
@@ -194,7 +194,7 @@ class ImageDataset(torch.utils.data.Dataset):
             self.labels = None if self.labels is None else [self.labels[i] for i in chosen]
 
     @classmethod
-    def from_index(cls, index, view: View) -> "ImageDataset":
+    def from_index(cls, index, view: Framing) -> "ImageDataset":
         """The dataset a stored `DatasetIndex` describes, without scanning its folder again (another
         process or machine of the same run reads the same files)."""
         dataset = cls.__new__(cls)

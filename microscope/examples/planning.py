@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from microscope.data.images import ImageDataset, View, default_workers
+from microscope.data.images import ImageDataset, Framing, default_workers
 from microscope.errors import UsageError
 from microscope.examples import thumbs
 from microscope.examples.config import SummarySettings, identity
@@ -155,7 +155,7 @@ def scanned(session, folder: str, labels: str | None, sample: int | None, view: 
             fingerprint: str) -> ImageDataset:
     """The dataset a job was planned with: the planning process's, or the folder scanned again and checked."""
     def scan():
-        dataset = ImageDataset(folder, labels=labels, view=View(*view), sample=sample)
+        dataset = ImageDataset(folder, labels=labels, view=Framing(*view), sample=sample)
         if dataset.fingerprint() != fingerprint:
             raise UsageError(f"the images in {folder} changed since the build was planned; run it again")
         return dataset

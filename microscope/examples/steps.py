@@ -23,7 +23,7 @@ import shutil
 
 import numpy as np
 
-from microscope.data.images import ImageDataset, View
+from microscope.data.images import ImageDataset, Framing
 from microscope.data.packs import complete_chunks, pack_indexes
 from microscope.data.patches import PAD_COLOUR
 from microscope.errors import UsageError
@@ -49,7 +49,7 @@ def open_dataset(session, plan: PassPlan) -> ImageDataset:
         index = session.store.read(session.store.dataset_file(plan.model, plan.fingerprint), DatasetIndex)
         if index is None:
             raise UsageError(f"the dataset index of {plan.folder} is missing from the store; run the build again")
-        return ImageDataset.from_index(index, View(*plan.view))
+        return ImageDataset.from_index(index, Framing(*plan.view))
     return session.memo(("dataset", plan.fingerprint, plan.view), make)
 
 
@@ -128,7 +128,7 @@ def summarize(session, plan: PassPlan, layer: str) -> None:
         arrays["top_classes"], arrays["top_class_counts"] = class_summary(
             arrays["top_index"], dataset.labels, settings.class_summary)
     summary = ExamplesSummary(**arrays)
-    store.write(store.summary_file(plan.model, layer), summary)
+    store.write(store.examples_summary_file(plan.model, layer), summary)
     atlas_file = store.atlas_vectors_file(plan.model, layer)
     if accumulator.reservoir is not None:
         kept, sampling = accumulator.reservoir, accumulator.atlas
@@ -147,7 +147,7 @@ def patches_of(session, plan: PassPlan, layer: str) -> LayerPatches:
     def make():
         store, settings = session.store, plan.summary_settings()
         summary = session.memo(("summary", plan.key, layer), lambda: store.read(
-            store.summary_file(plan.model, layer), ExamplesSummary))
+            store.examples_summary_file(plan.model, layer), ExamplesSummary))
         if summary is None:
             raise RuntimeError(f"the examples summary of {layer} is missing; run the build again")
         return LayerPatches.from_summary(geometry(session, plan)[layer], store.patches_dir(plan.model, layer), summary,
@@ -158,7 +158,7 @@ def patches_of(session, plan: PassPlan, layer: str) -> LayerPatches:
 def claim(store: Store, plan: PassPlan, layer: str) -> None:
     """Mark the layer as being computed by this pass; patches left by any other pass are removed."""
     directory = store.examples_dir(plan.model, layer)
-    store.result_file(plan.model, layer).unlink(missing_ok=True)  # stale: it does not match, or we would not be here
+    store.examples_result_file(plan.model, layer).unlink(missing_ok=True)  # stale: it does not match, or we would not be here
     pending = store.pending_file(plan.model, layer)
     try:
         current = pending.read_text(encoding="utf-8").strip()
@@ -241,7 +241,7 @@ def finish(session, plan: PassPlan, layer: str) -> None:
     os.sync()  # patches and thumbnails are written without fsync; flush them all at once
     directory = store.examples_dir(plan.model, layer)
     atlas = [store.atlas_vectors_file(plan.model, layer).name] if store.atlas_vectors_file(plan.model, layer).is_file() else []
-    files = [store.summary_file(plan.model, layer).name] + atlas + \
+    files = [store.examples_summary_file(plan.model, layer).name] + atlas + \
         [f"{PATCHES}/{name}" for name in pack_indexes(store.patches_dir(plan.model, layer))]
     records = shard_records(session, plan)
     skipped = skipped_files(records)
@@ -257,7 +257,7 @@ def finish(session, plan: PassPlan, layer: str) -> None:
                               ["top", "bottom"] + (["band"] if settings.band_patches else []),
                               settings.bottom_patches),
         batch_size=plan.batch_size, files={name: FileStamp.of_file(directory / name) for name in files})
-    store.write(store.result_file(plan.model, layer), result)
+    store.write(store.examples_result_file(plan.model, layer), result)
     store.pending_file(plan.model, layer).unlink(missing_ok=True)
 
 

@@ -32,11 +32,11 @@ def pack_stamps(result: ExamplesResult) -> dict:
 
 
 def read_examples(store: Store, model, layer) -> ExamplesData | None:
-    result_path = store.result_file(model.name, layer.name)
+    result_path = store.examples_result_file(model.name, layer.name)
     result = store.read(result_path, ExamplesResult)
     if result is None:
         return None
-    summary_path = store.summary_file(model.name, layer.name)
+    summary_path = store.examples_summary_file(model.name, layer.name)
     summary = store.read(summary_path, ExamplesSummary, result.files.get(summary_path.name))
     if summary is None:
         return None
@@ -48,7 +48,7 @@ def read_examples(store: Store, model, layer) -> ExamplesData | None:
 
 def is_current(store: Store, model: str, layer: str, key: str) -> bool:
     """Whether the layer's stored examples were made from these inputs (`key`) and are intact."""
-    path = store.result_file(model, layer)
+    path = store.examples_result_file(model, layer)
     result = store.read(path, ExamplesResult)
     if result is None or result.key != key:
         return False

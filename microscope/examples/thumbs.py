@@ -21,7 +21,7 @@ def needed(store: Store, model: str, layers: list[str]) -> set[int]:
     """The images the layers' examples show (their thumbnails are needed), from their stored summaries."""
     found: set[int] = set()
     for layer in layers:
-        summary = store.read(store.summary_file(model, layer), ExamplesSummary)
+        summary = store.read(store.examples_summary_file(model, layer), ExamplesSummary)
         if summary is not None:
             for indices in (summary.top_index, summary.bottom_index, summary.band_index):
                 found.update(np.unique(indices[indices >= 0]).tolist())

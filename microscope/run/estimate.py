@@ -1,7 +1,7 @@
 """Before the work starts: what a run will compute, and how long that will take on this machine.
 
 Each view with work to do estimates its own jobs from a short calibration of the real work (a few
-optimisation steps, one forward batch: `View.estimate`); a view whose work is too small to be worth
+optimisation steps, one forward batch: `Computed.estimate`); a view whose work is too small to be worth
 timing, or one without an estimate, is listed without a time. The line is what a user reads before a
 long build.
 """

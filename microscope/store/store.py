@@ -141,14 +141,14 @@ class Store:
     def examples_dir(self, model: str, layer: str) -> Path:
         return self.layer_dir(model, layer) / "examples"
 
-    def summary_file(self, model: str, layer: str) -> Path:
+    def examples_summary_file(self, model: str, layer: str) -> Path:
         return self.examples_dir(model, layer) / "summary.npz"
 
     def atlas_vectors_file(self, model: str, layer: str) -> Path:
         """The activation vectors the examples pass sampled for the layer's atlas (store/atlas.py)."""
         return self.examples_dir(model, layer) / "atlas_vectors.npz"
 
-    def result_file(self, model: str, layer: str) -> Path:
+    def examples_result_file(self, model: str, layer: str) -> Path:
         return self.examples_dir(model, layer) / "result.json"
 
     def pending_file(self, model: str, layer: str) -> Path:
@@ -161,15 +161,15 @@ class Store:
     def featurevis_dir(self, model: str, layer: str) -> Path:
         return self.layer_dir(model, layer) / "featurevis"
 
-    def unit_dir(self, model: str, layer: str, unit: int) -> Path:
+    def renders_dir(self, model: str, layer: str, unit: int) -> Path:
         return self.featurevis_dir(model, layer) / str(int(unit))
 
     def render_file(self, model: str, layer: str, unit: int, objective: str) -> Path:
-        return self.unit_dir(model, layer, unit) / f"{segment(objective)}.json"
+        return self.renders_dir(model, layer, unit) / f"{segment(objective)}.json"
 
     def render_files(self, model: str, layer: str) -> list[tuple[int, Path]]:
         """(unit, path) of every render record of the layer, sorted by path. Only folders a unit's
-        `unit_dir` could be count: anything else in the featurevis folder is not a render."""
+        `renders_dir` could be count: anything else in the featurevis folder is not a render."""
         found = []
         for path in sorted(self.featurevis_dir(model, layer).glob("*/*.json")):
             folder = path.parent.name

@@ -23,7 +23,7 @@ from microscope.atlas.icons import IconSettings, collect_icons, render_slice, sl
 from microscope.atlas.layout import LayoutSettings
 from microscope.atlas.page import SHOWN
 from microscope.atlas.stored import icons_key, is_current, stage_key
-from microscope.data.images import ImageDataset, View as ImageView
+from microscope.data.images import ImageDataset, Framing
 from microscope.errors import UsageError
 from microscope.featurevis.batch import featurevis_extractor
 from microscope.jobs import make_job
@@ -119,7 +119,7 @@ class AtlasView(Computed):
             spec = {"layer": layer, "layout": asdict(layout), "cells": asdict(cells), "icons": asdict(icons),
                     "images": {"folder": str(request.images.folder), "labels": request.images.labels,
                                "sample": request.images.sample}}
-            examples = store.read(store.result_file(model, layer), ExamplesResult)
+            examples = store.read(store.examples_result_file(model, layer), ExamplesResult)
             stamp = examples.files.get(store.atlas_vectors_file(model, layer).name) if examples else None
             found = store.read(store.atlas_result_file(model, layer), AtlasResult)
             current = found is not None and stamp is not None and found.key == layout_key(stamp, layout) \
@@ -204,10 +204,10 @@ def percent(report):
 def same_images(session, store, model: str, layer: str, images: dict):
     """The photos the layer's atlas sample was drawn from, seen as its examples pass saw them; one line if
     `images` are other photos."""
-    examples = store.read(store.result_file(model, layer), ExamplesResult)
+    examples = store.read(store.examples_result_file(model, layer), ExamplesResult)
     if examples is None:
         raise UsageError(f"{layer} has no dataset examples in {store.root}; compute them first")
-    view = ImageView(examples.view.resize, examples.view.crop)
+    view = Framing(examples.view.resize, examples.view.crop)
     dataset = session.memo(("atlas images", images["folder"], images["labels"], images["sample"], view),
                            lambda: ImageDataset(images["folder"], labels=images["labels"], view=view,
                                                 sample=images["sample"]))

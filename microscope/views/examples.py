@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from microscope.data.images import ImageDataset, View as ImageView
+from microscope.data.images import ImageDataset, Framing
 from microscope.errors import UsageError
 from microscope.examples import planning, steps
 from microscope.examples.config import SummarySettings
@@ -104,7 +104,7 @@ def request_images(request, session) -> ImageDataset:
     settings = settings_of(request)
 
     def scan():
-        found = ImageDataset(request.images.folder, labels=request.images.labels, view=ImageView(*settings.view),
+        found = ImageDataset(request.images.folder, labels=request.images.labels, view=Framing(*settings.view),
                              sample=request.images.sample)
         if len(found) >= 2**31:
             raise UsageError(f"{len(found)} images is more than the examples view indexes (2**31 - 1); split the folder")

@@ -173,7 +173,7 @@ def write_renders(store: Store, config: RenderConfig, batch, rendered) -> None:
     curve_steps = sorted(set(range(0, steps, recipe.curve_every)) | {steps - 1})
     save_args = {"lossless": True} if config.image_format == "webp" else {}
     for position, unit in enumerate(batch.units):
-        folder = store.unit_dir(config.model, config.layer, unit)
+        folder = store.renders_dir(config.model, config.layer, unit)
         images = []
         for i, name in enumerate(batch.objective.files(recipe, config.image_format)):
             row = position * per_unit + i

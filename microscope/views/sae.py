@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from microscope.activations.positions import SampleSettings
-from microscope.data.images import ImageDataset, View as ImageView
+from microscope.data.images import ImageDataset, Framing
 from microscope.errors import UsageError
 from microscope.jobs import hash_json, make_job
 from microscope.network.catalogue import catalogue
@@ -119,7 +119,7 @@ class SaeView(Computed):
 def images_of(session, images: dict) -> ImageDataset:
     """The job's images, scanned again in this process and checked against the plan's fingerprint."""
     def scan():
-        dataset = ImageDataset(images["folder"], labels=images["labels"], view=ImageView(*images["view"]),
+        dataset = ImageDataset(images["folder"], labels=images["labels"], view=Framing(*images["view"]),
                                sample=images["sample"])
         if dataset.fingerprint() != images["fingerprint"]:
             raise UsageError(f"the images in {images['folder']} changed since the run was planned; run it again")

@@ -59,7 +59,7 @@ SIZES = Sizes()
 CONVERSION_VERSION = 2
 
 # Bytes per unit of the page itself, for the size estimate where no unit was built yet (each view
-# says what its own images take: View.budget). Measured by bench/site_sizes.py.
+# says what its own images take: Shown.budget). Measured by bench/site_sizes.py.
 PAGE_BUDGET = {"unit page": 24_700, "unit.json": 13_500}
 
 
