@@ -11,14 +11,9 @@ from pathlib import Path
 
 import click
 
+from microscope.cli_options import (LAYERS, common_options, device_option, guard_options, how_options, images_options,
+                                    model_option, quiet_option, renamed, store_option, view_options, weights_option)
 from microscope.errors import UsageError
-from microscope.option_checks import check_device, guard_options
-from microscope.selection import LAYERS, UNITS
-
-
-# Flags renamed so that each setting has one name, their older spellings still accepted (with a note):
-# the views' own come from their settings' declarations (Option.old).
-RENAMED = {"--layer": "--layers"}
 
 
 class _Group(click.Group):
@@ -45,15 +40,6 @@ class _Group(click.Group):
             _interrupted()
 
 
-def renamed(arguments: list[str]) -> list[str]:
-    """The arguments with older flag spellings written as now (each said in a note on stderr)."""
-    from microscope.settings import renamed_arguments, renamed_flags
-    from microscope.views.registry import VIEWS
-
-    table = {**RENAMED, **renamed_flags(view.settings_type for view in VIEWS.values() if view.settings_type)}
-    return renamed_arguments(arguments, table, lambda line: click.echo(line, err=True))
-
-
 def _fail(message: str) -> None:
     click.echo(f"error: {' '.join(str(message).split())}", err=True)
     sys.exit(2)
@@ -67,65 +53,6 @@ def _interrupted() -> None:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def main():
     """microscope: feature visualizations and dataset examples for every unit, as a static site."""
-
-
-def _options(*decorators):
-    def apply(function):
-        for decorator in reversed(decorators):
-            function = decorator(function)
-        return function
-    return apply
-
-
-def _view_options(*names):
-    """The options of these views (of every view `build` computes if none is named)."""
-    from microscope.views.registry import VIEWS, build_views
-
-    return _options(*[option for name in names or build_views() for option in VIEWS[name].options()])
-
-
-model_option = click.option("--model", "model", default="inceptionv1", show_default=True,
-                            help="Model of the zoo (see `models`).")
-weights_option = click.option("--weights", default=None,
-                              help="Weights file, or 'random' (seeded, for tests). Default: cache, then download.")
-device_option = click.option("--device", default="auto", show_default=True, callback=check_device,
-                             help="auto, cpu or cuda.")
-store_option = click.option("--store", default=None,
-                            help="Artifact store folder (default: $MICROSCOPE_STORE or ./artifacts).")
-quiet_option = click.option("--quiet", is_flag=True, help="No progress bars (the summary is still printed).")
-executor_options = _options(
-    click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray"]),
-                 help="Who runs the jobs: this machine, or Ray tasks (pip install 'microscope[ray]')."),
-    click.option("--ray-address", default=None,
-                 help="With --executor ray: 'auto' or HOST:PORT of a running cluster's head (default: a Ray "
-                      "instance on this machine). The --store must be a path every node sees."),
-    click.option("--gpus-per-job", default=None, type=click.FloatRange(min=0),
-                 help="With --executor ray: the share of a GPU each job that runs the network asks for, e.g. 0.25 "
-                      "(default: 1 on a cluster with GPUs, else 0)."),
-)
-seed_option = click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
-                           help="Seed of everything random.")
-# What every computing command takes besides the model, its layers and units.
-how_options = _options(store_option, device_option, seed_option, quiet_option, executor_options)
-common_options = _options(
-    model_option, weights_option,
-    click.option("--layers", default="all", show_default=True, type=LAYERS,
-                 help="'all' (every conv layer and inception block) or comma-separated names."),
-    click.option("--units", default="all", show_default=True, type=UNITS, help="e.g. 0-63, 3,5,9-12 or all."),
-    how_options,
-)
-image_sample_option = click.option(
-    "--image-sample", "image_sample", default=None, type=click.IntRange(min=1), metavar="N",
-    help="Use a fixed sample of N of the images (spread over the folder; the same N gives the same images).")
-labels_option = click.option("--labels", default=None,
-                             help="Dataset labels: file,class_index CSV, or 'folders' (class per subfolder).")
-
-
-def images_options(required: bool = False, what: str = "Folder of images (searched recursively), or 'imagenette'."):
-    # No default beside required=True: click 8.5 takes an explicit default of None as a value given.
-    images = click.option("--images", required=True, help=what) if required else \
-        click.option("--images", default=None, help=what)
-    return _options(images, labels_option, image_sample_option)
 
 
 def _table(rows: list[list], header: list[str]) -> str:
@@ -197,7 +124,7 @@ def evaluate(model, weights, images, labels, image_batch_size, workers, device, 
 @main.command()
 @common_options
 @images_options(required=True)
-@_view_options("examples")
+@view_options("examples")
 def examples(**values):
     """Top-activating dataset images and patches for every channel of the chosen layers."""
     _compute(values, ["examples"])
@@ -205,7 +132,7 @@ def examples(**values):
 
 @main.command()
 @common_options
-@_view_options("featurevis")
+@view_options("featurevis")
 def featurevis(**values):
     """Feature visualizations (Lucid's recipe, or --recipe fast) of every chosen unit, into the artifact store."""
     _compute(values, ["featurevis"])
@@ -213,7 +140,7 @@ def featurevis(**values):
 
 @main.command()
 @common_options
-@_view_options("circuits")
+@view_options("circuits")
 def circuits(**values):
     """Expanded weights between the chosen layers and their neighbours, into the artifact store."""
     _compute(values, ["circuits"])
@@ -226,7 +153,7 @@ def circuits(**values):
               help="The layers to encode, comma-separated, e.g. inception_3b (conv or block layers).")
 @how_options
 @images_options(required=True)
-@_view_options("sae")
+@view_options("sae")
 def sae(**values):
     """Train a sparse autoencoder on each layer; its features become the layer <layer>_sae."""
     from microscope.run.pipeline import compute, request_from
@@ -253,7 +180,7 @@ def sae(**values):
 @main.command()
 @common_options
 @images_options(required=True, what="The folder the layers' dataset examples were computed from.")
-@_view_options("atlas")
+@view_options("atlas")
 def atlas(**values):
     """Activation atlases of the chosen layers, from the sample their dataset examples drew."""
     from microscope.atlas.stored import read_atlas
@@ -297,7 +224,7 @@ def _compute(values: dict, views: list[str]) -> None:
 @main.command()
 @common_options
 @images_options()
-@_view_options()
+@view_options()
 @click.option("--out", default="site", show_default=True, help="Output folder of the static site.")
 @click.option("--labels-file", "labels_file", default=None, help="YAML: layer -> unit -> label (and note).")
 @click.option("--log-file", default=None, help="Append a timestamped log of the run to this file.")

@@ -184,7 +184,7 @@ FLOORS = [
     ["microscope.views"],
     ["microscope.site"],
     ["microscope.run"],
-    ["microscope", "microscope.cli", "microscope.option_checks", "microscope.api"],  # microscope.open_store
+    ["microscope", "microscope.cli", "microscope.cli_options", "microscope.api"],  # microscope.open_store
 ]
 FEATURES = FLOORS[4]
 
