@@ -245,7 +245,8 @@ def test_a_build_past_one_gigabyte_says_what_to_drop_before_the_work():
     from torch import nn
 
     from microscope.models import LayerSpec
-    from microscope.run.pipeline import UNIT_BYTES, size_warning
+    from microscope.run.pipeline import site_size_warning as size_warning
+    from microscope.site.estimate import UNIT_BYTES
 
     network = load_network("inceptionv1-caffe", weights="random", seed=0)
     assert size_warning(network) is None  # every unit of the model alone fits

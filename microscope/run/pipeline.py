@@ -128,9 +128,7 @@ def build(request: Request, session: Session, unit_labels: dict | None = None, e
           announce: Callable[[str], None] | None = None) -> Outcome:
     """`compute`, then the site of the request's model and layers in the request's site folder."""
     network = session.network()
-    layers = catalogue(network)
-    warning = size_warning(network.spec.name, layers,
-                           {info.name for info in layers if network.derived_key(info.name) is not None})
+    warning = site_size_warning(network)
     if warning:
         log.warning(warning)
     outcome = compute(request, session, executor, announce)
@@ -144,6 +142,13 @@ def build(request: Request, session: Session, unit_labels: dict | None = None, e
     return outcome
 
 
+
+
+def site_size_warning(network) -> str | None:
+    """The site's warning (site/estimate.py) for a site of every unit of the network's layers, SAEs included."""
+    layers = catalogue(network)
+    return size_warning(network.spec.name, layers,
+                        {info.name for info in layers if network.derived_key(info.name) is not None})
 
 
 def run_views(network, views: list[str], *, store, layers: list[str], units: Units | None = None,
