@@ -37,6 +37,9 @@ def old_code(target: Path, commit: str = BEFORE) -> Path:
     archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", commit], capture_output=True, check=True)
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(target, filter="data")
+    # Its own templates and static files, not the installed package's (they map to today's checkout).
+    for folder in ("templates", "static"):
+        (target / "microscope" / folder).symlink_to(target / folder, target_is_directory=True)
     return target
 
 
