@@ -1,4 +1,6 @@
-"""What several test modules make the same way: small generated photos, and the real command line run."""
+"""What several test modules make the same way: small generated photos, the real command line run, and stored
+files compared."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +45,17 @@ def lock_holder(folder: Path, *lock_args) -> subprocess.Popen:
 def command(*args) -> list[str]:
     """The command line of build.py with these arguments (for a process the test watches or kills)."""
     return [sys.executable, str(REPO / "build.py"), *map(str, args)]
+
+
+def comparable(path: Path):
+    """A stored file as tests compare two stores: JSON without timings, arrays by name, other files' bytes."""
+    if path.suffix == ".json":
+        def strip(value):
+            if isinstance(value, dict):
+                return {key: strip(item) for key, item in value.items() if key != "seconds"}
+            return [strip(item) for item in value] if isinstance(value, list) else value
+        return strip(json.loads(path.read_text()))
+    if path.suffix == ".npz":
+        with np.load(path) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    return path.read_bytes()

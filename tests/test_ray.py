@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generated import blob_photos, cli, command
+from generated import blob_photos, cli, command, comparable
 from test_build import snapshot
 
 RAY = Path(sys.executable).with_name("ray")
@@ -147,20 +147,6 @@ def test_ray_mistakes_are_one_line(tmp_path, cluster, photos):
         result = cli(*build(tmp_path / "store", photos, *extra), code=2, env=env)
         assert expected in result.stderr
         assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
-
-
-def comparable(path: Path):
-    """A stored file as the test compares it: JSON without timings, arrays by name, other files' bytes."""
-    if path.suffix == ".json":
-        def strip(value):
-            if isinstance(value, dict):
-                return {key: strip(item) for key, item in value.items() if key != "seconds"}
-            return [strip(item) for item in value] if isinstance(value, list) else value
-        return strip(json.loads(path.read_text()))
-    if path.suffix == ".npz":
-        with np.load(path) as arrays:
-            return {name: arrays[name] for name in arrays.files}
-    return path.read_bytes()
 
 
 def planned_icon_slices(args: list) -> list[tuple]:

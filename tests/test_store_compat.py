@@ -21,6 +21,7 @@ from PIL import Image
 
 from microscope.data.packs import kind_name, read_patch_index
 from microscope.store import ExamplesSummary, RenderRecord, Store, load_npz
+from generated import comparable
 
 REPO = Path(__file__).resolve().parents[1]
 BEFORE = "cdaa800"
@@ -105,20 +106,6 @@ EVERY_VIEW = [
     ["build", "--layers", f"{LAYER}_sae", "--units", "0-1", "--steps", "3", "--size", "48", "--objectives", "channel",
      "--batch-size", "2", "--top", "3"],
 ]
-
-
-def comparable(path: Path):
-    """A stored file as compared: JSON without timings, arrays by name, other files' bytes."""
-    if path.suffix == ".json":
-        def strip(value):
-            if isinstance(value, dict):
-                return {key: strip(item) for key, item in value.items() if key != "seconds"}
-            return [strip(item) for item in value] if isinstance(value, list) else value
-        return strip(json.loads(path.read_text()))
-    if path.suffix == ".npz":
-        with np.load(path) as arrays:
-            return {name: arrays[name] for name in arrays.files}
-    return path.read_bytes()
 
 
 def test_a_build_with_every_view_is_identical_to_the_one_before_settings_were_declared(tmp_path):
