@@ -156,11 +156,10 @@ def circuits(**values):
 @view_options("sae")
 def sae(**values):
     """Train a sparse autoencoder on each layer; its features become the layer <layer>_sae."""
-    from microscope.run.pipeline import compute, request_from
+    from microscope.run.pipeline import compute
     from microscope.sae.stored import read_sae, sae_layer
 
-    executor = _executor(values)
-    request, session = request_from(values, ["sae"], slots=executor.slots())
+    request, session, executor = _request(values, ["sae"])
     outcome = compute(request, session, executor, announce=click.echo)
     model = session.network().spec.name  # the store's name of the model (your own model's: from its file)
     click.echo(f"sae of {model}, " + outcome.summary())
@@ -184,11 +183,10 @@ def sae(**values):
 def atlas(**values):
     """Activation atlases of the chosen layers, from the sample their dataset examples drew."""
     from microscope.atlas.stored import read_atlas
-    from microscope.run.pipeline import compute, request_from
+    from microscope.run.pipeline import compute
     from microscope.views.registry import VIEWS
 
-    executor = _executor(values)
-    request, session = request_from(values, ["atlas"], slots=executor.slots())
+    request, session, executor = _request(values, ["atlas"])
     outcome = compute(request, session, executor, announce=click.echo)
     click.echo(f"atlas of {session.network().spec.name}, " + outcome.summary())
     if outcome.failed:
@@ -203,17 +201,23 @@ def atlas(**values):
     click.echo(f"next: python build.py site --store {session.store.root} --out site   (each layer page links its atlas)")
 
 
-def _executor(values: dict):
-    from microscope.run.executors import executor_from
+def _request(values: dict, views: list[str], out: str | None = None):
+    """The checked request, its session and the executor that runs it. The executor comes after the paths
+    are checked: Ray takes seconds to start, and a bad --store or --out is said before that."""
+    from dataclasses import replace
 
-    return executor_from(values["executor"], values["ray_address"], values["gpus_per_job"])
+    from microscope.run.executors import executor_from
+    from microscope.run.pipeline import request_from
+
+    request, session = request_from(values, views, out=out)
+    executor = executor_from(values["executor"], values["ray_address"], values["gpus_per_job"])
+    return replace(request, slots=executor.slots()), session, executor
 
 
 def _compute(values: dict, views: list[str]) -> None:
-    from microscope.run.pipeline import compute, request_from
+    from microscope.run.pipeline import compute
 
-    executor = _executor(values)
-    request, session = request_from(values, views, slots=executor.slots())
+    request, session, executor = _request(values, views)
     outcome = compute(request, session, executor, announce=click.echo)
     click.echo(f"{' and '.join(views)} of {session.network().spec.name}, " + outcome.summary())
     click.echo(f"store: {session.store.root}")
@@ -236,17 +240,16 @@ def build(out, labels_file, log_file, preview, **values):
     """The whole microscope: dataset examples, feature visualizations and the site, resumable."""
     from dataclasses import replace
 
-    from microscope.run.pipeline import build as run_build, request_from
+    from microscope.run.pipeline import build as run_build
     from microscope.run.preview import preview_layer, preview_request, refine_command
     from microscope.data.unit_labels import read_unit_labels
     from microscope.views.registry import build_views
 
     _log_to(log_file)
     unit_labels = read_unit_labels(labels_file)
-    executor = _executor(values)
     context = click.get_current_context()
     given = {name for name in values if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    request, session = request_from(values, build_views(), slots=executor.slots(), out=out)
+    request, session, executor = _request(values, build_views(), out=out)
     if preview:
         request = preview_request(request, given)
     chosen = None

@@ -174,15 +174,3 @@ class Computed:
         """Seconds the plan's jobs will take on this machine, from a short calibration (a few steps of
         the real work); None when the view has no estimate. Writes nothing."""
         return None
-
-
-class View(Computed, Shown):
-    """Both halves in one class: for a small view whose computing needs nothing heavy (a test's, a
-    plugin's first draft). microscope's own views keep their halves apart."""
-
-    @property
-    def shown(self) -> Shown:
-        return self
-
-    name: ClassVar[str]
-    title: ClassVar[str]

@@ -80,19 +80,18 @@ def resolve_weights(weights: str | None) -> str | None:
     if weights in (None, "random"):
         return weights
     path = Path(weights).expanduser()
-    if not _exists(path, Path.is_file, "--weights"):
-        raise UsageError(f"weights file {weights} not found; pass an existing file with --weights, "
-                         "or leave --weights out to download the model's weights")
-    if not os.access(path, os.R_OK):
-        raise UsageError(f"weights file {weights} is not readable; give this user read access or pass another file")
+    _readable_file(path, "--weights", "weights file", "pass an existing file with --weights, or leave --weights out "
+                   "to download the model's weights", shown=weights)
     return str(path.resolve())
 
 
-def _readable_file(path: str, option: str, what: str, advice: str) -> None:
+def _readable_file(path, option: str, what: str, advice: str, shown: str | None = None) -> None:
+    """One line if `path` is not a file this user can read; `shown`: the path as the user wrote it."""
+    shown = path if shown is None else shown
     if not _exists(path, Path.is_file, option):
-        raise UsageError(f"{what} {path} not found; {advice}")
+        raise UsageError(f"{what} {shown} not found; {advice}")
     if not os.access(path, os.R_OK):
-        raise UsageError(f"{what} {path} is not readable; give this user read access or pass another file")
+        raise UsageError(f"{what} {shown} is not readable; give this user read access or pass another file")
 
 
 def _writable(path: Path, what: str, option: str) -> None:

@@ -69,7 +69,7 @@ class Outcome:
         return "\n".join(lines)
 
 
-def request_from(values: dict, views: list[str], session: Session | None = None, slots: int = 1,
+def request_from(values: dict, views: list[str], session: Session | None = None,
                  out: str | None = None) -> tuple[Request, Session]:
     """The request a command's option values make, checked, and the session to run it in.
 
@@ -88,7 +88,7 @@ def request_from(values: dict, views: list[str], session: Session | None = None,
     layers = resolve_layers(network, values.get("layers"))
     units = values.get("units") or Units(None)
     chosen = tuple(name for name in views if "images" not in VIEWS[name].needs or images is not None)
-    return Request(run=run, layers=tuple(layers), units=units, views=chosen, settings=settings, slots=slots), session
+    return Request(run=run, layers=tuple(layers), units=units, views=chosen, settings=settings), session
 
 
 def compute(request: Request, session: Session, executor=None, announce: Callable[[str], None] | None = None) -> Outcome:
@@ -140,8 +140,6 @@ def build(request: Request, session: Session, unit_labels: dict | None = None, e
     outcome.seconds["site"] = time.perf_counter() - began
     outcome.site = site.summary()
     return outcome
-
-
 
 
 def site_size_warning(network) -> str | None:
