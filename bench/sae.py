@@ -1,6 +1,6 @@
 """A TopK SAE on a real layer: held-out FVU, L0, dead features, and time per epoch against a forward pass.
 
-    .venv/bin/python bench/sae.py [--layer inception_3b] [--expansion 8] [--k 32] [--positions-per-image 16]
+    .venv/bin/python bench/sae.py [--layer inception_3b] [--expansion 8] [--k 32] [--positions-per-image N]
                                   [--steps 3000] [--batch-size 512] [--images ../shared/data] [--lr 4e-4]
                                   [--dead-after N]
 
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from microscope.data.images import ImageDataset, Framing  # noqa: E402
 from microscope.network.loaded import load_network  # noqa: E402
 from microscope.activations.positions import SampleSettings, held_out_images, vectors_of  # noqa: E402
+from microscope.sae.sizing import choose  # noqa: E402
 from microscope.sae.train import TrainSettings, Vectors, evaluate, train  # noqa: E402
 from microscope.sae.vectors import inner_vectors  # noqa: E402
 
@@ -36,8 +37,9 @@ def main() -> None:
     parser.add_argument("--layer", default="inception_3b")
     parser.add_argument("--expansion", type=int, default=8)
     parser.add_argument("--k", type=int, default=32)
-    parser.add_argument("--positions-per-image", "--positions", dest="positions", type=int, default=16)  # as `sae`
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--positions-per-image", "--positions", dest="positions", type=int, default=None,
+                        help="default: chosen from the data, as `sae` does (microscope/sae/sizing.py)")
+    parser.add_argument("--steps", type=int, default=3000, help="all of them: the bench does not stop early")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--dead-after", type=int, default=TrainSettings.dead_after,
@@ -50,9 +52,14 @@ def main() -> None:
                            progress=False)
     dataset = ImageDataset(args.images, view=Framing(224, 224))
     last = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-    sampling = SampleSettings(positions_per_image=args.positions)
-    held = held_out_images(last, sampling.held_out, sampling.seed)
+    held = held_out_images(last, SampleSettings.held_out, SampleSettings.seed)
     extractor = network.extractor([args.layer])
+    with torch.inference_mode():
+        _, channels, height, width = extractor(torch.zeros(1, 3, 224, 224))[args.layer].shape
+    sizing = choose(args.layer, channels * args.expansion, channels, int((~held).sum()),
+                    (height - 2) * (width - 2), args.positions, args.steps, args.batch_size)
+    sampling = SampleSettings(positions_per_image=sizing.positions_per_image)
+    print(sizing.line())
     train_rows, eval_rows = [], []
     forward = sample = 0.0
     with torch.inference_mode():

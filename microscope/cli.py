@@ -165,15 +165,26 @@ def sae(**values):
     click.echo(f"sae of {model}, " + outcome.summary())
     trained = [read_sae(session.store, model, layer, session.network().weights_id) for layer in request.layers]
     for found in filter(None, trained):
-        result = found[0]
-        click.echo(f"{sae_layer(result.layer)}: {result.features} features, k {result.k}; held-out FVU "
-                   f"{result.fvu:.3f}, L0 {result.l0:.1f}, dead {100 * result.dead_fraction:.1f} % (on "
-                   f"{result.held_vectors} positions of held-out images)")
+        click.echo(sae_line(found[0]))
     if outcome.failed or None in trained:
         sys.exit(1)
     features = ",".join(sae_layer(layer) for layer in request.layers)
     click.echo(f"next: python build.py build --model {request.run.model} --layers {features} "
                f"--images {values['images']} --store {session.store.root}")
+
+
+def sae_line(result) -> str:
+    """An SAE's numbers: held-out and training FVU side by side, and where training stopped."""
+    from microscope.sae.stored import sae_layer
+
+    training = "" if result.train_fvu is None else f" (training {result.train_fvu:.3f})"
+    stopped = ""
+    if result.steps_trained is not None and result.steps_trained < result.training["steps"]:
+        stopped = (f"; stopped early at step {result.steps_trained:,} of {result.training['steps']:,}, "
+                   f"kept step {result.best_step:,}")
+    return (f"{sae_layer(result.layer)}: {result.features} features, k {result.k}; held-out FVU {result.fvu:.3f}"
+            f"{training}, L0 {result.l0:.1f}, dead {100 * result.dead_fraction:.1f} % (on {result.held_vectors:,} "
+            f"positions of held-out images){stopped}")
 
 
 @main.command()

@@ -45,6 +45,8 @@ class ViewPlan:
     done: int = 0  # pieces already in the store, kept
     what: str = "results"  # what a piece is, for the build's summary
     refused: int = 0  # of `todo`, pieces that will be stored as "cannot be computed" (and why)
+    notes: list[str] = field(default_factory=list)  # choices made for the user, said before the work
+    warnings: list[str] = field(default_factory=list)  # one line each, said before the work and in the summary
 
 
 @dataclass

@@ -72,6 +72,61 @@ def test_a_resumed_run_ends_with_the_weights_of_one_that_never_stopped(direction
     assert not torch.equal(train(vectors, other, checkpoint).sae.W_dec, whole.sae.W_dec)
 
 
+@pytest.fixture(scope="module")
+def memorised(directions):
+    """A dictionary far larger than its 200 training vectors, with validation vectors of the same kind: the
+    validation FVU stops falling long before 3,000 steps."""
+    rows = sparse_data(directions, 1200, active=6, seed=5)
+    settings = TrainSettings(features=256, k=8, steps=3000, batch_size=64, lr=3e-3, dead_after=2000,
+                             checkpoint_every=25, seed=0)
+    return Vectors([rows[:200]]), Vectors([rows[200:]]), settings
+
+
+def fvu(sae, scale: float, rows: np.ndarray) -> float:
+    """Brute force, float64 numpy: the SAE's fraction of variance unexplained on `rows`."""
+    x = rows.astype(np.float64) / scale
+    weights = {name: value.detach().double().numpy() for name, value in sae.named_parameters()}
+    pre = (x - weights["b_pre"]) @ weights["W_enc"].T + weights["b_enc"]
+    kth = np.sort(pre, axis=1)[:, -sae.k][:, None]
+    code = np.where(pre >= kth, np.maximum(pre, 0), 0)
+    error = x - (code @ weights["W_dec"].T + weights["b_pre"])
+    return float(np.square(error).sum() / np.square(x - x.mean(axis=0)).sum())
+
+
+def test_early_stopping_keeps_the_best_weights_and_stops_after_patience(memorised):
+    train_set, validation, settings = memorised
+    trained = train(train_set, settings, validation=validation)
+    steps = [step for step, _ in trained.validation_curve]
+    values = dict(trained.validation_curve)
+    assert steps == list(range(25, trained.steps + 1, 25)) and trained.steps < settings.steps
+    assert trained.steps == trained.best_step + settings.patience * settings.checkpoint_every
+    best = values[trained.best_step]
+    assert all(value >= best * (1 - 1e-3) for step, value in trained.validation_curve if step > trained.best_step)
+    assert abs(fvu(trained.sae, trained.scale, validation.parts[0]) - best) < 1e-4 * best
+    # The kept weights are exactly those of a run that was told to stop at the best step
+    shorter = train(train_set, TrainSettings(**{**settings.__dict__, "steps": trained.best_step}))
+    for (name, a), (_, b) in zip(trained.sae.named_parameters(), shorter.sae.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_a_resumed_run_stops_early_where_one_that_never_stopped_does(memorised, tmp_path):
+    train_set, validation, settings = memorised
+    whole = train(train_set, settings, validation=validation)
+
+    def stop_after_the_best(step, fvu):
+        if step == whole.best_step + settings.checkpoint_every + 3:  # one measurement without gain is in the checkpoint
+            raise Stop
+
+    checkpoint = tmp_path / "checkpoint.npz"
+    with pytest.raises(Stop):
+        train(train_set, settings, checkpoint, on_step=stop_after_the_best, validation=validation)
+    resumed = train(train_set, settings, checkpoint, validation=validation)
+    for (name, a), (_, b) in zip(whole.sae.named_parameters(), resumed.sae.named_parameters()):
+        assert torch.equal(a, b), name
+    assert (resumed.steps, resumed.best_step, resumed.validation_curve) == (whole.steps, whole.best_step,
+                                                                           whole.validation_curve)
+
+
 def test_batches_are_whole_seeded_permutations():
     n, batch = 1000, 128
     per_epoch = n // batch

@@ -49,14 +49,24 @@ def test_sae_command_reports_and_reuses(built):
     result, weights = read_sae(store, "inceptionv1-caffe", LAYER, "random-seed0")
     last = trained.stdout.strip().splitlines()
     assert last[0] == "plan: sparse autoencoder 1 SAEs (not timed)"  # said before the work; training has no estimate
+    # The sample is chosen from the data: 16 vectors per feature wanted (8,192), at most 96 positions per image;
+    # 18 training images give 1,728, so the plan says so and warns, with the fix.
+    assert last[1].startswith(f"{LAYER}: 96 positions per image x 18 training images = 1,728 vectors for 512 "
+                              "features (3.4 per feature), 40 steps at most (positions chosen from the data")
+    warned = [line for line in trained.stderr.splitlines() if "per feature, under the 16" in line]
+    assert len(warned) == 1 and "use about 86 training images" in warned[0] and "--expansion 1" in warned[0]
+    assert "held-out FVU" in trained.stdout and f"(training {result.train_fvu:.3f})" in trained.stdout
     assert f"{FEATURES}: 512 features, k 8; held-out FVU {result.fvu:.3f}" in trained.stdout
     assert last[-1].startswith("next: python build.py build") and FEATURES in last[-1]
     assert "1 SAEs computed, 0 reused" in trained.stdout and "0 SAEs computed, 1 reused" in again.stdout
     assert result.features == 512 and weights.W_dec.shape == (256, 512) and result.k == 8
     assert np.allclose(np.linalg.norm(weights.W_dec, axis=0), 1, atol=1e-5)
     assert 0 < result.fvu < 1 and 0 < result.l0 <= 8 and len(result.curve) == 4
-    # held out: 2 of 20 images, every position one step or more from the edge of the 28 x 28 grid
-    assert result.held_vectors == 2 * 26 * 26 and result.train_vectors == 18 * 16
+    # held out: 2 of 20 images, every position one step or more from the edge of the 28 x 28 grid; one image
+    # stops training early, the other gives the reported numbers
+    assert result.held_vectors == 26 * 26 and result.validation_vectors == 26 * 26
+    assert result.train_vectors == 18 * 96 and result.sampling["positions_per_image"] == 96
+    assert result.steps_trained == result.best_step == 40 and [s for s, _ in result.validation_curve] == [40]
     assert not list(store.root.rglob("checkpoint.npz"))
 
 

@@ -5,7 +5,10 @@ same small build: cdaa800 (the last one before views, jobs and the typed store),
 patch, thumbnail and render must be the same bit for bit whatever the format around them became; and
 3ccf869 (the last one before settings were declared once and the modules grouped by role, issue 26),
 whose whole store - every view: examples, renders, circuits, an SAE and its features, an atlas - must
-be the same file for file, records included (timings aside).
+be the same file for file, records included (timings aside). Since issue 27 the SAE is evaluated on
+half the held-out images and stops early on the other half: its vectors and its trained weights
+(with too few steps to stop early) are still compared exactly, its record, evaluation arrays and
+the features' pages (which depend on its key) no longer.
 """
 import io
 import json
@@ -125,11 +128,18 @@ def test_a_build_with_every_view_is_identical_to_the_one_before_settings_were_de
             assert result.returncode == 0, (name, step[0], result.stderr[-2000:])
     old, new = tmp_path / "old", tmp_path / "new"
     files = sorted(str(p.relative_to(old)) for p in old.rglob("*") if p.is_file() and p.name != ".lock")
-    assert files == sorted(str(p.relative_to(new)) for p in new.rglob("*") if p.is_file() and p.name != ".lock")
     for part in ("/examples/", "/featurevis/", "/circuits/", "/sae/", "/atlas/", f"{LAYER}_sae/"):
         assert any(part in name for name in files), part  # every view stored something
+    files = [name for name in files if f"{LAYER}_sae" not in name]  # keyed by the SAE's record (issue 27)
+    assert files == sorted(str(p.relative_to(new)) for p in new.rglob("*")
+                           if p.is_file() and p.name != ".lock" and f"{LAYER}_sae" not in str(p))
+    trained = ("W_enc", "b_enc", "W_dec", "b_pre")
     for name in files:
         a, b = comparable(old / name), comparable(new / name)
+        if "/sae/" in name and not name.endswith(".npy") and "vectors" not in Path(name).name:
+            if name.endswith("weights.npz"):
+                assert all(np.array_equal(a[k], b[k]) for k in trained), name
+            continue
         if isinstance(a, dict) and name.endswith(".npz"):
             assert a.keys() == b.keys(), name
             assert all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f")

@@ -111,10 +111,16 @@ def compute(request: Request, session: Session, executor=None, announce: Callabl
             plan = VIEWS[name].plan(request, session)
             outcome.plans[name] = plan
             jobs += plan.jobs
+            outcome.notes += plan.warnings
         executor = executor or LocalExecutor()
         if announce is not None and jobs:  # timed here only if the jobs run here
             outcome.estimate = estimate(outcome.plans, request, session, timed=not executor.distributed)
             announce(outcome.estimate.line(outcome.plans, machine(network)))
+        for plan in outcome.plans.values():  # the choices made for the user, then what they cost
+            for line in plan.notes:
+                (announce or log.info)(line)
+            for line in plan.warnings:
+                log.warning(line)
         outcome.seconds["plan"] = time.perf_counter() - began
         log.info("model %s (weights %s), layers %s: %d jobs", network.spec.name, network.weights_id[:12],
                  list(request.layers), len(jobs))

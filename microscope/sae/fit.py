@@ -1,6 +1,8 @@
 """Train a layer's SAE on its stored vectors, evaluate it on the held-out ones, and store it.
 
-The trainer checkpoints into the SAE's folder every few hundred steps, so a killed run continues
+The held-out images are split in two (vectors.held_out_halves): one half's vectors stop training
+early (stopping.py), the other half's give the reported FVU, L0 and dead fraction, beside the FVU
+on (a spread of) the training vectors: far apart, the SAE memorised its data. The trainer checkpoints into the SAE's folder every few hundred steps, so a killed run continues
 where it stopped; the weights and, last, the result are written when training is done, and the
 checkpoint is removed then.
 """
@@ -11,9 +13,12 @@ import time
 import numpy as np
 
 from microscope.errors import UsageError
-from microscope.sae.train import TrainSettings, Vectors, evaluate, train
-from microscope.sae.vectors import load_parts, read_vectors
+from microscope.sae.train import TrainSettings, Vectors, evaluate, spread, train
+from microscope.sae.vectors import held_out_halves, load_parts, read_vectors
 from microscope.store import SaeResult, SaeWeights, Store
+
+VALIDATION_ROWS = 8192  # vectors the early stopping measures (spread over the validation images)
+TRAINING_ROWS = 16384  # training vectors the training FVU is measured on, beside the held-out one
 
 
 def fit(network, dataset, spec: dict, store: Store, report) -> SaeResult:
@@ -26,12 +31,16 @@ def fit(network, dataset, spec: dict, store: Store, report) -> SaeResult:
     train_parts, held_parts = load_parts(vectors_folder, record)
     training = TrainSettings(**spec["training"])
     began = time.perf_counter()
-    train_set = Vectors(train_parts)
-    trained = train(train_set, training, checkpoint=checkpoint,
+    train_set, held = Vectors(train_parts), Vectors(held_parts)
+    validation_rows, test_rows = held_out_halves(record)
+    validation = held.subset(validation_rows[spread(len(validation_rows), VALIDATION_ROWS)])
+    trained = train(train_set, training, checkpoint=checkpoint, validation=validation,
                     on_step=lambda step, fvu: report(1, f"FVU {fvu:.3f}"))
+    report(training.steps - trained.steps)  # the steps early stopping saved
     seconds_training = time.perf_counter() - began
     began = time.perf_counter()
-    evaluation = evaluate(trained, Vectors(held_parts))
+    evaluation = evaluate(trained, held.subset(test_rows))
+    on_training = evaluate(trained, train_set.subset(spread(len(train_set), TRAINING_ROWS)))
     seconds_evaluation = time.perf_counter() - began
     sae = trained.sae
     decoder = sae.W_dec.detach().numpy().astype(np.float32)
@@ -51,6 +60,8 @@ def fit(network, dataset, spec: dict, store: Store, report) -> SaeResult:
         held_vectors=evaluation.vectors, sampling=record.sampling, training=spec["training"], fvu=evaluation.fvu,
         l0=evaluation.l0, dead_fraction=evaluation.dead_fraction,
         curve=[[float(step), float(value)] for step, value in trained.curve],
+        train_fvu=on_training.fvu, validation_vectors=len(validation), steps_trained=trained.steps,
+        best_step=trained.best_step, validation_curve=[[float(s), float(v)] for s, v in trained.validation_curve],
         seconds={"vectors": record.seconds, "training": seconds_training, "evaluation": seconds_evaluation},
         files={weights_file.name: stamp})
     store.write(store.sae_result_file(model, layer, network.weights_id), result)

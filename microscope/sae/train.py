@@ -5,7 +5,8 @@ memory maps: memory holds one batch and the epoch's order, never the data set. T
 is a permutation seeded by (seed, e) alone, so step s always sees the same batch, and a run resumed
 from a checkpoint (parameters, Adam's moments, when each latent last fired, the loss curve) ends with
 the same weights as one that never stopped (same machine and thread count: float sums may round
-differently elsewhere).
+differently elsewhere). Given validation vectors, training stops early once their FVU stops
+falling, and the SAE keeps the weights that did best on them (stopping.py).
 
 Inputs are divided by one scale (root mean square of a coordinate over the first rows), so that the
 learning rate means the same on every layer; b_pre starts at their mean. A latent counts as dead for
@@ -23,6 +24,7 @@ import torch
 
 from microscope.errors import UsageError
 from microscope.sae.model import TopKSAE, losses
+from microscope.sae.stopping import EarlyStopping
 from microscope.store import atomic_save_npz, load_npz
 
 
@@ -36,7 +38,8 @@ class TrainSettings:
     aux_k: int | None = None  # latents the auxiliary loss may use; None: width // 2
     aux_coefficient: float = 1 / 32
     dead_after: int = 200_000  # training vectors without firing before a latent counts as dead
-    checkpoint_every: int = 200  # steps
+    checkpoint_every: int = 200  # steps; also how often the validation FVU is measured
+    patience: int = 3  # validation measurements without a gain before training stops
     curve_every: int = 10  # steps between points of the loss curve
     seed: int = 0
 
@@ -45,7 +48,7 @@ class TrainSettings:
             raise UsageError(f"an SAE needs at least one feature, got {self.features}")
         if not 1 <= self.k < self.features:
             raise UsageError(f"--k must be at least 1 and below the number of features ({self.features}), got {self.k}")
-        for name in ("steps", "batch_size", "checkpoint_every", "curve_every", "dead_after"):
+        for name in ("steps", "batch_size", "checkpoint_every", "curve_every", "dead_after", "patience"):
             if getattr(self, name) < 1:
                 raise UsageError(f"SAE setting {name} must be at least 1, got {getattr(self, name)}")
         if width < 1:
@@ -84,6 +87,27 @@ class Vectors:
         for first in range(0, len(self), size):
             yield self.rows(np.arange(first, min(len(self), first + size)))
 
+    def subset(self, index: np.ndarray) -> "Subset":
+        return Subset(self, index)
+
+
+class Subset(Vectors):
+    """Some rows of a Vectors, in the order of `index`."""
+
+    def __init__(self, vectors: Vectors, index: np.ndarray):
+        self.parts, self.width, self.index, self.whole = vectors.parts, vectors.width, np.asarray(index), vectors
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def rows(self, indices: np.ndarray) -> torch.Tensor:
+        return self.whole.rows(self.index[indices])
+
+
+def spread(n: int, at_most: int) -> np.ndarray:
+    """At most `at_most` indices of range(n), evenly spread (all of them when n is small enough)."""
+    return np.arange(n) if n <= at_most else np.unique(np.linspace(0, n - 1, at_most).round().astype(np.int64))
+
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
@@ -102,7 +126,9 @@ class Trained:
     sae: TopKSAE
     scale: float  # inputs were divided by it
     curve: list[tuple[int, float]]  # (step, training FVU of that step's batch)
-    steps: int
+    steps: int  # steps trained (fewer than asked when training stopped early)
+    validation_curve: list[tuple[int, float]]  # (step, validation FVU); empty without validation vectors
+    best_step: int  # the step whose weights were kept (the last one without validation vectors)
 
 
 def input_scale(vectors: Vectors, rows: int = 65_536) -> tuple[float, torch.Tensor]:
@@ -113,7 +139,7 @@ def input_scale(vectors: Vectors, rows: int = 65_536) -> tuple[float, torch.Tens
 
 
 def train(vectors: Vectors, settings: TrainSettings, checkpoint: Path | None = None,
-          on_step: Callable[[int, float], None] | None = None) -> Trained:
+          on_step: Callable[[int, float], None] | None = None, validation: Vectors | None = None) -> Trained:
     """Train (or finish a checkpointed run); `on_step(step, fvu)` after every step."""
     settings.check(vectors.width)
     if len(vectors) < settings.batch_size:
@@ -126,13 +152,15 @@ def train(vectors: Vectors, settings: TrainSettings, checkpoint: Path | None = N
         sae.b_pre.copy_(mean / scale)
     optimiser = torch.optim.Adam(sae.parameters(), lr=settings.lr)
     last_fired = torch.zeros(settings.features, dtype=torch.long)
+    stopping = EarlyStopping(None if validation is None else validation.rows(np.arange(len(validation))) / scale,
+                             settings.patience)
     curve: list[tuple[int, float]] = []
     step = 0
     if checkpoint is not None and checkpoint.exists():
-        step, curve = _load(checkpoint, settings, sae, optimiser, last_fired)
+        step, curve = _load(checkpoint, settings, sae, optimiser, last_fired, stopping)
     dead_steps = max(1, math.ceil(settings.dead_after / settings.batch_size))
     aux_k = settings.aux_k or max(1, vectors.width // 2)
-    while step < settings.steps:
+    while step < settings.steps and not stopping.stopped:
         x = vectors.rows(batch_indices(len(vectors), settings.batch_size, settings.seed, step)) / scale
         dead = (step - last_fired) >= dead_steps
         error, aux, code = losses(sae, x, dead, aux_k)
@@ -149,13 +177,18 @@ def train(vectors: Vectors, settings: TrainSettings, checkpoint: Path | None = N
             curve.append((step, fvu))
         if on_step is not None:
             on_step(step, fvu)
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            stopping.measure(step, sae)
         if checkpoint is not None and step % settings.checkpoint_every == 0 and step < settings.steps:
-            _save(checkpoint, settings, sae, optimiser, last_fired, step, curve)
-    return Trained(sae.eval(), scale, curve, step)
+            _save(checkpoint, settings, sae, optimiser, last_fired, step, curve, stopping)
+    stopping.restore_best(sae)
+    best = stopping.best_step if stopping.best is not None else step
+    return Trained(sae.eval(), scale, curve, step, stopping.curve, best)
 
 
-def _save(path: Path, settings, sae, optimiser, last_fired, step, curve) -> None:
+def _save(path: Path, settings, sae, optimiser, last_fired, step, curve, stopping) -> None:
     arrays = {f"param/{name}": value.detach().numpy() for name, value in sae.named_parameters()}
+    arrays.update(stopping.arrays())
     names = dict(sae.named_parameters())
     for name, parameter in names.items():
         state = optimiser.state[parameter]
@@ -169,7 +202,7 @@ def _save(path: Path, settings, sae, optimiser, last_fired, step, curve) -> None
     atomic_save_npz(path, arrays, compress=False)
 
 
-def _load(path: Path, settings, sae, optimiser, last_fired) -> tuple[int, list]:
+def _load(path: Path, settings, sae, optimiser, last_fired, stopping) -> tuple[int, list]:
     """Restore a checkpoint of the same settings; another or a damaged one is ignored (start over)."""
     try:
         arrays = load_npz(path)
@@ -183,6 +216,7 @@ def _load(path: Path, settings, sae, optimiser, last_fired) -> tuple[int, list]:
                                           for key in ("exp_avg", "exp_avg_sq", "step")}
         last_fired.copy_(torch.from_numpy(arrays["last_fired"]))
         curve = [(int(s), float(v)) for s, v in arrays["curve"]]
+        stopping.load(arrays, [name for name, _ in sae.named_parameters()])
         return int(arrays["step"]), curve
     except (OSError, KeyError, ValueError, RuntimeError):
         return 0, []

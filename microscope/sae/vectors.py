@@ -52,6 +52,23 @@ def load_parts(folder: Path, record: SaeVectors) -> tuple[list[np.ndarray], list
     return train, held
 
 
+def held_out_halves(record: SaeVectors) -> tuple[np.ndarray, np.ndarray]:
+    """(validation rows, test rows) of the held-out vectors (all shards' held files, in order).
+
+    Every held-out image gives the same number of rows (its inner positions); alternate images go
+    to validation (early stopping, stopping.py) and test (the reported FVU, L0, dead fraction), so
+    that no image's positions are on both sides. One held-out image: all of it is test.
+    """
+    sampling = SampleSettings(**record.sampling)
+    held = held_out_images(record.n_images, sampling.held_out, sampling.seed)
+    images = int(held.sum())
+    rows = sum(shard.held_rows for shard in record.shards)
+    if images < 2 or rows % images:
+        return np.zeros(0, np.int64), np.arange(rows)
+    image_of_row = np.arange(rows) // (rows // images)
+    return np.nonzero(image_of_row % 2 == 0)[0], np.nonzero(image_of_row % 2 == 1)[0]
+
+
 def collect(network, dataset, layer: str, sampling: SampleSettings, store: Store, report) -> tuple[SaeVectors, Path]:
     """The vectors of `layer` over `dataset`, from the store or computed (resuming a killed pass)."""
     key = vectors_key(network, dataset, layer, sampling)

@@ -12,7 +12,7 @@ index. No torch here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -66,15 +66,21 @@ class SaeResult(JsonRecord):
     dataset: str
     n_images: int
     train_vectors: int
-    held_vectors: int
+    held_vectors: int  # the vectors `fvu`, `l0` and `dead_fraction` are measured on
     sampling: dict
     training: dict  # TrainSettings
-    fvu: float  # held-out fraction of variance unexplained
+    fvu: float  # fraction of variance unexplained on held-out images (not those that stopped training)
     l0: float  # held-out mean number of active features
     dead_fraction: float  # features never active on the held-out vectors
     curve: list[list[float]]  # (step, training FVU of that step's batch)
     seconds: dict[str, float]  # sampling, training, evaluation
     files: dict[str, FileStamp]
+    # Since early stopping (issue 27); records written before it lack them.
+    train_fvu: float | None = None  # FVU on a spread of the training vectors: far below `fvu`, it memorised them
+    validation_vectors: int = 0  # held-out vectors (of other images than `fvu`'s) that stopped training early
+    steps_trained: int | None = None  # fewer than training["steps"] when it stopped early
+    best_step: int | None = None  # the step whose weights were kept
+    validation_curve: list[list[float]] = field(default_factory=list)  # (step, validation FVU)
 
 
 @dataclass

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from microscope.activations.positions import SampleSettings
+from microscope.activations.positions import SampleSettings, held_out_images
 from microscope.data.images import ImageDataset, Framing
 from microscope.errors import UsageError
 from microscope.jobs import hash_json, make_job
 from microscope.network.catalogue import catalogue
 from microscope.sae.fit import fit
 from microscope.sae.panel import SHOWN
+from microscope.sae.sizing import Sizing, choose
 from microscope.sae.stored import read_sae
 from microscope.sae.train import TrainSettings
 from microscope.sae.vectors import collect, read_vectors, vectors_key
@@ -39,9 +40,11 @@ class SaeSettings(Settings):
     expansion: int = setting(8, "--expansion", "Features per channel of the layer (features = channels x expansion).",
                              low=1)
     k: int = setting(32, "--k", "Features active per position (TopK).", low=1)
-    positions_per_image: int = setting(16, "--positions-per-image",
-                                       "Random positions (away from the edge) sampled from each training image.", low=1)
-    steps: int = setting(3000, "--steps", "Training steps (batches).", low=1)
+    positions_per_image: int | None = setting(
+        None, "--positions-per-image", "Random positions (away from the edge) sampled from each training image "
+        "(default: chosen from the data, 16 vectors per feature: microscope/sae/sizing.py).", low=1)
+    steps: int | None = setting(None, "--steps", "Most training steps (batches); held-out early stopping may end "
+                                "sooner (default: 3000, or one pass over a larger training set).", low=1)
     batch_size: int = setting(512, "--batch-size", "Vectors per training step.", low=1, old=("--sae-batch-size",))
     lr: float = setting(4e-4, "--lr", "Adam learning rate (above 0).", low=0)
 
@@ -66,16 +69,22 @@ class SaeView(Computed):
             if network.derived_key(info.name) is not None or info.kind in ("sae", "logits"):
                 raise UsageError(f"{info.name} is not a layer of the model's grid; train SAEs on conv or block "
                                  f"layers, e.g. inception_3b")
-            self.sampling(settings, request.run.seed).check(info.name, info.height, info.width)
-            self.training(settings, info.channels, request.run.seed).check(info.channels)
+            # The user's own numbers are checked as given; chosen ones fit the grid by construction.
+            given = SampleSettings(positions_per_image=settings.positions_per_image or 1, seed=request.run.seed)
+            given.check(info.name, info.height, info.width)
+            self.training(settings, info.channels, settings.steps or 1, request.run.seed).check(info.channels)
 
     @staticmethod
-    def sampling(settings: SaeSettings, seed: int) -> SampleSettings:
-        return SampleSettings(positions_per_image=settings.positions_per_image, seed=seed)
+    def sizing(settings: SaeSettings, info, n_images: int, seed: int) -> Sizing:
+        sampling = SampleSettings(seed=seed)
+        train_images = n_images - int(held_out_images(n_images, sampling.held_out, seed).sum())
+        inner = max(0, info.height - 2 * sampling.edge) * max(0, info.width - 2 * sampling.edge)
+        return choose(info.name, info.channels * settings.expansion, info.channels, train_images, inner,
+                      settings.positions_per_image, settings.steps, settings.batch_size)
 
     @staticmethod
-    def training(settings: SaeSettings, width: int, seed: int) -> TrainSettings:
-        return TrainSettings(features=width * settings.expansion, k=settings.k, steps=settings.steps,
+    def training(settings: SaeSettings, width: int, steps: int, seed: int) -> TrainSettings:
+        return TrainSettings(features=width * settings.expansion, k=settings.k, steps=steps,
                              batch_size=settings.batch_size, lr=settings.lr, seed=seed)
 
     def plan(self, request, session) -> ViewPlan:
@@ -83,17 +92,21 @@ class SaeView(Computed):
         network, store = session.network(), session.store
         dataset = request_images(request, session)
         model = store.read_model(network.spec.name)
-        jobs, done = [], 0
+        jobs, done, notes, warnings = [], 0, [], []
         for layer in request.layers:
             info = model.layer(layer)
-            sampling = self.sampling(settings, request.run.seed)
-            training = self.training(settings, info.channels, request.run.seed)
+            sizing = self.sizing(settings, info, len(dataset), request.run.seed)
+            sampling = SampleSettings(positions_per_image=sizing.positions_per_image, seed=request.run.seed)
+            training = self.training(settings, info.channels, sizing.steps, request.run.seed)
             vectors = vectors_key(network, dataset, layer, sampling)
             key = hash_json({"version": VERSION, "vectors": vectors, "training": asdict(training)}, digits=32)
             stored = read_sae(store, network.spec.name, layer, network.weights_id)
             if stored is not None and stored[0].key == key:
                 done += 1
                 continue
+            notes.append(sizing.line())
+            shortfall = sizing.shortfall(settings.expansion, info.channels)
+            warnings += [shortfall] if shortfall else []
             spec = {"layer": layer, "vectors": vectors, "key": key, "sampling": asdict(sampling),
                     "training": asdict(training), "expansion": settings.expansion,
                     "images": {"folder": str(dataset.root), "labels": request.images.labels,
@@ -103,8 +116,9 @@ class SaeView(Computed):
             first = make_job(self.name, "vectors", layer, spec, work=len(dataset))
             folder = store.sae_vectors_dir(network.spec.name, layer, network.weights_id, vectors)
             jobs += [] if read_vectors(store, folder, vectors) else [first]
-            jobs.append(make_job(self.name, "train", layer, spec, after=(first.key,), work=settings.steps))
-        return ViewPlan(jobs, todo=sum(job.step == "train" for job in jobs), done=done, what="SAEs")
+            jobs.append(make_job(self.name, "train", layer, spec, after=(first.key,), work=sizing.steps))
+        return ViewPlan(jobs, todo=sum(job.step == "train" for job in jobs), done=done, what="SAEs",
+                        notes=notes, warnings=warnings)
 
     def run(self, job, session, report) -> None:
         network, store, spec = session.network(), session.store, job.spec
