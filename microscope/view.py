@@ -61,11 +61,17 @@ class ViewPlan:
                 return self.todo, 0, 0, 0
             failed = any(job.key in broken for job in self.jobs)
             return 0, 0, self.todo if failed else 0, 0 if failed else self.todo
-        counted = [0, 0, 0, 0]
+        computed = refused = failed = not_run = 0
         for job in self.jobs:
-            kind = (0 if job.key not in self.refusals else 1) if job.key in finished else 2 if job.key in broken else 3
-            counted[kind] += job.pieces
-        return tuple(counted)
+            if job.key in finished and job.key in self.refusals:
+                refused += job.pieces
+            elif job.key in finished:
+                computed += job.pieces
+            elif job.key in broken:
+                failed += job.pieces
+            else:
+                not_run += job.pieces
+        return computed, refused, failed, not_run
 
 
 @dataclass
