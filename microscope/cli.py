@@ -2,7 +2,8 @@
 (microscope/run/pipeline.py): `examples` and `featurevis` run one view, `build` every view and the site.
 
 Options are checked once, as they are read (click types); bad input anywhere - a click error, a
-UsageError, an unusable file or folder - becomes one line on stderr and exit code 2.
+UsageError, an unusable file or folder, a full disk before anything finished - becomes one line on stderr
+and exit code 2. A run whose jobs did not all finish exits 1 (see microscope/errors.py).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import click
 
 from microscope.cli_options import (LAYERS, common_options, device_option, guard_options, how_options, images_options,
                                     model_option, quiet_option, renamed, store_option, view_options, weights_option)
-from microscope.errors import UsageError
+from microscope.errors import UsageError, no_space
 
 
 class _Group(click.Group):
@@ -35,7 +36,9 @@ class _Group(click.Group):
             _fail(str(error))
         except OSError as error:  # an unreadable file, a full disk, a folder we may not write
             where = f" ({error.filename})" if getattr(error, "filename", None) else ""
-            _fail(f"{error.strerror or error}{where}; check that the path exists and is readable and writable")
+            advice = ("free space there and run the same command again" if no_space(error) is not None else
+                      "check that the path exists and is readable and writable")
+            _fail(f"{error.strerror or error}{where}; {advice}")
         except KeyboardInterrupt:
             _interrupted()
 
@@ -166,7 +169,7 @@ def sae(**values):
     trained = [read_sae(session.store, model, layer, session.network().weights_id) for layer in request.layers]
     for found in filter(None, trained):
         click.echo(sae_line(found[0]))
-    if outcome.failed or None in trained:
+    if outcome.exit_code or None in trained:
         sys.exit(1)
     features = ",".join(sae_layer(layer) for layer in request.layers)
     click.echo(f"next: python build.py build --model {request.run.model} --layers {features} "
@@ -200,8 +203,8 @@ def atlas(**values):
     request, session, executor = _request(values, ["atlas"])
     outcome = compute(request, session, executor, announce=click.echo)
     click.echo(f"atlas of {session.network().spec.name}, " + outcome.summary())
-    if outcome.failed:
-        sys.exit(1)
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)
     model = session.network().spec.name
     for layer in VIEWS["atlas"].layers_of(request, session):
         found = read_atlas(session.store, model, layer)
@@ -232,8 +235,8 @@ def _compute(values: dict, views: list[str]) -> None:
     outcome = compute(request, session, executor, announce=click.echo)
     click.echo(f"{' and '.join(views)} of {session.network().spec.name}, " + outcome.summary())
     click.echo(f"store: {session.store.root}")
-    if outcome.failed:
-        sys.exit(1)
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)
 
 
 @main.command()
@@ -274,8 +277,8 @@ def build(out, labels_file, log_file, preview, **values):
     if preview:
         click.echo(f"next, the whole layer refined in place: {refine_command(sys.argv, chosen)}")
     click.echo(f"preview: python build.py serve --out {out}    publish: python build.py publish --out {out}")
-    if outcome.failed:
-        sys.exit(1)
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)
 
 
 @main.command()

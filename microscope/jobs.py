@@ -33,6 +33,7 @@ class Job:
     work: int = 1  # progress units (optimisation steps, batches, images...)
     fan_out: bool = False  # a small CPU job that an executor may hand to another process
     gpu: bool = True  # runs the network: a cluster executor gives it a share of a GPU
+    pieces: int = 0  # of its view's plan (ViewPlan.todo: renders, layers...), how many are complete once it is
 
     @property
     def stage(self) -> str:
@@ -43,9 +44,9 @@ class Job:
 
 
 def make_job(view: str, step: str, layer: str, spec: dict, *, after=(), work: int = 1, fan_out: bool = False,
-             gpu: bool = True) -> Job:
+             gpu: bool = True, pieces: int = 0) -> Job:
     key = hash_json({"view": view, "step": step, "layer": layer, "spec": spec}, digits=24)
-    return Job(view, step, layer, spec, key, tuple(after), max(1, int(work)), fan_out, gpu and not fan_out)
+    return Job(view, step, layer, spec, key, tuple(after), max(1, int(work)), fan_out, gpu and not fan_out, pieces)
 
 
 def ordered(jobs: list[Job]) -> list[Job]:

@@ -13,7 +13,7 @@ that computes (nor torch):
   ("network": the model with weights; "images": a dataset), its settings record (`settings_type`, a
   `microscope.settings.Settings`: options, checks and defaults come from its declarations), `check`
   (refuse bad input before anything is written), `plan` (the jobs not done yet, microscope/jobs.py),
-  `run` (do one, writing its records) and `estimate` (their time here).
+  `run` (do one, writing its records), `estimate` (their time here) and `store_bytes` (the space a job needs).
 
 views/registry.py lists the compute halves (`VIEWS`), views/shown.py the show halves (`SHOWN`).
 """
@@ -41,12 +41,39 @@ class ViewPlan:
     """A view's jobs for a request, and how much of the request the store already holds."""
 
     jobs: list[Job]
-    todo: int = 0  # pieces to compute (renders, layers...)
+    todo: int = 0  # pieces to compute (renders, layers...); each job says how many it completes (Job.pieces)
     done: int = 0  # pieces already in the store, kept
     what: str = "results"  # what a piece is, for the build's summary
-    refused: int = 0  # of `todo`, pieces that will be stored as "cannot be computed" (and why)
     notes: list[str] = field(default_factory=list)  # choices made for the user, said before the work
     warnings: list[str] = field(default_factory=list)  # one line each, said before the work and in the summary
+    refusals: frozenset[str] = frozenset()  # keys of the jobs that store "cannot be computed" (and why)
+
+    @property
+    def refused(self) -> int:
+        """Of `todo`, the pieces that will be stored as "cannot be computed"."""
+        return sum(job.pieces for job in self.jobs if job.key in self.refusals)
+
+    def counts(self, finished: set[str], broken: set[str]) -> tuple[int, int, int, int]:
+        """(computed, refused, failed, not run) pieces after a run in which the jobs whose keys are in
+        `finished` finished and those in `broken` failed (or waited for one that failed); the others were not
+        started (a full disk held them back). A piece counts as computed only when the job completing it
+        finished. A view whose jobs say no pieces counts all of `todo` at once, by its jobs."""
+        if not any(job.pieces for job in self.jobs):
+            if all(job.key in finished for job in self.jobs):
+                return self.todo, 0, 0, 0
+            failed = any(job.key in broken for job in self.jobs)
+            return 0, 0, self.todo if failed else 0, 0 if failed else self.todo
+        computed = refused = failed = not_run = 0
+        for job in self.jobs:
+            if job.key in finished and job.key in self.refusals:
+                refused += job.pieces
+            elif job.key in finished:
+                computed += job.pieces
+            elif job.key in broken:
+                failed += job.pieces
+            else:
+                not_run += job.pieces
+        return computed, refused, failed, not_run
 
 
 @dataclass
@@ -175,4 +202,9 @@ class Computed:
     def estimate(self, plan: ViewPlan, request, session) -> float | None:
         """Seconds the plan's jobs will take on this machine, from a short calibration (a few steps of
         the real work); None when the view has no estimate. Writes nothing."""
+        return None
+
+    def store_bytes(self, job: Job, session) -> int | None:
+        """About how many bytes of the store the job needs (what it leaves there, and its temporary state
+        while it runs), on the high side: what a full disk's line asks the user to free. None: not estimated."""
         return None

@@ -83,7 +83,7 @@ class GreyView(Computed):
             found = store.read(grey_file(store, network.spec.name, layer), GreyResponse)
             if found is None or (found.weights_id, found.grey) != (network.weights_id, settings.grey):
                 jobs.append(make_job(self.name, "measure", layer, {"weights_id": network.weights_id,
-                                                                   **settings.keyed()}))
+                                                                   **settings.keyed()}, pieces=1))
         return ViewPlan(jobs, todo=len(jobs), done=len(request.layers) - len(jobs), what="layers")
 
     def run(self, job, session, report) -> None:

@@ -123,7 +123,8 @@ def pass_jobs(store: Store, plan: PassPlan) -> list[Job]:
               for chunk in range(math.ceil(n_images / per_pack))]
     release = make_job("examples", "release", "", spec, after=[c.key for c in chunks] + [s.key for s in summaries],
                        gpu=False)
-    finishes = [make_job("examples", "finish", layer, spec, after=[release.key], gpu=False) for layer in plan.layers]
+    finishes = [make_job("examples", "finish", layer, spec, after=[release.key], gpu=False, pieces=1)
+                for layer in plan.layers]
     clean = make_job("examples", "clean", "", spec, after=[f.key for f in finishes], gpu=False)
     return [index, *passes, *summaries, *chunks, release, *finishes, clean]
 
@@ -149,6 +150,42 @@ def thumbs_jobs(store: Store, model: str, images: ImageDataset, source, view: tu
     spec = {"model": model, "fingerprint": fingerprint, "folder": str(source.folder), "labels": source.labels,
             "sample": source.sample, "view": list(view), "settings": summary.as_json(), "indices": wanted}
     return [make_job("examples", "thumbs", "", spec, after=after, work=max(1, len(wanted)), gpu=False)]
+
+
+def store_bytes(job: Job, layers: dict) -> int:
+    """About the bytes a job of a pass needs in the store, on the high side (arrays at their raw size, images
+    at a quarter of theirs). `layers`: layer name -> its LayerInfo (channels, grid). The atlas's sample
+    dominates: float16 vectors, for each layer, of at most --atlas-vectors positions."""
+    if job.step == "thumbs":
+        thumb_size = SummarySettings.from_json(job.spec["settings"]).thumb_size
+        return 4096 + len(job.spec["indices"]) * thumb_size ** 2 * 3 // 4
+    plan = PassPlan.from_spec(job.spec)
+    settings, n_images = plan.summary_settings(), plan.shards[-1][1]
+    if job.step == "index":
+        return 4096 + 256 * n_images
+    if job.step == "pass":  # a checkpoint is written beside the previous one before that goes
+        images = job.spec["last"] - job.spec["first"]
+        return sum(2 * accumulator_bytes(layers[name], settings, plan.top_k, images, n_images) for name in plan.layers)
+    if job.step == "summary":
+        return accumulator_bytes(layers[job.layer], settings, plan.top_k, n_images, n_images)
+    if job.step == "patches":
+        images = min(settings.pack_images, n_images - job.spec["chunk"] * settings.pack_images)
+        pixels = 0  # of every layer's patches: each its receptive field, at most patch_size on a side
+        for name in plan.layers:
+            side = min(settings.patch_size, layers[name].rf_size or settings.patch_size)
+            pixels += layers[name].channels * (2 * plan.top_k + settings.bottom_patches) * side * side
+        return pixels * images // max(1, n_images) * 3 // 4 + images * settings.thumb_size ** 2 * 3 // 4
+    return 4096  # release, finish (result.json), clean
+
+
+def accumulator_bytes(layer, settings: SummarySettings, top_k: int, images: int, n_images: int) -> int:
+    """A layer's state after `images` of the dataset's `n_images`: its summary's arrays and the atlas sample."""
+    inner = max(1, (layer.height - 2) * (layer.width - 2))  # the sample's positions leave out the grid's edge
+    per_image = min(inner, settings.atlas_positions or math.ceil(settings.atlas_vectors / max(1, n_images)))
+    sample = min(settings.atlas_vectors, images * per_image) if settings.atlas_vectors else 0
+    per_channel = (4 * top_k * 24 + settings.band_bins * settings.band_samples * 24
+                   + 3 * settings.histogram_bins * 8 + 256)
+    return layer.channels * per_channel + sample * (2 * layer.channels + 24) + 4096
 
 
 def scanned(session, folder: str, labels: str | None, sample: int | None, view: tuple,

@@ -3,7 +3,7 @@
 Each view with work to do estimates its own jobs from a short calibration of the real work (a few
 optimisation steps, one forward batch: `Computed.estimate`); a view whose work is too small to be worth
 timing, or one without an estimate, is listed without a time. The line is what a user reads before a
-long build.
+long build. After a store ran out of space, `store_need` is what its unfinished jobs need there.
 """
 from __future__ import annotations
 
@@ -40,6 +40,19 @@ def estimate(plans: dict[str, ViewPlan], request, session, timed: bool = True) -
     alone (the jobs run elsewhere, e.g. on a Ray cluster, where this machine's times say nothing)."""
     return Estimate({name: VIEWS[name].estimate(plan, request, session) if timed else None
                      for name, plan in plans.items() if plan.jobs})
+
+
+def store_need(jobs: list, session) -> tuple[int, list[str]]:
+    """Bytes of the store the jobs need, by their views' `store_bytes` (on the high side), and the titles of
+    the views that give no estimate."""
+    total, unknown = 0, set()
+    for job in jobs:
+        size = VIEWS[job.view].store_bytes(job, session)
+        if size is None:
+            unknown.add(VIEWS[job.view].title.lower())
+        else:
+            total += size
+    return total, sorted(unknown)
 
 
 def duration(seconds: float) -> str:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from microscope.errors import UsageError
+from microscope.errors import DiskFull, UsageError, megabytes, no_space, no_space_line
 from microscope.models.custom import canonical
-from microscope.run.estimate import Estimate, estimate, machine
+from microscope.run.estimate import Estimate, estimate, machine, store_need
 from microscope.run.executors import LocalExecutor, RunReport
 from microscope.selection import Units, resolve_layers
 from microscope.site.builder import build_site
@@ -44,17 +44,25 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     site: str = ""
     estimate: Estimate | None = None  # made before the work, when the caller asked to be told the plan
+    no_space: str = ""  # the one line of a folder that ran out of space (the store, or the site for `build`)
 
     @property
     def failed(self) -> list[str]:
-        return self.run.failed
+        """Every job that did not finish: failed, skipped as a job it needs failed, or held back by a full disk."""
+        return self.run.failed + self.run.no_space + self.run.skipped + self.run.not_run
+
+    @property
+    def exit_code(self) -> int:
+        """1 if anything of the request did not finish (what did is kept), else 0."""
+        return 1 if self.failed or self.no_space else 0
 
     def summary(self) -> str:
         lines = [f"{len(self.layers)} layer(s): {', '.join(self.layers)}"]
         for name, plan in self.plans.items():
-            refused = f", {plan.refused} refused" if plan.refused else ""
-            lines.append(f"  {VIEWS[name].title.lower()}: {plan.todo - plan.refused} {plan.what} computed{refused}, "
-                         f"{plan.done} reused")
+            computed, *others = plan.counts(self.run.finished, self.run.broken)
+            counts = [f"{computed} {plan.what} computed"] + [f"{count} {what}" for count, what in
+                                                            zip(others, ("refused", "failed", "not run")) if count]
+            lines.append(f"  {VIEWS[name].title.lower()}: {', '.join(counts)}, {plan.done} reused")
         stages = {name: secs for name, secs in self.seconds.items() if name != "site"}
         stages.update(self.run.seconds)
         if "site" in self.seconds:
@@ -63,7 +71,10 @@ class Outcome:
             lines.append("  time per stage: " + ", ".join(f"{name} {secs:.0f} s" for name, secs in stages.items()))
         lines += [f"  note: {note}" for note in self.notes]
         lines += [f"  failed: {failure}" for failure in self.run.failed]
-        lines += [f"  not run, as a job they need failed: {job}" for job in self.run.skipped]
+        if self.no_space:  # one line for the jobs a full disk failed or held back, not one per job
+            lines.append(f"  {self.no_space}")
+        else:
+            lines += [f"  not run, as a job they need failed: {job}" for job in self.run.skipped]
         if self.site:
             lines.append(self.site)
         return "\n".join(lines)
@@ -104,7 +115,12 @@ def compute(request: Request, session: Session, executor=None, announce: Callabl
             log.info("store: removed %d temp files an interrupted run left behind", swept)
         record = model_record(network)
         if session.store.read_model(network.spec.name) != record:
-            session.store.write(session.store.model_file(network.spec.name), record)
+            try:
+                session.store.write(session.store.model_file(network.spec.name), record)
+            except OSError as error:
+                if no_space(error) is None:
+                    raise
+                raise DiskFull(store_space_line(session, error, [], 0)) from None
         jobs = []
         # Views that read the images go first: one pass over the data, then the rest.
         for name in sorted(request.views, key=lambda name: "images" not in VIEWS[name].needs):
@@ -127,7 +143,26 @@ def compute(request: Request, session: Session, executor=None, announce: Callabl
         outcome.run = executor.run(jobs, session, progress=request.run.progress)
         if executor.distributed:  # a worker killed mid-write (its job was retried) left a temp file
             sweep_temp_files(session.store.root)
+    report = outcome.run
+    if report.full_disk is not None:
+        unfinished = [job for job in jobs if job.key not in report.finished]
+        outcome.no_space = store_space_line(session, report.full_disk, unfinished, len(report.finished))
+        if not report.finished:  # nothing to keep: like bad input, one line and exit code 2
+            raise DiskFull(outcome.no_space)
     return outcome
+
+
+def store_space_line(session: Session, error: OSError, unfinished: list, finished: int) -> str:
+    """The one line of a store that ran out of space: the jobs left and the space they need (their views'
+    estimates), and that a rerun keeps the jobs that finished."""
+    needed, unknown = store_need(unfinished, session)
+    needs = f"{len(unfinished)} jobs did not finish and need about {megabytes(needed)}" if unfinished else \
+        "not even its catalogue (model.json) fits, and the results need more"
+    if unknown:
+        needs += f" (and what the {', '.join(unknown)} need: not estimated)"
+    kept = f"the {finished} jobs that finished" if finished != 1 else "the job that finished"
+    rerun = "run the same command again" + (f"; it keeps {kept}" if finished else "")
+    return no_space_line("the store", session.store.root, error.strerror or str(error), needs, rerun)
 
 
 def build(request: Request, session: Session, unit_labels: dict | None = None, executor=None,
@@ -140,9 +175,17 @@ def build(request: Request, session: Session, unit_labels: dict | None = None, e
     outcome = compute(request, session, executor, announce)
     if warning:
         outcome.notes.append(warning)
+    if outcome.no_space:  # the store is full: the pages come with the rerun that finishes the jobs
+        return outcome
     began = time.perf_counter()
-    site = build_site(session.store, request.run.paths.out, models=[network.spec.name], layers=list(request.layers),
-                      labels=unit_labels, progress=request.run.progress)
+    try:
+        site = build_site(session.store, request.run.paths.out, models=[network.spec.name],
+                          layers=list(request.layers), labels=unit_labels, progress=request.run.progress)
+    except DiskFull as full:
+        if not outcome.run.finished:  # nothing finished in this run: one line and exit code 2
+            raise
+        outcome.no_space = str(full)
+        return outcome
     outcome.seconds["site"] = time.perf_counter() - began
     outcome.site = site.summary()
     return outcome

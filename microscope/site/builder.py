@@ -23,12 +23,12 @@ from pathlib import Path
 
 from microscope import __version__
 from microscope.web.charts import network_diagram
-from microscope.errors import UsageError
+from microscope.errors import DiskFull, UsageError, no_space
 from microscope.names import segment
 from microscope.site.manifest import write_manifest
 from microscope.site.output import SiteWriter, folder_size
 from microscope.site.pages import LayerContext, build_layer, layer_units
-from microscope.site.estimate import ESTIMATE_KINDS, estimate_size
+from microscope.site.estimate import ESTIMATE_KINDS, estimate_size, site_space_line
 from microscope.site.render import Renderer, static_files
 from microscope.site.search import search_index, search_script
 from microscope.store import ModelRecord, Store, usable_folder
@@ -55,6 +55,7 @@ class SiteReport:
     warnings: list[str] = field(default_factory=list)
     unit_budget: int = 0
     part_budget: dict[str, int] = field(default_factory=dict)
+    planned_units: int = 0  # unit pages this build writes (or leaves as they are), as the layers are read
 
     def summary(self) -> str:
         lines = [f"site: {self.out_dir} - {self.total_files} files, {self.total_bytes / 1e6:.1f} MB "
@@ -137,19 +138,25 @@ def build_site(store: Store, out_dir, *, models=None, layers=None, labels=None, 
                 raise UsageError(f"layer {name!r} is in none of the models {', '.join(chosen)}; layers include: {some}")
     label_map = _normalise_labels(labels)
     out = check_out_dir(Path(out_dir))
+    report = SiteReport(out_dir=out, part_budget=part_budget())
+    report.unit_budget = sum(report.part_budget.values())
     with writing(out, "the site", SITE_LOCK, "--out"):  # two builds into one folder would prune each other's files
-        report = _write_site(store, out, chosen, catalogues, models, layers, label_map, progress)
+        try:
+            _write_site(store, out, report, chosen, catalogues, models, layers, label_map, progress)
+        except OSError as error:
+            if no_space(error) is None:
+                raise
+            raise DiskFull(site_space_line(out, error.strerror or str(error), report.planned_units)) from None
     report.total_bytes, report.total_files = folder_size(out)  # (the lock, released, is empty again)
     return report
 
 
-def _write_site(store, out: Path, chosen, catalogues, models, layers, label_map, progress) -> SiteReport:
+def _write_site(store, out: Path, report: SiteReport, chosen, catalogues, models, layers, label_map,
+                progress) -> None:
     writer = SiteWriter(out)
     if not (out / "site.json").exists():  # mark the folder as ours first: a killed build may resume
         writer.write_text("site.json", json.dumps({"generator": GENERATOR, "models": []}) + "\n")
     renderer = Renderer()
-    report = SiteReport(out_dir=out, part_budget=part_budget())
-    report.unit_budget = sum(report.part_budget.values())
 
     build = SiteBuild(store, writer, renderer, layers, label_map, progress, report)
     fresh = {name: _build_model(build, catalogues[name]) for name in chosen}
@@ -171,7 +178,6 @@ def _write_site(store, out: Path, chosen, catalogues, models, layers, label_map,
     # Last, after pruning: the manifest lists what is in the site now (publish copies only that).
     report.warnings += write_manifest(writer, GENERATOR)
     report.written, report.unchanged, report.removed = writer.written, writer.unchanged, writer.removed
-    return report
 
 
 def _site_models(writer: SiteWriter, fresh: dict[str, dict]) -> list[dict]:
@@ -224,6 +230,7 @@ def _build_model(build: SiteBuild, model: ModelRecord) -> dict:
     """Every page of one model; returns its record (model.json)."""
     model_dir = f"models/{segment(model.name)}"
     kept, layer_data = _read_layers(build, model, model_dir)
+    build.report.planned_units += sum(len(layer_units(data)) for data in layer_data.values())
     index = _unit_index(build.writer, model_dir, kept, layer_data)
     built = {**kept, **_build_layers(build, model, model_dir, layer_data, index)}
     estimate = estimate_size(model, built, build.writer, model_dir, build.report.part_budget)

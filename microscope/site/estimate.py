@@ -1,7 +1,11 @@
 """How big a site gets: after a build, the size of a site with every unit of the model (from the bytes
-each view's panels really took per unit); before one, a warning when that would pass GitHub Pages' 1 GB."""
+each view's panels really took per unit); before one, a warning when that would pass GitHub Pages' 1 GB;
+and when its folder runs out of space, the one line saying how much its pages need."""
 from __future__ import annotations
 
+from pathlib import Path
+
+from microscope.errors import megabytes, no_space_line
 from microscope.site.output import SiteWriter, folder_size
 from microscope.store import LayerInfo, ModelRecord
 
@@ -46,3 +50,16 @@ def size_warning(model: str, layers: list[LayerInfo], derived: set[str]) -> str 
               else "build fewer layers or --units into each site (--out)")
     return (f"a site of every unit of {model} ({sum(channels.values())} units, about "
             f"{total / 1e9:.2f} GB at {UNIT_BYTES // 1000} kB a unit) would pass GitHub Pages' 1 GB: {advice}")
+
+
+def site_space_line(out: Path, reason: str, units: int) -> str:
+    """The one line of a site folder that ran out of space while `units` unit pages were being written: the
+    space they take at UNIT_BYTES a page, less what the folder holds already (unchanged files are not
+    written again)."""
+    if units:
+        needed = max(units * UNIT_BYTES - folder_size(out)[0], UNIT_BYTES)
+        needs = f"its {units} unit pages need about {megabytes(needed)} more"
+    else:
+        needs = f"its pages need room (about {UNIT_BYTES // 1000} kB a unit page)"
+    return no_space_line("the site folder", out, reason, needs,
+                         "run the same command again; it writes only the pages that are missing or changed")

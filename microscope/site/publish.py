@@ -17,17 +17,36 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from microscope.errors import UsageError
+from microscope.errors import DiskFull, UsageError, megabytes, no_space, no_space_line
 from microscope.site.manifest import MANIFEST, SiteFileError, listed_file, manifest_text, read_manifest
 
 TRAILER = "Published-by: microscope"
 DEFAULT_MESSAGE = "Publish microscope site"  # also the whole message of commits from before TRAILER
 
 
+GIT_NO_SPACE = ("No space left on device", "Disk quota exceeded")  # git's words for ENOSPC, EDQUOT
+
+
+class NoSpace(Exception):
+    """A folder publishing writes to ran out of space; `publish` says it in one line, with the site's size."""
+
+    def __init__(self, where: str, folder, reason: str):
+        super().__init__(where)
+        self.where, self.folder, self.reason = where, folder, reason
+
+
 def _git(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if check and result.returncode != 0:
-        detail = (result.stderr or result.stdout).strip().splitlines()
+        output = result.stderr or result.stdout
+        full = next((words for words in GIT_NO_SPACE if words in output), None)
+        if full is not None and tempfile.gettempdir() in output:  # checking files out into the worktree
+            raise NoSpace("the temporary folder", tempfile.gettempdir(), full)
+        if full is not None:  # writing objects into the repository's git folder
+            common = _git(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd, check=False)
+            folder = common.stdout.strip() or cwd  # (not the worktree's own folder inside it)
+            raise NoSpace("the git folder", folder, full)
+        detail = output.strip().splitlines()
         raise UsageError(f"git {' '.join(args)} failed: {detail[-1] if detail else 'no output'}")
     return result
 
@@ -92,6 +111,8 @@ def _copy_site(site: Path, manifest: dict, target: Path) -> None:
             destination.parent.mkdir(parents=True, exist_ok=True)
             destination.write_bytes(data)
         except OSError as error:
+            if no_space(error) is not None:
+                raise  # said by `publish`, with the space it needs
             raise UsageError(f"not publishing {site}: cannot copy {relative} ({error.strerror})") from None
     (target / MANIFEST).write_text(manifest_text(manifest["files"], manifest["generator"]), encoding="utf-8")
     (target / ".nojekyll").touch()  # GitHub Pages must not run Jekyll over the files
@@ -118,6 +139,31 @@ def publish(site_dir: str | Path, repo_dir: str | Path = ".", branch: str = "gh-
                          f"'{TRAILER}' line) and publishing replaces all its files; pass --force to replace them, "
                          "or choose another --branch")
 
+    try:
+        commit, changed = _commit(site, manifest, repo, branch, has_branch, message)
+    except OSError as error:  # copying the files into the temporary worktree
+        if no_space(error) is None:
+            raise
+        raise _disk_full(NoSpace("the temporary folder", tempfile.gettempdir(), error.strerror), manifest) from None
+    except NoSpace as full:
+        raise _disk_full(full, manifest) from None
+    pushed = False
+    if push:
+        _git(["push", "--", remote, f"refs/heads/{branch}:refs/heads/{branch}"], repo)
+        pushed = True
+    return {"commit": commit, "changed": changed, "pushed": pushed, "branch": branch}
+
+
+def _disk_full(full: NoSpace, manifest: dict) -> DiskFull:
+    """The one line: the worktree and the git folder each need about the site's size, at most."""
+    size = sum(entry["size"] for entry in manifest["files"].values())
+    return DiskFull(no_space_line(full.where, full.folder, full.reason, f"publishing needs about {megabytes(size)}",
+                                  "run publish again; nothing was committed"))
+
+
+def _commit(site: Path, manifest: dict, repo: Path, branch: str, has_branch: bool, message: str | None):
+    """The manifest's files committed as the whole content of `branch`, through a temporary worktree:
+    (commit, whether it changed anything)."""
     with tempfile.TemporaryDirectory(prefix="microscope-publish-") as tmp:
         worktree = Path(tmp) / "pages"
         if has_branch:
@@ -137,8 +183,4 @@ def publish(site_dir: str | Path, repo_dir: str | Path = ".", branch: str = "gh-
         finally:
             _git(["worktree", "remove", "--force", "--", str(worktree)], repo, check=False)
             _git(["worktree", "prune"], repo, check=False)
-    pushed = False
-    if push:
-        _git(["push", "--", remote, f"refs/heads/{branch}:refs/heads/{branch}"], repo)
-        pushed = True
-    return {"commit": commit, "changed": changed, "pushed": pushed, "branch": branch}
+    return commit, changed

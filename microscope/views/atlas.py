@@ -134,7 +134,7 @@ class AtlasView(Computed):
             slices = [make_job(self.name, "icons", layer, {**spec, "level": level, "first": start, "last": stop},
                                after=[second.key], work=icons.steps * batches)
                       for level, start, stop, batches in icon_slices(store, model, layer, settings, icons, current)]
-            last = make_job(self.name, "collect", layer, spec, after=[job.key for job in slices], gpu=False)
+            last = make_job(self.name, "collect", layer, spec, after=[job.key for job in slices], gpu=False, pieces=1)
             jobs += [first, second, *slices, last]
             todo += 1
         return ViewPlan(jobs, todo=todo, done=done, what="atlases")

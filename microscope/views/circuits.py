@@ -56,7 +56,7 @@ class CircuitsView(Computed):
         settings: CircuitSettings = request.settings.get(self.name) or CircuitSettings()
         network, store = session.network(), session.store
         catalogue = store.read_model(network.spec.name)
-        jobs, done, refusals = [], 0, 0
+        jobs, done, refusals = [], 0, set()
         for previous, layer in self.pairs(request, session):
             spec = {"model": network.spec.name, "weights_id": network.weights_id, "previous": previous,
                     "layer": layer, **settings.keyed(), "version": VERSION}
@@ -67,10 +67,11 @@ class CircuitsView(Computed):
             if stored is not None:
                 done += 1
                 continue
-            refusals += refused
             jobs.append(make_job(self.name, "weights", layer, {**spec, "key": key},
-                                 work=catalogue.layer(layer).channels, gpu=not refused))
-        return ViewPlan(jobs, todo=len(jobs), done=done, what="layer pairs", refused=refusals)
+                                 work=catalogue.layer(layer).channels, gpu=not refused, pieces=1))
+            if refused:
+                refusals.add(jobs[-1].key)
+        return ViewPlan(jobs, todo=len(jobs), done=done, what="layer pairs", refusals=frozenset(refusals))
 
     def run(self, job, session, report) -> None:
         store, spec = session.store, job.spec
@@ -94,6 +95,19 @@ class CircuitsView(Computed):
             layer=spec["layer"], target=pair.target, top=spec["top"], input_size=found.input_size,
             centre=list(found.centre), local=pair.field != GLOBAL,
             linearised=pair.replaced, files={weights_file.name: stamp}))
+
+
+    def store_bytes(self, job, session) -> int:
+        """weights.npz as expanded_weights makes it, uncompressed: per unit its sums over every input
+        (float64), its 2t strongest inputs (index, value) and their maps (float32) of at most the field's size."""
+        pair = linear_pair(session, job.spec["previous"], job.spec["layer"])
+        if isinstance(pair, NotLinear):
+            return 4096  # refused.json
+        catalogue = session.store.read_model(job.spec["model"])
+        inputs, units = catalogue.layer(job.spec["previous"]).channels, catalogue.layer(job.spec["layer"]).channels
+        side = 1 if pair.field == GLOBAL else pair.field.size
+        strongest = 2 * min(job.spec["top"], inputs)
+        return units * (inputs * 8 + strongest * (16 + side * side * 4) + 16) + 4096
 
 
 def linear_pair(session, previous: str, layer: str):

@@ -91,6 +91,10 @@ class ExamplesView(Computed):
         else:
             raise ValueError(f"unknown examples step {job.step!r}")
 
+    def store_bytes(self, job, session) -> int:
+        model = session.store.read_model(session.network().spec.name)
+        return planning.store_bytes(job, {info.name: info for info in model.layers})
+
     def estimate(self, plan, request, session) -> float | None:
         return planning.seconds(plan, session)
 

@@ -114,7 +114,7 @@ class FeatureVisView(Computed):
                     per_batch = max(1, batch_size // objective.images(recipe))
                     for i in range(0, len(todo), per_batch):
                         spec = {"config": to_json(config), "objective": name, "units": todo[i:i + per_batch]}
-                        jobs.append(make_job(self.name, "render", layer, spec, work=steps))
+                        jobs.append(make_job(self.name, "render", layer, spec, work=steps, pieces=len(spec["units"])))
         return ViewPlan(jobs, todo=todo_count, done=reused, what="renders")
 
     def run(self, job, session, report) -> None:
@@ -135,6 +135,11 @@ class FeatureVisView(Computed):
                 calibrated[key] = (step_seconds(session.network(), extractor, batch), _elements(job))
         return sum(job.work * calibrated[key][0] * _elements(job) / calibrated[key][1]
                    for job in plan.jobs for key in [(job.layer, job.spec["config"]["size"])])
+
+    def store_bytes(self, job, session) -> int:
+        """Each image at its raw RGB size (a render compresses little) and each unit's record (its curves)."""
+        size = job.spec["config"]["size"]
+        return _elements(job) * (size * size * 3 + 1024) + len(job.spec["units"]) * 4096
 
 
 def _job_batch(job, session):

@@ -116,7 +116,7 @@ class SaeView(Computed):
             first = make_job(self.name, "vectors", layer, spec, work=len(dataset))
             folder = store.sae_vectors_dir(network.spec.name, layer, network.weights_id, vectors)
             jobs += [] if read_vectors(store, folder, vectors) else [first]
-            jobs.append(make_job(self.name, "train", layer, spec, after=(first.key,), work=sizing.steps))
+            jobs.append(make_job(self.name, "train", layer, spec, after=(first.key,), work=sizing.steps, pieces=1))
         return ViewPlan(jobs, todo=sum(job.step == "train" for job in jobs), done=done, what="SAEs",
                         notes=notes, warnings=warnings)
 
@@ -128,6 +128,17 @@ class SaeView(Computed):
             return
         fit(network, dataset, spec, store, report)
         session.reattach()
+
+    def store_bytes(self, job, session) -> int:
+        """The vectors (float32: sampled positions of the training images, every inner one of the held-out
+        tenth), or the weights with Adam's two moments, checkpointed beside the previous checkpoint."""
+        info = session.store.read_model(session.network().spec.name).layer(job.layer)
+        if job.step == "vectors":
+            sampling = job.spec["sampling"]
+            inner = max(1, (info.height - 2 * sampling["edge"]) * (info.width - 2 * sampling["edge"]))
+            per_image = (1 - sampling["held_out"]) * sampling["positions_per_image"] + sampling["held_out"] * inner
+            return int(len(images_of(session, job.spec["images"])) * per_image * info.channels * 4) + 4096
+        return 2 * 3 * 2 * job.spec["training"]["features"] * info.channels * 4 + 4096
 
 
 def images_of(session, images: dict) -> ImageDataset:

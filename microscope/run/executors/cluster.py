@@ -23,7 +23,7 @@ import time
 from typing import Callable
 
 from microscope.errors import UsageError
-from microscope.run.executors.progress import Bars, RunReport, failed, run_job
+from microscope.run.executors.progress import Bars, RunReport, failed, held_back, run_job
 from microscope.jobs import Job, ordered
 from microscope.run.session import RunSpec, Session
 
@@ -132,10 +132,7 @@ class RayExecutor:
             while ready or running:
                 while ready:  # everything that can run goes to Ray now; it queues what does not fit
                     job = plan[heapq.heappop(ready)]
-                    if broken & set(job.after):
-                        broken.add(job.key)
-                        report.skipped.append(job.describe())
-                        bars.finished(job)
+                    if held_back(job, report, bars, broken):
                         release(job)
                         continue
                     spec = dataclasses.replace(session.spec, progress=False,

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from microscope.errors import UsageError
-from microscope.run.executors.progress import Bars, RunReport, failed, run_job
+from microscope.run.executors.progress import Bars, RunReport, failed, held_back, run_job
 from microscope.jobs import Job, ordered, usable_cpus
 from microscope.run.session import Session
 
@@ -47,19 +47,13 @@ class LocalExecutor:
                         group.append(candidate)
                         keys.add(candidate.key)
                 position += len(group)
-                runnable = []
-                for job in group:
-                    if broken & set(job.after):
-                        broken.add(job.key)
-                        report.skipped.append(job.describe())
-                        bars.finished(job)
-                    else:
-                        runnable.append(job)
+                runnable = [job for job in group if not held_back(job, report, bars, broken)]
                 if len(runnable) > 1 and self.processes > 1 and "fork" in multiprocessing.get_all_start_methods():
                     self._fan_out(runnable, session, report, bars, broken)
                 else:
-                    for job in runnable:
-                        self._inline(job, session, report, bars, broken)
+                    for job in runnable:  # (held back now if the job before it found the disk full)
+                        if not held_back(job, report, bars, broken):
+                            self._inline(job, session, report, bars, broken)
         finally:
             bars.close()
         return report
