@@ -54,7 +54,7 @@ def test_sae_command_reports_and_reuses(built):
     assert last[1].startswith(f"{LAYER}: 96 positions per image x 18 training images = 1,728 vectors for 512 "
                               "features (3.4 per feature), 40 steps at most (positions chosen from the data")
     warned = [line for line in trained.stderr.splitlines() if "per feature, under the 16" in line]
-    assert len(warned) == 1 and "use about 86 training images" in warned[0] and "--expansion 1" in warned[0]
+    assert len(warned) == 1 and "use 96 images or more" in warned[0] and "--expansion 1" in warned[0]
     assert "held-out FVU" in trained.stdout and f"(training {result.train_fvu:.3f})" in trained.stdout
     assert f"{FEATURES}: 512 features, k 8; held-out FVU {result.fvu:.3f}" in trained.stdout
     assert last[-1].startswith("next: python build.py build") and FEATURES in last[-1]

@@ -53,17 +53,18 @@ class Sizing:
             said += f" ({' and '.join(self.chosen)} chosen from the data: microscope/sae/sizing.py)"
         return said
 
-    def shortfall(self, expansion: int, width: int) -> str | None:
-        """One line when the data are too few for the dictionary asked for, with the fix; else None."""
+    def shortfall(self, expansion: int, width: int, held_out: float) -> str | None:
+        """One line when the data are too few for the dictionary asked for, with the fix; else None.
+        `held_out`: the fraction of the images kept for evaluation (the fix counts all images)."""
         wanted = VECTORS_PER_FEATURE * self.features
         if self.vectors >= wanted:
             return None
         fits = max(1, self.vectors // (VECTORS_PER_FEATURE * width))
-        images = math.ceil(wanted / self.positions_per_image)
+        images = math.ceil(math.ceil(wanted / self.positions_per_image) / (1 - held_out))
         return (f"{self.layer}: {self.vectors:,} training vectors for {self.features:,} features is "
                 f"{self.vectors / self.features:.1f} per feature, under the {VECTORS_PER_FEATURE} an SAE needs to "
-                f"generalise: expect a held-out FVU well above the training FVU; use about {images:,} training "
-                f"images (held-out images come on top) or --expansion {min(fits, expansion)}")
+                f"generalise: expect a held-out FVU well above the training FVU; use {images:,} images or more, "
+                f"or --expansion {min(fits, expansion)}")
 
 
 def choose(layer: str, features: int, width: int, train_images: int, inner_positions: int,

@@ -105,7 +105,7 @@ class SaeView(Computed):
                 done += 1
                 continue
             notes.append(sizing.line())
-            shortfall = sizing.shortfall(settings.expansion, info.channels)
+            shortfall = sizing.shortfall(settings.expansion, info.channels, sampling.held_out)
             warnings += [shortfall] if shortfall else []
             spec = {"layer": layer, "vectors": vectors, "key": key, "sampling": asdict(sampling),
                     "training": asdict(training), "expansion": settings.expansion,
