@@ -40,6 +40,32 @@
     return function (cell) { return cell.getAttribute("data-l").indexOf(query) >= 0; };
   }
 
+  // Hide the cells the query leaves out; returns how many it keeps.
+  function keepMatching(cells, query) {
+    var keep = matcher(query), matching = 0;
+    Array.prototype.forEach.call(cells.children, function (cell) {
+      cell.hidden = !keep(cell);
+      if (!cell.hidden) matching++;
+    });
+    return matching;
+  }
+
+  // The grid's pieces 2..pieces, asked for in any order and number, join the grid in unit order.
+  function pieceQueue(cells, pieces, added, failed) {
+    var requested = 1, queue = Promise.resolve();
+    function add(number) {
+      var arriving = piece("tiles-" + number + ".js");
+      queue = queue.then(function () { return arriving; }).then(function (html) {
+        cells.insertAdjacentHTML("beforeend", html);
+        added(number);
+      });
+    }
+    return function want(upTo) {  // upTo: the last piece wanted; Infinity for all
+      while (requested < Math.min(upTo, pieces)) add(++requested);
+      return queue.catch(failed);
+    };
+  }
+
   function grid() {
     var input = document.getElementById("filter"), cells = document.getElementById("grid");
     if (!input || !cells) return;
@@ -47,30 +73,12 @@
     var more = document.getElementById("more"), loaded = document.getElementById("loaded");
     var pieces = parseInt(cells.getAttribute("data-pieces") || "1", 10);
     var total = parseInt(cells.getAttribute("data-units") || "0", 10);
-    var requested = 1, shown = 1, queue = Promise.resolve(), watcher = null;
-
-    // Pieces arrive in any order but join the grid in unit order.
-    function add(number) {
-      var arriving = piece("tiles-" + number + ".js");
-      queue = queue.then(function () { return arriving; }).then(function (html) {
-        cells.insertAdjacentHTML("beforeend", html);
-        shown = number;
-        apply(false);
-        progress();
-      });
-      return queue;
-    }
-
-    function want(upTo) {
-      while (requested < Math.min(upTo, pieces)) add(++requested);
-      return queue.catch(failed);
-    }
-
-    function failed() {
+    var shown = 1, watcher = null;
+    var want = pieceQueue(cells, pieces, function (number) { shown = number; apply(false); progress(); }, function () {
       if (more) more.hidden = true;
       loaded.textContent = "Some units could not be loaded: the pages below list them all.";
       document.getElementById("pieces").hidden = false;
-    }
+    });
 
     function progress() {
       if (!more) return;
@@ -82,13 +90,9 @@
     }
 
     function apply(remember) {
-      var query = input.value.trim(), keep = matcher(query), matching = 0, complete = shown >= pieces;
-      Array.prototype.forEach.call(cells.children, function (cell) {
-        var ok = keep(cell);
-        cell.hidden = !ok;
-        if (ok) matching++;
-      });
-      if (!query) matching = total;
+      var query = input.value.trim(), complete = shown >= pieces;
+      var matching = keepMatching(cells, query);
+      if (!query) matching = total;  // every unit, loaded yet or not
       count.textContent = matching + (matching === 1 ? " unit" : " units") +
         (query && !complete ? " so far, loading the others…" : "");
       none.hidden = matching > 0 || !complete;
@@ -100,16 +104,16 @@
 
     function filter() {
       apply(true);
-      if (input.value.trim() && shown < pieces) want(pieces);  // each piece that arrives is filtered too
+      if (input.value.trim()) want(Infinity);  // each piece that arrives is filtered too
     }
 
     // Near the end of the grid, the next piece loads by itself; the button asks for it by hand.
     if (more && pieces > 1) {
       document.getElementById("pieces").hidden = true;
-      more.addEventListener("click", function () { want(requested + 1); });
+      more.addEventListener("click", function () { want(shown + 1); });
       if ("IntersectionObserver" in window) {
         watcher = new IntersectionObserver(function (entries) {
-          if (entries[entries.length - 1].isIntersecting && !input.value.trim()) want(requested + 1);
+          if (entries[entries.length - 1].isIntersecting && !input.value.trim()) want(shown + 1);
         }, {rootMargin: "0px 0px 800px 0px"});
       }
       progress();

@@ -130,8 +130,7 @@ def test_a_built_site_links_every_piece_and_drops_them_when_they_are_not_needed(
     assert "\\u003c" in (folder / "tiles-3.js").read_text()  # no "<" in the script's text at all
     assert Page((folder / "index.html").read_text()).links.count(("a", "page-3.html")) == 1
 
-    monkeypatch.setattr(layer_pages, "TILES_PER_PIECE", 240)
-    monkeypatch.setattr(sae_panel, "TABLE_FIRST", 48)
+    monkeypatch.undo()  # the real sizes: 7 features fit one piece and one table
     build_site(store, site, labels=labels, progress=False)
     assert not list(folder.glob("page-*")) and not list(folder.glob("*.js"))  # stale pieces are pruned
     assert unit_links(grid_of(folder / "index.html")) == list(range(features.channels))

@@ -359,7 +359,7 @@ def test_a_large_layer_loads_its_tiles_as_the_reader_scrolls(browser, pieced, tm
         assert links == [f"{unit}/index.html" for unit in range(SAE_FEATURES)]
         settle(page)
         assert undecoded_images(page) == []  # the thumbnails of the last piece
-        assert page.locator('#grid > li[data-u="125"] .cap').inner_text() == f"125 {EVIL}"  # a label is text
+        assert page.locator('#grid > li[data-u="125"] .cap').text_content() == f"125 {EVIL}"  # a label is text
         assert page.evaluate("window.pwned") is None and page.locator('img[src="x"]').count() == 0
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         page.locator('#grid > li[data-u="127"] > a >> nth=0').click()

@@ -21,9 +21,10 @@ from microscope.site.output import SiteWriter
 from microscope.site.render import Renderer
 from microscope.store import ModelRecord
 
-# 240 tiles fill a wide desktop screen or two (11 columns of 96 px tiles) and keep the first view near
-# 80 kB of HTML with long labels; 240 is also a whole number of rows for 2 to 6, 8, 10 and 12 columns.
-TILES_PER_PIECE = 240
+# 120 tiles fill a desktop screen or two (10 to 12 columns of 96 px tiles); the first view of inception_5b
+# is then 39 kB of HTML, which a phone on slow 4G paints in 1.1 s where 240 tiles took 1.6-1.9 s
+# (bench/NOTES.md). 120 is a whole number of rows for 2 to 6, 8, 10, 12 and 15 columns.
+TILES_PER_PIECE = 120
 ROOT = "../../../"  # from models/<model>/<layer>/ to the site's root
 
 
