@@ -11,8 +11,10 @@ activation atlas page (<layer>/atlas/index.html) and an SAE layer and feature pa
 `--page models/m/l/3/index.html` (repeatable) measures those pages instead. Each page is run through
 Lighthouse (performance, accessibility, best practices, SEO) with the mobile preset (Lighthouse's
 default: a Moto G Power, simulated slow 4G and 4x CPU slowdown) and the desktop one, one page at a
-time, and a table gives per page the four scores and the audits that cost points (binary audits
-that failed; performance metrics under 0.9; score in brackets).
+time, and a table gives per page the bytes of its HTML file (the first view), the bytes the page loaded
+(Lighthouse's total byte weight: HTML, CSS, scripts and the images it showed), the four scores and the
+audits that cost points (binary audits that failed; performance metrics under 0.9; score in brackets).
+A page Lighthouse cannot finish gets a row of errors with the reason; the others are still measured.
 
 Lighthouse is not part of the project's dependencies: the script installs it with npm into
 ~/.cache/microscope-bench/lighthouse (outside the repository; `--lighthouse-dir` moves it) the first
@@ -211,37 +213,56 @@ def main() -> int:
         if keep:
             keep.mkdir(parents=True, exist_ok=True)
         print(f"Lighthouse {LIGHTHOUSE_VERSION}, {chromium}, site {site.resolve()} served at {origin}", flush=True)
-        rows, low = [], []
+        rows = []
         with tempfile.TemporaryDirectory() as scratch:
+            run = functools.partial(run_lighthouse, node, cli, chromium)
             for kind, path in pages:
                 for preset in presets:
-                    reports = []
-                    for run in range(args.runs):
-                        name = re.sub(r"[^A-Za-z0-9]+", "_", path.removesuffix("index.html")).strip("_") or "home"
-                        output = (keep or Path(scratch)) / f"{name}.{preset}.{run}.json"
-                        reports.append(run_lighthouse(node, cli, chromium, origin + path, preset, output))
-                    report = median_run(reports)
-                    scores = {c: report["categories"][c]["score"] for c in CATEGORIES}
-                    audits = [f"{SHORT[c]}: " + ", ".join(failing(report, c)) for c in CATEGORIES if failing(report, c)]
-                    rows.append((kind, path, preset, scores, "; ".join(audits) or "-"))
-                    low += [(path, preset, c) for c, s in scores.items() if s is None or s < args.min]
-                    print(f"  {kind} {preset}: " + " ".join(f"{SHORT[c]} {fmt(s)}" for c, s in scores.items()),
-                          file=sys.stderr, flush=True)
+                    rows.append(measure(run, kind, site, origin, path, preset, args.runs, keep or Path(scratch)))
         server.shutdown()
         server.server_close()
     except Failure as error:
         print(f"lighthouse bench: {error}", file=sys.stderr)
         return 2
+    return print_table(rows, args.min)
+
+
+def measure(run, kind: str, site: Path, origin: str, path: str, preset: str, runs: int, reports: Path) -> dict:
+    """One page with one preset: the median of `runs` runs. A page Lighthouse cannot finish (it gave up on
+    the 1.7 MB SAE layer page) is a row of errors with the reason, and the other pages are still measured."""
+    name = re.sub(r"[^A-Za-z0-9]+", "_", path.removesuffix("index.html")).strip("_") or "home"
+    row = {"kind": kind, "path": path, "preset": preset, "html": (site / path).stat().st_size, "loaded": None,
+           "scores": dict.fromkeys(CATEGORIES), "audits": "-"}
+    try:
+        report = median_run([run(origin + path, preset, reports / f"{name}.{preset}.{n}.json") for n in range(runs)])
+    except Failure as error:
+        row["audits"] = f"error: {error}"
+    else:
+        row["scores"] = {c: report["categories"][c]["score"] for c in CATEGORIES}
+        row["loaded"] = report["audits"].get("total-byte-weight", {}).get("numericValue")
+        row["audits"] = "; ".join(f"{SHORT[c]}: " + ", ".join(failing(report, c))
+                                  for c in CATEGORIES if failing(report, c)) or "-"
+    print(f"  {kind} {preset}: " + " ".join(f"{SHORT[c]} {fmt(s)}" for c, s in row["scores"].items()),
+          file=sys.stderr, flush=True)
+    return row
+
+
+def print_table(rows: list[dict], bar: float) -> int:
+    """The markdown table; 1 when any category of any page is under the bar (or could not be measured)."""
     print()
-    print("| page | path | preset | " + " | ".join(CATEGORIES) + " | audits losing points |")
-    print("|---|---|---|" + "---:|" * len(CATEGORIES) + "---|")
-    for kind, path, preset, scores, audits in rows:
-        print(f"| {kind} | {path} | {preset} | " + " | ".join(fmt(scores[c]) for c in CATEGORIES) + f" | {audits} |")
+    print("| page | path | preset | HTML kB | loaded kB | " + " | ".join(CATEGORIES) + " | audits losing points |")
+    print("|---|---|---|---:|---:|" + "---:|" * len(CATEGORIES) + "---|")
+    low = []
+    for row in rows:
+        loaded = "-" if row["loaded"] is None else f"{row['loaded'] / 1000:.0f}"
+        print(f"| {row['kind']} | {row['path']} | {row['preset']} | {row['html'] / 1000:.0f} | {loaded} | "
+              + " | ".join(fmt(row["scores"][c]) for c in CATEGORIES) + f" | {row['audits']} |")
+        low += [(row["path"], row["preset"], c) for c, s in row["scores"].items() if s is None or s < bar]
     print()
     if low:
-        print(f"{len(low)} categories below {args.min}: " + ", ".join(f"{p} {pr} {c}" for p, pr, c in low))
+        print(f"{len(low)} categories below {bar}: " + ", ".join(f"{p} {pr} {c}" for p, pr, c in low))
         return 1
-    print(f"every category of every page at {args.min} or above")
+    print(f"every category of every page at {bar} or above")
     return 0
 
 

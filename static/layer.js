@@ -1,11 +1,27 @@
-// Layer page: filter the unit grid by number ("447"), range ("10-20"), list ("3, 7, 9") or label text.
+// Layer page: the unit grid comes in pieces (site/layer_pages.py) and grows as the reader scrolls; a filter by
+// number ("447"), range ("10-20"), list ("3, 7, 9") or label text first loads every piece. Tables whose other rows
+// come on request (the SAE's features) use the same loader.
 (function () {
   "use strict";
-  var input = document.getElementById("filter");
-  if (!input) return;
-  var cells = Array.prototype.slice.call(document.querySelectorAll("#grid > li"));
-  var count = document.getElementById("count");
-  var none = document.getElementById("none");
+
+  // A piece is a script that leaves its HTML in MICROSCOPE_PIECES[its name]: <script src> works on file://
+  // pages, fetch() does not. The HTML was made and escaped by the site's templates, as the page's own.
+  var loads = {};
+  function piece(name) {
+    if (!loads[name]) {
+      loads[name] = new Promise(function (resolve, reject) {
+        var tag = document.createElement("script");
+        tag.src = name;
+        tag.onload = function () {
+          var html = (window.MICROSCOPE_PIECES || {})[name];
+          if (typeof html === "string") resolve(html); else reject(new Error(name + " holds no piece"));
+        };
+        tag.onerror = function () { delete loads[name]; reject(new Error("could not load " + name)); };
+        document.head.appendChild(tag);
+      });
+    }
+    return loads[name];
+  }
 
   function matcher(query) {
     query = query.trim().toLowerCase();
@@ -24,22 +40,110 @@
     return function (cell) { return cell.getAttribute("data-l").indexOf(query) >= 0; };
   }
 
-  function apply() {
-    var keep = matcher(input.value), shown = 0;
-    cells.forEach(function (cell) {
-      var ok = keep(cell);
-      cell.hidden = !ok;
-      if (ok) shown++;
+  // Hide the cells the query leaves out; returns how many it keeps.
+  function keepMatching(cells, query) {
+    var keep = matcher(query), matching = 0;
+    Array.prototype.forEach.call(cells.children, function (cell) {
+      cell.hidden = !keep(cell);
+      if (!cell.hidden) matching++;
     });
-    count.textContent = shown + (shown === 1 ? " unit" : " units");
-    none.hidden = shown > 0;
-    var url = new URL(location.href);
-    if (input.value.trim()) url.hash = "filter=" + encodeURIComponent(input.value.trim());
-    else url.hash = "";
-    history.replaceState(null, "", url.href);
+    return matching;
   }
 
-  var hash = location.hash.match(/^#filter=(.*)$/);
-  if (hash) { input.value = decodeURIComponent(hash[1]); apply(); }
-  input.addEventListener("input", apply);
+  // The grid's pieces 2..pieces, asked for in any order and number, join the grid in unit order.
+  function pieceQueue(cells, pieces, added, failed) {
+    var requested = 1, queue = Promise.resolve();
+    function add(number) {
+      var arriving = piece("tiles-" + number + ".js");
+      queue = queue.then(function () { return arriving; }).then(function (html) {
+        cells.insertAdjacentHTML("beforeend", html);
+        added(number);
+      });
+    }
+    return function want(upTo) {  // upTo: the last piece wanted; Infinity for all
+      while (requested < Math.min(upTo, pieces)) add(++requested);
+      return queue.catch(failed);
+    };
+  }
+
+  function grid() {
+    var input = document.getElementById("filter"), cells = document.getElementById("grid");
+    if (!input || !cells) return;
+    var count = document.getElementById("count"), none = document.getElementById("none");
+    var more = document.getElementById("more"), loaded = document.getElementById("loaded");
+    var pieces = parseInt(cells.getAttribute("data-pieces") || "1", 10);
+    var total = parseInt(cells.getAttribute("data-units") || "0", 10);
+    var shown = 1, watcher = null;
+    var want = pieceQueue(cells, pieces, function (number) { shown = number; apply(false); progress(); }, function () {
+      if (more) more.hidden = true;
+      loaded.textContent = "Some units could not be loaded: the pages below list them all.";
+      document.getElementById("pieces").hidden = false;
+    });
+
+    function progress() {
+      if (!more) return;
+      var have = cells.children.length;
+      more.hidden = shown >= pieces;
+      more.textContent = "Show more units (" + (total - have) + " more)";
+      loaded.textContent = shown >= pieces ? "" : have + " of " + total + " shown";
+      if (watcher && !more.hidden) { watcher.unobserve(more); watcher.observe(more); }  // still near the end? load on
+    }
+
+    function apply(remember) {
+      var query = input.value.trim(), complete = shown >= pieces;
+      var matching = keepMatching(cells, query);
+      if (!query) matching = total;  // every unit, loaded yet or not
+      count.textContent = matching + (matching === 1 ? " unit" : " units") +
+        (query && !complete ? " so far, loading the others…" : "");
+      none.hidden = matching > 0 || !complete;
+      if (!remember) return;
+      var url = new URL(location.href);
+      url.hash = query ? "filter=" + encodeURIComponent(query) : "";
+      history.replaceState(null, "", url.href);
+    }
+
+    function filter() {
+      apply(true);
+      if (input.value.trim()) want(Infinity);  // each piece that arrives is filtered too
+    }
+
+    // Near the end of the grid, the next piece loads by itself; the button asks for it by hand.
+    if (more && pieces > 1) {
+      document.getElementById("pieces").hidden = true;
+      more.addEventListener("click", function () { want(shown + 1); });
+      if ("IntersectionObserver" in window) {
+        watcher = new IntersectionObserver(function (entries) {
+          if (entries[entries.length - 1].isIntersecting && !input.value.trim()) want(shown + 1);
+        }, {rootMargin: "0px 0px 800px 0px"});
+      }
+      progress();
+    }
+
+    var hash = location.hash.match(/^#filter=(.*)$/);
+    if (hash) { input.value = decodeURIComponent(hash[1]); filter(); }
+    input.addEventListener("input", filter);
+  }
+
+  // <button data-rows="features.js" aria-controls="tbody-id">: the table's other rows, on request.
+  function tables() {
+    Array.prototype.forEach.call(document.querySelectorAll("button[data-rows]"), function (button) {
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        button.disabled = true;
+        piece(button.getAttribute("data-rows")).then(function (html) {
+          var body = document.getElementById(button.getAttribute("aria-controls")), before = body.rows.length;
+          body.insertAdjacentHTML("beforeend", html);
+          button.hidden = true;
+          var next = body.rows[before] && body.rows[before].querySelector("a");  // keyboard focus moves on, not lost
+          if (next) next.focus();
+        }, function () {
+          button.disabled = false;
+          button.textContent = "Could not load the other rows: try again";
+        });
+      });
+    });
+  }
+
+  grid();
+  tables();
 })();

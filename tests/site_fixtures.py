@@ -5,6 +5,7 @@ so a test can check the pixels the site shows against the source they came from.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -198,7 +199,8 @@ def write_sae(store: Store, model: str, source: LayerInfo, features: int, fvu: f
     store.write(store.sae_result_file(model, source.name, "random-seed0"), SaeResult(
         key="test", model=model, weights_id="random-seed0", layer=source.name, width=width, features=features, k=4,
         expansion=features // width, scale=1.0, vectors="test", dataset=FINGERPRINT, n_images=N_IMAGES,
-        train_vectors=400, held_vectors=100, sampling={}, training={}, fvu=fvu, l0=3.5, dead_fraction=0.0,
+        train_vectors=400, held_vectors=100, sampling={"edge": 1, "held_out": 0.1, "positions_per_image": 16, "seed": 0},
+        training={"steps": 10, "batch_size": 64}, fvu=fvu, l0=3.5, dead_fraction=0.0,
         curve=[[0, 0.9], [10, fvu]], seconds={"training": 1.0}, files={"weights.npz": stamp}))
     return weights
 
@@ -281,3 +283,13 @@ def _write_atlas_icons(store: Store, model: str, layer: str, cells_stage: AtlasS
         key=key, layout_key=cells_stage.layout_key, weights_id="random-seed0", settings=ATLAS_ICONS, seconds={},
         files=files))
     return pixels
+
+
+def piece_html(path: Path) -> str:
+    """The HTML a piece script (a layer's tiles-<n>.js, the SAE's features.js) hands to static/layer.js."""
+    text = path.read_text(encoding="utf-8")
+    prefix = "(window.MICROSCOPE_PIECES = window.MICROSCOPE_PIECES || {})["
+    assert text.startswith(prefix) and text.endswith(";\n"), text[:200]
+    key, value = text[len(prefix):-2].split("] = ", 1)
+    assert json.loads(key) == path.name
+    return json.loads(value)

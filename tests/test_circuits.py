@@ -20,6 +20,7 @@ from microscope.run.executors import LocalExecutor
 from microscope.models.spec import LayerSpec, ModelSpec, Preprocessing
 from microscope.network.loaded import Network, load_network
 from microscope.run.pipeline import run_views
+from microscope.site.layer_pages import TILES_PER_PIECE, page_name
 from microscope.store import CircuitArrays, CircuitResult, Store
 from microscope.views.circuits import CircuitSettings
 
@@ -272,8 +273,9 @@ def test_the_first_layer_says_it_reads_pixels_and_layers_offer_their_weights(sit
         assert str(export["previous"]) == "inception_3a" and export["maps"].dtype == np.float16
         assert np.array_equal(export["top_index"], arrays.top_index)
         np.testing.assert_allclose(export["maps"], arrays.maps, atol=1e-3, rtol=1e-2)
-    grid = (model / "inception_3b" / "index.html").read_text()
-    assert 'href="weights.npz"' in grid and 'href="330/index.html#circuit"' in grid
+    assert 'href="weights.npz"' in (model / "inception_3b" / "index.html").read_text()
+    piece = model / "inception_3b" / page_name(330 // TILES_PER_PIECE + 1)  # the grid's piece holding unit 330
+    assert 'href="330/index.html#circuit"' in piece.read_text()
 
 
 def test_inputs_show_their_feature_visualization(site):

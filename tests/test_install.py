@@ -54,3 +54,17 @@ def test_every_package_of_the_source_is_in_the_wheel():
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(path.parent.relative_to(REPO).parts) for path in (REPO / "microscope").rglob("__init__.py")}
     assert found <= listed, f"add to pyproject.toml's packages: {sorted(found - listed)}"
+
+
+def test_every_template_travels_in_the_wheel():
+    """A template of a new kind (layer_tiles.js, views/sae_rows.js) is only in the wheel if package-data names it."""
+    import fnmatch
+    import tomllib
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for package, folder in (("microscope.templates", REPO / "templates"),
+                            ("microscope.templates.views", REPO / "templates" / "views")):
+        for path in folder.iterdir():
+            if path.is_file() and path.name != "__init__.py":
+                assert any(fnmatch.fnmatch(path.name, pattern) for pattern in data[package]), \
+                    f"{path.relative_to(REPO)} is not in pyproject.toml's package-data of {package}"

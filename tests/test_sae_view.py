@@ -16,9 +16,11 @@ from microscope.network.catalogue import catalogue
 from microscope.cli import main
 from microscope.data.images import ImageDataset, Framing
 from microscope.network.loaded import load_network
+from microscope.sae.panel import TABLE_FIRST
 from microscope.sae.stored import read_sae
 from microscope.store import ExamplesSummary, Store
 from generated import REPO, blob_photos, cli
+from site_fixtures import piece_html
 
 MODEL = ["--model", "inceptionv1-caffe", "--weights", "random"]
 LAYER, FEATURES = "inception_3a", "inception_3a_sae"
@@ -166,7 +168,10 @@ def test_feature_neuron_and_layer_pages(built):
     html = (model / FEATURES / "index.html").read_text(encoding="utf-8")
     table = html[html.index('<details class="sae-features">'):]
     table = table[:table.index("</details>")]
-    listed = [int(unit) for unit in re.findall(r'href="(\d+)/index.html"', table)]
+    first = [int(unit) for unit in re.findall(r'href="(\d+)/index.html"', table)]
+    assert len(first) == TABLE_FIRST < result.features and 'data-rows="features.js"' in table
+    later = re.findall(r'href="(\d+)/index.html"', piece_html(model / FEATURES / "features.js"))  # on request
+    listed = first + [int(unit) for unit in later]
     assert sorted(listed) == list(range(result.features))
     assert np.all(np.diff(weights.firing[listed]) <= 0)  # by how often they fire
     missing = int((weights.nearest_cosine < 0.5).sum())

@@ -5,17 +5,21 @@ sub-path (/site/...) as on a GitHub project page, and once more straight from fi
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from microscope.sae import panel as sae_panel
+from microscope.site import layer_pages
 from microscope.site.builder import build_site
 from microscope.store import Store
-from site_fixtures import WEIRD_LAYER, make_store
+from site_fixtures import WEIRD_LAYER, catalogue, layer_entry, make_store, write_featurevis, write_sae
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -40,15 +44,20 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def server(site):
+def served(site: Path):
+    """Serve the folder above `site`, so that the site lives under a sub-path; yields the site's URL."""
     handler = functools.partial(QuietHandler, directory=str(site.parent))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/site/"
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/{site.name}/"
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(site):
+    yield from served(site)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +80,17 @@ class Watched:
 
     def close(self):
         self.context.close()
+
+
+@contextlib.contextmanager
+def watching(browser, **options):
+    """A Watched page that must end without console errors or uncaught exceptions; closed after."""
+    watched = Watched(browser, **options)
+    try:
+        yield watched.page
+        assert watched.errors == []
+    finally:
+        watched.close()
 
 
 def settle(page) -> None:
@@ -267,18 +287,129 @@ def test_pages_have_no_accessibility_violations(browser, server):
     (with all views, and with one missing), 404. 2.2 brings target-size (2.5.8: links of 24 x 24 px or
     spaced as much), which Lighthouse's accessibility score counts; the atlas page is checked in
     tests/test_atlas_view.py."""
-    assert AXE.is_file(), f"axe-core is missing at {AXE}: run `bash install.sh --test` (npm ci in tests/browser)"
     watched = Watched(browser)
     try:
         for page_name in AXE_PAGES:
             watched.page.goto(server + page_name)
             watched.page.wait_for_load_state("networkidle")
-            watched.page.add_script_tag(path=str(AXE))
-            result = watched.page.evaluate("""async () => await axe.run(document, {
-                runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}})""")
-            found = [(v["id"], [n["target"] for n in v["nodes"]]) for v in result["violations"]]
-            assert found == [], (page_name, found)
-            assert len(result["passes"]) >= 5, page_name  # the rules really ran
+            assert axe_violations(watched.page) == [], page_name
         assert watched.errors == []
     finally:
         watched.close()
+
+
+def axe_violations(page) -> list:
+    """axe-core's WCAG 2.0, 2.1 and 2.2 A and AA rules on the page as it is now: (rule, elements) that fail."""
+    assert AXE.is_file(), f"axe-core is missing at {AXE}: run `bash install.sh --test` (npm ci in tests/browser)"
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("""async () => await axe.run(document, {
+        runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}})""")
+    assert len(result["passes"]) >= 5  # the rules really ran
+    return [(v["id"], [n["target"] for n in v["nodes"]]) for v in result["violations"]]
+
+
+# ------------------------------------------------------------------------------------------------
+# A large layer in pieces (microscope/site/layer_pages.py), the threshold lowered so that a small layer has many
+
+PIECE, TABLE_FIRST = 8, 10
+SAE_LAYER, SAE_FEATURES = "mixed_a_sae", 128
+EVIL = "stripes <img src=x onerror=window.pwned=1>"
+
+
+@pytest.fixture(scope="module")
+def pieced(tmp_path_factory):
+    """(site folder, its URL, the SAE's weights): an SAE layer of 128 features in pieces of 8 tiles, renders for
+    features 0 and 120-127, a label with markup on feature 125."""
+    base = tmp_path_factory.mktemp("pieced")
+    mixed_a = next(info for info in catalogue() if info.name == "mixed_a")
+    store = make_store(base / "store", layers=[*catalogue(), layer_entry(SAE_LAYER, "sae", SAE_FEATURES, 4, 8, 27)])
+    weights = write_sae(store, "tiny", mixed_a, features=SAE_FEATURES)
+    write_featurevis(store, "tiny", SAE_LAYER, 7, [0, *range(120, SAE_FEATURES)])
+    site = base / "www" / "pieced"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(layer_pages, "TILES_PER_PIECE", PIECE)
+        patch.setattr(sae_panel, "TABLE_FIRST", TABLE_FIRST)
+        build_site(store, site, labels={SAE_LAYER: {"125": EVIL}}, progress=False)
+    for url in served(site):
+        yield site, url + f"models/tiny/{SAE_LAYER}/index.html", weights
+
+
+def grid_units(page, shown_only: bool = False) -> list[int]:
+    """The units of the grid's tiles, in order (`shown_only`: those the filter keeps)."""
+    return page.eval_on_selector_all("#grid > li", "(cells, shown) => cells.filter(c => !shown || !c.hidden)"
+                                     ".map(cell => +cell.dataset.u)", shown_only)
+
+
+def test_a_large_layer_loads_its_tiles_as_the_reader_scrolls(browser, pieced, tmp_path):
+    _, layer_url, _ = pieced
+    with watching(browser, width=390, height=844, device_scale_factor=2, is_mobile=True, has_touch=True) as page:
+        page.goto(layer_url)
+        page.wait_for_load_state("networkidle")
+        first = len(grid_units(page))
+        assert PIECE <= first < SAE_FEATURES and first % PIECE == 0  # the first screens, not the whole layer
+        assert page.locator("#more").is_visible() and page.locator("#pieces").is_hidden()
+        page.screenshot(path=str(tmp_path / "pieces-phone.png"))
+        page.evaluate("document.getElementById('more').click()")  # asking (the button, far below) loads one piece
+        page.wait_for_function(f"document.querySelectorAll('#grid > li').length === {first + PIECE}")
+        while (count := len(grid_units(page))) < SAE_FEATURES:  # and scrolling the ones after it
+            page.evaluate("scrollTo(0, document.body.scrollHeight)")
+            page.wait_for_function(f"document.querySelectorAll('#grid > li').length > {count}")
+        assert grid_units(page) == list(range(SAE_FEATURES)) and page.locator("#more").is_hidden()
+        links = page.eval_on_selector_all("#grid > li > a:first-child", "all => all.map(a => a.getAttribute('href'))")
+        assert links == [f"{unit}/index.html" for unit in range(SAE_FEATURES)]
+        settle(page)
+        assert undecoded_images(page) == []  # the thumbnails of the last piece
+        assert page.locator('#grid > li[data-u="125"] .cap').text_content() == f"125 {EVIL}"  # a label is text
+        assert page.evaluate("window.pwned") is None and page.locator('img[src="x"]').count() == 0
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.locator('#grid > li[data-u="127"] > a >> nth=0').click()
+        page.wait_for_url(f"**/models/tiny/{SAE_LAYER}/127/index.html")
+        assert page.locator("h1").inner_text().startswith(SAE_LAYER)
+
+
+def test_the_filter_finds_units_in_pieces_not_loaded_yet(browser, pieced):
+    site, layer_url, _ = pieced
+    with watching(browser) as page:
+        count = "document.getElementById('count').textContent === {!r}"
+        page.goto(layer_url + "#filter=125")
+        page.wait_for_function(count.format("1 unit"))
+        assert grid_units(page, shown_only=True) == [125]
+        page.fill("#filter", "60-63")
+        page.wait_for_function(count.format("4 units"))
+        assert grid_units(page, shown_only=True) == [60, 61, 62, 63]
+        page.fill("#filter", "")
+        page.wait_for_function(count.format(f"{SAE_FEATURES} units"))
+        assert grid_units(page, shown_only=True) == list(range(SAE_FEATURES))
+        page.goto((site / "models" / "tiny" / SAE_LAYER / "index.html").as_uri())  # pieces are scripts: file:// works
+        page.fill("#filter", "stripes")
+        page.wait_for_function(count.format("1 unit"))
+        page.click("#grid > li:visible >> nth=0 >> a >> nth=0")
+        assert page.url.endswith(f"/{SAE_LAYER}/125/index.html")
+
+
+def test_the_sae_table_shows_every_feature_on_request_and_pages_pass_axe(browser, pieced):
+    _, layer_url, weights = pieced
+    with watching(browser) as page:
+        page.goto(layer_url)
+        page.click(".sae-features summary")
+        assert page.locator("#sae-rows tr").count() == TABLE_FIRST
+        page.click("button[data-rows]")
+        page.wait_for_function(f"document.querySelectorAll('#sae-rows tr').length === {SAE_FEATURES}")
+        order = page.eval_on_selector_all("#sae-rows tr td:first-child a", "links => links.map(a => +a.textContent)")
+        assert order == np.argsort(-weights.firing, kind="stable").tolist()  # by how often they fire, as before
+        assert page.locator("button[data-rows]").is_hidden()
+        assert axe_violations(page) == []
+        page.goto(layer_url.replace("index.html", "page-2.html"))  # a piece's own page
+        assert axe_violations(page) == []
+
+
+def test_without_scripts_every_piece_is_a_page_of_its_own(browser, pieced):
+    _, layer_url, _ = pieced
+    with watching(browser, java_script_enabled=False) as page:
+        page.goto(layer_url)
+        assert grid_units(page) == list(range(PIECE)) and page.locator("#pieces").is_visible()
+        page.click("#pieces >> text=units 120–127")
+        page.wait_for_url(f"**/{SAE_LAYER}/page-16.html")
+        assert grid_units(page) == list(range(120, 128))
+        page.click('#grid > li[data-u="121"] > a >> nth=0')
+        page.wait_for_url(f"**/{SAE_LAYER}/121/index.html")

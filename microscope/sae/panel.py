@@ -18,6 +18,10 @@ from microscope.web.charts import sparkline
 MISSING_BELOW = 0.5
 DECODER_TOP = 8  # neurons listed on a feature's page
 FEATURES_TOP = 6  # features listed on a neuron's page
+# The SAE layer page's table lists the features that fire most; the others come on request from ROWS_FILE
+# (static/layer.js), and layer.json has every feature's numbers: 4,096 rows would be 0.7 MB of HTML.
+TABLE_FIRST = 48
+ROWS_FILE = "features.js"
 
 
 def _linked(page, layer: str, units, values, thumbs: bool) -> list[dict]:
@@ -56,7 +60,8 @@ def unit_panel(data: LayerSae, unit: int, page: UnitPage) -> Panel:
     return Panel(data=panel, json=json_block, provenance=[line],
                  settings={"sae": {"layer": data.source, "features": data.result.features, "k": data.result.k,
                                    "training": data.result.training, "sampling": data.result.sampling}},
-                 summary={"firing": _short(firing), "nearest_cosine": _short(cosine)}, links=[("SAE", "#sae")])
+                 summary={"firing": _short(firing), "nearest_neuron": nearest, "nearest_cosine": _short(cosine)},
+                 links=[("SAE", "#sae")])
 
 
 def layer_panel(data: LayerSae, page: LayerPage) -> Panel | None:
@@ -69,10 +74,15 @@ def layer_panel(data: LayerSae, page: LayerPage) -> Panel | None:
                  "cosine": float(w.nearest_cosine[f]), "missing": bool(w.nearest_cosine[f] < MISSING_BELOW)}
                 for f in order]
     curve = sparkline([value for _, value in r.curve], width=360, height=60)
-    panel = {"role": "features", "source": data.source, "features": features, "result": r, "curve": curve,
-             "curve_steps": int(r.curve[-1][0]) if r.curve else 0, "missing_count": sum(f["missing"] for f in features),
-             "dead_count": int((w.firing == 0).sum()), "missing_below": MISSING_BELOW,
-             "minutes": sum(r.seconds.values()) / 60}
+    rows_file, rows_bytes = None, 0
+    if len(features) > TABLE_FIRST:
+        rows_file = ROWS_FILE
+        rows_bytes = page.render(ROWS_FILE, "views/sae_rows.js", key=ROWS_FILE, features=features[TABLE_FIRST:])
+    panel = {"role": "features", "source": data.source, "features": features[:TABLE_FIRST], "rows_file": rows_file,
+             "rows_bytes": rows_bytes,
+             "result": r, "curve": curve, "curve_steps": int(r.curve[-1][0]) if r.curve else 0,
+             "missing_count": sum(f["missing"] for f in features), "dead_count": int((w.firing == 0).sum()),
+             "missing_below": MISSING_BELOW, "minutes": sum(r.seconds.values()) / 60}
     return Panel(data=panel, json={})
 
 

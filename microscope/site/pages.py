@@ -1,5 +1,6 @@
 """A layer's pages: one page per unit, composed of the panels of the views that have data for it,
-with `unit.json` beside it; and the layer's grid page with `layer.json`.
+with `unit.json` beside it; and the layer's record (`layer.json`) and panels, which site/layer_pages.py
+lays out as the layer's grid pages.
 
 A view's panel is its own business (microscope/views); this module lays panels out in registry
 order, picks the unit's grid thumbnail among the candidates they offer, composes the provenance
@@ -16,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from microscope.names import segment
+from microscope.site.layer_pages import write_layer_pages
 from microscope.site.output import SiteWriter
 from microscope.site.render import Renderer
 from microscope.store import LayerInfo, ModelRecord
@@ -73,7 +75,7 @@ def layer_units(data: dict[str, Any]) -> list[int]:
 
 
 def build_layer(ctx: LayerContext, progress: bool) -> dict:
-    """Write the layer's unit pages and its grid page; returns its record for the model page."""
+    """Write the layer's unit pages and its own pages; returns its record for the model page."""
     cache = AssetCache(ctx.writer, f"{ctx.layer_dir}/.assets.json")
     units = layer_units(ctx.data)
     records = []
@@ -82,12 +84,19 @@ def build_layer(ctx: LayerContext, progress: bool) -> dict:
         neighbours = (units[position - 1] if position else None, units[position + 1] if position + 1 < len(units) else None)
         records.append(build_unit(ctx, cache, unit, neighbours))
     cache.save()
+    views = [SHOWN[name] for name in SHOWN if name in ctx.data]
+    record = layer_record(ctx, records, views)
+    write_layer_pages(ctx.writer, ctx.renderer, ctx.layer_dir, ctx.model, record, layer_panels(ctx, views))
+    return {k: v for k, v in record.items() if k != "units"}  # what the model page and search need
+
+
+def layer_record(ctx: LayerContext, records: list[dict], views) -> dict:
+    """The layer's layer.json: its catalogue entry, what each view says of it, and every unit's record."""
     seg = segment(ctx.layer.name)
     thumbs = [{"unit": r["unit"], "src": f"{seg}/{r['unit']}/{r['thumb']}", "href": f"{seg}/{r['unit']}/index.html",
                "px": r["thumb_pixelated"]}
               for r in sorted(records, key=lambda r: r["thumb_rank"]) if r["thumb"]][:8]  # renders say most, first
-    views = [SHOWN[name] for name in SHOWN if name in ctx.data]
-    record = {
+    return {
         "model": ctx.model.name, "layer": ctx.layer.name, **{k: v for k, v in vars(ctx.layer).items() if k != "name"},
         "dir": seg, "n_units": len(records), "unit_ranges": ranges([r["unit"] for r in records]),
         "views": {view.name: view.layer_json(ctx.data[view.name]) for view in views},
@@ -100,12 +109,6 @@ def build_layer(ctx: LayerContext, progress: bool) -> dict:
         "units": [{k: v for k, v in r.items() if k not in ("bytes", "thumb_rank")} | {"url": f"{r['unit']}/index.html"}
                   for r in records],
     }
-    title = ctx.model.title or ctx.model.name
-    ctx.writer.write_text(f"{ctx.layer_dir}/index.html", ctx.renderer.render(
-        "layer.html", root="../../../", page_title=f"{ctx.layer.name} - {title}", model=ctx.model,
-        model_title=title, layer=record, units=record["units"], panels=layer_panels(ctx, views)))
-    ctx.writer.write_text(f"{ctx.layer_dir}/layer.json", json.dumps(record, indent=1, allow_nan=False) + "\n")
-    return {k: v for k, v in record.items() if k != "units"}  # what the model page and search need
 
 
 def layer_panels(ctx: LayerContext, views) -> list[dict]:

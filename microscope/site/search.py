@@ -7,7 +7,7 @@ layer's channel count, so the index stays a few kilobytes even for thousands of 
 """
 from __future__ import annotations
 
-import json
+from microscope.site.render import script_json
 
 
 def search_index(models: list[dict]) -> dict:
@@ -31,8 +31,4 @@ def search_index(models: list[dict]) -> dict:
 
 
 def search_script(index: dict) -> str:
-    # json.dumps leaves "<" alone; escaping it keeps "</script>" in a label harmless even if this
-    # text is ever inlined into a page.
-    body = json.dumps(index, ensure_ascii=False, separators=(",", ":"))
-    body = body.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return f"window.MICROSCOPE_SEARCH={body};\n"
+    return f"window.MICROSCOPE_SEARCH={script_json(index)};\n"
