@@ -164,6 +164,9 @@ def test_feature_neuron_and_layer_pages(built):
 
     layer = Page(model / FEATURES / "index.html")
     assert layer.classes["fvu"] == f"{result.fvu:.3g}"
+    assert layer.classes["train-fvu"].startswith(f"{result.train_fvu:.3g}")
+    # 18 training images x 96 positions for 512 features memorise: the page says so when the FVUs are far apart
+    assert ("far below the held-out FVU" in layer.classes["train-fvu"]) == (result.fvu > 1.5 * result.train_fvu)
     assert layer.classes["dead"].startswith(f"{100 * result.dead_fraction:.1f} %")
     html = (model / FEATURES / "index.html").read_text(encoding="utf-8")
     table = html[html.index('<details class="sae-features">'):]
