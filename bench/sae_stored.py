@@ -1,0 +1,66 @@
+"""Train an SAE again on the vectors an `sae` run left in a store, with other settings, side by side.
+
+    .venv/bin/python bench/sae_stored.py --store STORE --layer inception_4c [--lr 4e-4] [--steps 3000]
+                                         [--dead-after 200000] [--expansion 8] [--k 32] [--threads 1]
+
+Uses the same split and code as `build.py sae` (microscope/sae/fit.py): the vectors stored for the layer,
+half the held-out images to stop early, the other half for the held-out FVU, L0 and dead fraction, and a
+spread of training vectors for the training FVU. Prints one line: held-out / training FVU, dead, where it
+stopped, seconds, and the validation curve. Run several at once (one thread each) to compare settings on
+the same data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from microscope.sae.fit import TRAINING_ROWS, VALIDATION_ROWS  # noqa: E402
+from microscope.sae.train import TrainSettings, Vectors, evaluate, spread, train  # noqa: E402
+from microscope.sae.vectors import held_out_halves, load_parts  # noqa: E402
+from microscope.store import SaeVectors  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--layer", required=True)
+    parser.add_argument("--model", default="inceptionv1-caffe")
+    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--dead-after", type=int, default=TrainSettings.dead_after)
+    parser.add_argument("--expansion", type=int, default=8)
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    found = sorted(Path(args.store, args.model, args.layer, "sae").glob("*/vectors/*/vectors.json"))
+    if not found:
+        sys.exit(f"no stored SAE vectors of {args.layer} in {args.store}; run build.py sae first")
+    folder = found[0].parent
+    record = SaeVectors.from_json(json.loads(found[0].read_text()))
+    train_parts, held_parts = load_parts(folder, record)
+    train_set, held = Vectors(train_parts), Vectors(held_parts)
+    validation_rows, test_rows = held_out_halves(record)
+    settings = TrainSettings(features=record.width * args.expansion, k=args.k, steps=args.steps, batch_size=512,
+                             lr=args.lr, dead_after=args.dead_after, seed=0)
+    began = time.perf_counter()
+    trained = train(train_set, settings,
+                    validation=held.subset(validation_rows[spread(len(validation_rows), VALIDATION_ROWS)]))
+    seconds = time.perf_counter() - began
+    test = evaluate(trained, held.subset(test_rows))
+    training = evaluate(trained, train_set.subset(spread(len(train_set), TRAINING_ROWS)))
+    curve = " ".join(f"{value:.4f}" for _, value in trained.validation_curve)
+    print(f"{args.layer} lr {args.lr:g} steps {args.steps} dead_after {args.dead_after}: held-out FVU {test.fvu:.4f}, "
+          f"training FVU {training.fvu:.4f}, dead {100 * test.dead_fraction:.2f} %, trained {trained.steps} steps "
+          f"(kept {trained.best_step}), {seconds:.0f} s; validation FVU every {settings.checkpoint_every} steps: {curve}")
+
+
+if __name__ == "__main__":
+    main()
