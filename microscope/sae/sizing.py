@@ -16,9 +16,10 @@ per feature, spread over the training images:
 - and within `DISK_BUDGET` bytes of training vectors (they are memory-mapped from the store: memory
   holds one batch, the disk holds them all): a very large dataset gets fewer positions per image.
 
-Steps: 3,000 batches (25 passes over inception_3b's 62,000 vectors from 1,000 photos, where held-out
-early stopping (train.py) ends training once the held-out FVU stops falling), raised to one pass
-over a training set larger than that, at most 20,000.
+Steps: at most 3,000 batches (25 passes over inception_3b's 62,000 vectors from 1,000 photos), raised
+to one pass over a training set larger than that, at most 20,000. Held-out early stopping
+(stopping.py) ends training sooner once the held-out FVU stops falling; longer training memorises:
+at 6,000 steps a fifth of inception_3b's features fired on no held-out image (bench/NOTES.md).
 """
 from __future__ import annotations
 
