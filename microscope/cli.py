@@ -170,7 +170,7 @@ def sae(**values):
     for found in filter(None, trained):
         click.echo(sae_line(found[0]))
     if outcome.exit_code or None in trained:
-        sys.exit(1)
+        sys.exit(outcome.exit_code or 1)
     features = ",".join(sae_layer(layer) for layer in request.layers)
     click.echo(f"next: python build.py build --model {request.run.model} --layers {features} "
                f"--images {values['images']} --store {session.store.root}")

@@ -2,9 +2,10 @@
 
 The held-out images are split in two (vectors.held_out_halves): one half's vectors stop training
 early (stopping.py), the other half's give the reported FVU, L0 and dead fraction, beside the FVU
-on (a spread of) the training vectors: far apart, the SAE memorised its data. The trainer checkpoints into the SAE's folder every few hundred steps, so a killed run continues
-where it stopped; the weights and, last, the result are written when training is done, and the
-checkpoint is removed then.
+on (a spread of) the training vectors: far apart, the SAE memorised its data. The trainer
+checkpoints into the SAE's folder every few hundred steps, so a killed run continues where it
+stopped; the weights and, last, the result are written when training is done, and the checkpoint
+is removed then.
 """
 from __future__ import annotations
 
