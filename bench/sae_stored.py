@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from microscope.sae.fit import TRAINING_ROWS, VALIDATION_ROWS  # noqa: E402
-from microscope.sae.train import TrainSettings, Vectors, evaluate, spread, train  # noqa: E402
-from microscope.sae.vectors import held_out_halves, load_parts  # noqa: E402
+from microscope.sae.fit import train_and_evaluate  # noqa: E402
+from microscope.sae.train import TrainSettings  # noqa: E402
 from microscope.store import SaeVectors  # noqa: E402
 
 
@@ -45,17 +43,11 @@ def main() -> None:
         sys.exit(f"no stored SAE vectors of {args.layer} in {args.store}; run build.py sae first")
     folder = found[0].parent
     record = SaeVectors.from_json(json.loads(found[0].read_text()))
-    train_parts, held_parts = load_parts(folder, record)
-    train_set, held = Vectors(train_parts), Vectors(held_parts)
-    validation_rows, test_rows = held_out_halves(record)
     settings = TrainSettings(features=record.width * args.expansion, k=args.k, steps=args.steps, batch_size=512,
                              lr=args.lr, dead_after=args.dead_after, seed=0)
-    began = time.perf_counter()
-    trained = train(train_set, settings,
-                    validation=held.subset(validation_rows[spread(len(validation_rows), VALIDATION_ROWS)]))
-    seconds = time.perf_counter() - began
-    test = evaluate(trained, held.subset(test_rows))
-    training = evaluate(trained, train_set.subset(spread(len(train_set), TRAINING_ROWS)))
+    fitted = train_and_evaluate(folder, record, settings)
+    trained, test, training = fitted.trained, fitted.evaluation, fitted.on_training
+    seconds = fitted.seconds["training"]
     curve = " ".join(f"{value:.4f}" for _, value in trained.validation_curve)
     print(f"{args.layer} lr {args.lr:g} steps {args.steps} dead_after {args.dead_after}: held-out FVU {test.fvu:.4f}, "
           f"training FVU {training.fvu:.4f}, dead {100 * test.dead_fraction:.2f} %, trained {trained.steps} steps "
