@@ -185,6 +185,9 @@ def sae_line(result) -> str:
     if result.steps_trained is not None and result.steps_trained < result.training["steps"]:
         stopped = (f"; stopped early at step {result.steps_trained:,} of {result.training['steps']:,}, "
                    f"kept step {result.best_step:,}")
+        limit = result.training.get("dead_limit")
+        if limit is not None and any(dead > limit for step, dead in result.validation_dead if step > result.best_step):
+            stopped += f" (later steps left over {100 * limit:.0f} % of features silent on validation images)"
     return (f"{sae_layer(result.layer)}: {result.features} features, k {result.k}; held-out FVU {result.fvu:.3f}"
             f"{training}, L0 {result.l0:.1f}, dead {100 * result.dead_fraction:.1f} % (on {result.held_vectors:,} "
             f"positions of held-out images){stopped}")

@@ -45,12 +45,13 @@ def trained(shared_dir):
 
 def featurevis(network, store, units, *, layer=LAYER, objectives=("channel",), steps=STEPS, size=SIZE, seed=3,
                **settings):
-    """The featurevis view for `units` ("0-2" or a list); returns {objective: [units rendered now]}."""
+    """The featurevis view for `units` ("0-2" or a list); returns {objective: [units written now]} (a batch
+    partly stored is rendered whole, its stored units not written again)."""
     rendered = {}
 
     def seen(job, done):
         if done == 1:
-            rendered.setdefault(job.spec["objective"], []).extend(job.spec["units"])
+            rendered.setdefault(job.spec["objective"], []).extend(job.spec.get("write", job.spec["units"]))
 
     units = Units.parse(units) if isinstance(units, str) else Units(tuple((u, u) for u in units))
     run_views(network, ["featurevis"], store=store, layers=[layer], units=units, executor=LocalExecutor(on_progress=seen),

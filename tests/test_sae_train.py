@@ -78,7 +78,7 @@ def memorised(directions):
     validation FVU stops falling long before 3,000 steps."""
     rows = sparse_data(directions, 1200, active=6, seed=5)
     settings = TrainSettings(features=256, k=8, steps=3000, batch_size=64, lr=3e-3, dead_after=2000,
-                             checkpoint_every=25, seed=0)
+                             checkpoint_every=25, dead_limit=1.0, seed=0)  # the guard: its own test
     return Vectors([rows[:200]]), Vectors([rows[200:]]), settings
 
 
@@ -106,6 +106,30 @@ def test_early_stopping_keeps_the_best_weights_and_stops_after_patience(memorise
     # The kept weights are exactly those of a run that was told to stop at the best step
     shorter = train(train_set, TrainSettings(**{**settings.__dict__, "steps": trained.best_step}))
     for (name, a), (_, b) in zip(trained.sae.named_parameters(), shorter.sae.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_weights_whose_features_go_silent_on_validation_are_not_kept(memorised):
+    """Memorising, features come to fire on training vectors alone: past `dead_limit` silent latents on the
+    validation vectors a lower FVU no longer counts, and the weights kept are the best ones below it."""
+    train_set, validation, settings = memorised
+    free = train(train_set, settings, validation=validation)
+    limit = 0.02
+    guarded = train(train_set, TrainSettings(**{**settings.__dict__, "dead_limit": limit}), validation=validation)
+    fvus, dead = dict(guarded.validation_curve), dict(guarded.validation_dead)
+    assert list(fvus) == list(dead) and guarded.best_step in fvus
+    assert dead[guarded.best_step] <= limit
+    assert fvus[guarded.best_step] == min(v for step, v in fvus.items() if dead[step] <= limit)
+    assert all(dead[step] > limit for step in fvus if step > guarded.best_step)
+    assert guarded.steps == guarded.best_step + settings.patience * settings.checkpoint_every
+    # the guard changed the outcome: unguarded, training went on to a lower FVU with more silent latents
+    assert free.best_step > guarded.best_step and dict(free.validation_dead)[free.best_step] > limit
+    # silent means silent: no validation vector fires those latents (brute force over the kept weights)
+    x = torch.from_numpy(validation.parts[0]) / guarded.scale
+    silent = float(((guarded.sae.encode(x) != 0).sum(0) == 0).double().mean())
+    assert silent == dead[guarded.best_step]
+    shorter = train(train_set, TrainSettings(**{**settings.__dict__, "steps": guarded.best_step}))
+    for (name, a), (_, b) in zip(guarded.sae.named_parameters(), shorter.sae.named_parameters()):
         assert torch.equal(a, b), name
 
 

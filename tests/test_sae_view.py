@@ -51,12 +51,14 @@ def test_sae_command_reports_and_reuses(built):
     result, weights = read_sae(store, "inceptionv1-caffe", LAYER, "random-seed0")
     last = trained.stdout.strip().splitlines()
     assert last[0] == "plan: sparse autoencoder 1 SAEs (not timed)"  # said before the work; training has no estimate
-    # The sample is chosen from the data: 16 vectors per feature wanted (8,192), at most 96 positions per image;
-    # 18 training images give 1,728, so the plan says so and warns, with the fix.
-    assert last[1].startswith(f"{LAYER}: 96 positions per image x 18 training images = 1,728 vectors for 512 "
-                              "features (3.4 per feature), 40 steps at most (positions chosen from the data")
-    warned = [line for line in trained.stderr.splitlines() if "per feature, under the 16" in line]
-    assert len(warned) == 1 and "use 96 images or more" in warned[0] and "--expansion 1" in warned[0]
+    # The sample is chosen from the data: 32 vectors per feature aimed at (16,384), at most 256 positions per
+    # image; 18 training images give 4,608, of which 96 per image (1,728, 3.4 per feature) count against the 16
+    # per feature below which the plan warns, with the fix.
+    assert last[1].startswith(f"{LAYER}: 256 positions per image x 18 training images = 4,608 vectors for 512 "
+                              "features (9.0 per feature), 40 steps at most (positions chosen from the data")
+    warned = [line for line in trained.stderr.splitlines() if "under the 16 an SAE needs" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"{LAYER}: 18 training images give 3.4 vectors per feature")
+    assert "use 96 images or more" in warned[0] and "--expansion 1" in warned[0]
     assert "held-out FVU" in trained.stdout and f"(training {result.train_fvu:.3f})" in trained.stdout
     assert f"{FEATURES}: 512 features, k 8; held-out FVU {result.fvu:.3f}" in trained.stdout
     assert last[-1].startswith("next: python build.py build") and FEATURES in last[-1]
@@ -67,7 +69,7 @@ def test_sae_command_reports_and_reuses(built):
     # held out: 2 of 20 images, every position one step or more from the edge of the 28 x 28 grid; one image
     # stops training early, the other gives the reported numbers
     assert result.held_vectors == 26 * 26 and result.validation_vectors == 26 * 26
-    assert result.train_vectors == 18 * 96 and result.sampling["positions_per_image"] == 96
+    assert result.train_vectors == 18 * 256 and result.sampling["positions_per_image"] == 256
     assert result.steps_trained == result.best_step == 40 and [s for s, _ in result.validation_curve] == [40]
     assert not list(store.root.rglob("checkpoint.npz"))
 
@@ -165,7 +167,7 @@ def test_feature_neuron_and_layer_pages(built):
     layer = Page(model / FEATURES / "index.html")
     assert layer.classes["fvu"] == f"{result.fvu:.3g}"
     assert layer.classes["train-fvu"].startswith(f"{result.train_fvu:.3g}")
-    # 18 training images x 96 positions for 512 features memorise: the page says so when the FVUs are far apart
+    # 18 training images for 512 features memorise: the page says so when the FVUs are far apart
     assert ("far below the held-out FVU" in layer.classes["train-fvu"]) == (result.fvu > 1.5 * result.train_fvu)
     assert layer.classes["dead"].startswith(f"{100 * result.dead_fraction:.1f} %")
     html = (model / FEATURES / "index.html").read_text(encoding="utf-8")

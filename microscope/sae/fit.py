@@ -19,7 +19,8 @@ from microscope.sae.train import Evaluation, Trained, TrainSettings, Vectors, ev
 from microscope.sae.vectors import held_out_halves, load_parts, read_vectors
 from microscope.store import SaeResult, SaeVectors, SaeWeights, Store
 
-VALIDATION_ROWS = 8192  # vectors the early stopping measures (spread over the validation images)
+VALIDATION_ROWS = 32768  # vectors the early stopping measures (spread over the validation images); as many
+# as the test half has on inception_3b, so that a latent silent on them is about as rare as one dead on test
 TRAINING_ROWS = 16384  # training vectors the training FVU is measured on, beside the held-out one
 
 
@@ -83,6 +84,7 @@ def fit(network, dataset, spec: dict, store: Store, report) -> SaeResult:
         curve=[[float(step), float(value)] for step, value in trained.curve],
         train_fvu=fitted.on_training.fvu, validation_vectors=fitted.validation_vectors, steps_trained=trained.steps,
         best_step=trained.best_step, validation_curve=[[float(s), float(v)] for s, v in trained.validation_curve],
+        validation_dead=[[float(s), float(v)] for s, v in trained.validation_dead],
         seconds={"vectors": record.seconds, **fitted.seconds},
         files={weights_file.name: stamp})
     store.write(store.sae_result_file(model, layer, network.weights_id), result)

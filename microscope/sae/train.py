@@ -6,7 +6,8 @@ is a permutation seeded by (seed, e) alone, so step s always sees the same batch
 from a checkpoint (parameters, Adam's moments, when each latent last fired, the loss curve) ends with
 the same weights as one that never stopped (same machine and thread count: float sums may round
 differently elsewhere). Given validation vectors, training stops early once their FVU stops
-falling, and the SAE keeps the weights that did best on them (stopping.py).
+falling, and the SAE keeps the weights that did best on them without leaving more than
+`dead_limit` of its features silent on all of them (stopping.py).
 
 Inputs are divided by one scale (root mean square of a coordinate over the first rows), so that the
 learning rate means the same on every layer; b_pre starts at their mean. A latent counts as dead for
@@ -40,6 +41,7 @@ class TrainSettings:
     dead_after: int = 200_000  # training vectors without firing before a latent counts as dead
     checkpoint_every: int = 200  # steps; also how often the validation FVU is measured
     patience: int = 3  # validation measurements without a gain before training stops
+    dead_limit: float = 0.03  # weights with more latents silent on the validation vectors are not kept
     curve_every: int = 10  # steps between points of the loss curve
     seed: int = 0
 
@@ -129,6 +131,7 @@ class Trained:
     steps: int  # steps trained (fewer than asked when training stopped early)
     validation_curve: list[tuple[int, float]]  # (step, validation FVU); empty without validation vectors
     best_step: int  # the step whose weights were kept (the last one without validation vectors)
+    validation_dead: list[tuple[int, float]] = ()  # (step, fraction of latents silent on validation vectors)
 
 
 def input_scale(vectors: Vectors, rows: int = 65_536) -> tuple[float, torch.Tensor]:
@@ -153,7 +156,7 @@ def train(vectors: Vectors, settings: TrainSettings, checkpoint: Path | None = N
     optimiser = torch.optim.Adam(sae.parameters(), lr=settings.lr)
     last_fired = torch.zeros(settings.features, dtype=torch.long)
     stopping = EarlyStopping(None if validation is None else validation.rows(np.arange(len(validation))) / scale,
-                             settings.patience)
+                             settings.patience, settings.dead_limit)
     curve: list[tuple[int, float]] = []
     step = 0
     if checkpoint is not None and checkpoint.exists():
@@ -183,7 +186,7 @@ def train(vectors: Vectors, settings: TrainSettings, checkpoint: Path | None = N
             _save(checkpoint, settings, sae, optimiser, last_fired, step, curve, stopping)
     stopping.restore_best(sae)
     best = stopping.best_step if stopping.best is not None else step
-    return Trained(sae.eval(), scale, curve, step, stopping.curve, best)
+    return Trained(sae.eval(), scale, curve, step, stopping.curve, best, stopping.dead_curve)
 
 
 def _save(path: Path, settings, sae, optimiser, last_fired, step, curve, stopping) -> None:

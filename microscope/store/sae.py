@@ -81,6 +81,7 @@ class SaeResult(JsonRecord):
     steps_trained: int | None = None  # fewer than training["steps"] when it stopped early
     best_step: int | None = None  # the step whose weights were kept
     validation_curve: list[list[float]] = field(default_factory=list)  # (step, validation FVU)
+    validation_dead: list[list[float]] = field(default_factory=list)  # (step, latents silent on validation)
 
 
 @dataclass

@@ -104,23 +104,25 @@ class FeatureVisView(Computed):
                                   seed=request.run.seed, steps=steps, size=settings.size,
                                   precision="fp32" if autocast is None else "bf16", image_format=settings.image_format,
                                   derived=network.derived_key(layer))
-            for start in range(0, len(units), batch_size):
-                chunk = units[start:start + batch_size]
-                for name in settings.objectives:
-                    objective = UNIT_OBJECTIVES[name]
-                    todo = [u for u in chunk if not is_rendered(store, config, u, name)]
-                    reused += len(chunk) - len(todo)
-                    todo_count += len(todo)
-                    per_batch = max(1, batch_size // objective.images(recipe))
-                    for i in range(0, len(todo), per_batch):
-                        spec = {"config": to_json(config), "objective": name, "units": todo[i:i + per_batch]}
-                        jobs.append(make_job(self.name, "render", layer, spec, work=steps, pieces=len(spec["units"])))
+            for name in settings.objectives:
+                # Batches are cut from the whole unit list, and a partly stored batch is rendered whole (only
+                # its missing units written): a unit's pixels depend on the batch it shares (its kernels'
+                # summation order), so a resumed build must batch it exactly as an unbroken one did.
+                per_batch = max(1, batch_size // UNIT_OBJECTIVES[name].images(recipe))
+                for start in range(0, len(units), per_batch):
+                    batch = units[start:start + per_batch]
+                    missing = [u for u in batch if not is_rendered(store, config, u, name)]
+                    reused += len(batch) - len(missing)
+                    todo_count += len(missing)
+                    if missing:
+                        spec = {"config": to_json(config), "objective": name, "units": batch, "write": missing}
+                        jobs.append(make_job(self.name, "render", layer, spec, work=steps, pieces=len(missing)))
         return ViewPlan(jobs, todo=todo_count, done=reused, what="renders")
 
     def run(self, job, session, report) -> None:
         config, extractor, batch = _job_batch(job, session)
         rendered = render_batch(session.network(), extractor, batch, on_step=lambda: report(1))
-        write_renders(session.store, config, batch, rendered)
+        write_renders(session.store, config, batch, rendered, only=job.spec.get("write"))
 
     def estimate(self, plan, request, session) -> float | None:
         """A few real steps of each layer's (and size's) largest batch, scaled to every job's steps and
@@ -170,14 +172,17 @@ def _check_size(network, layer: str, size: int) -> None:
                              "use a larger --size") from None
 
 
-def write_renders(store: Store, config: RenderConfig, batch, rendered) -> None:
-    """Each unit's images, then its record (last: the record says the images are complete)."""
+def write_renders(store: Store, config: RenderConfig, batch, rendered, only=None) -> None:
+    """Each unit's images, then its record (last: the record says the images are complete); `only` names
+    the units to write when the rest of the batch is already stored."""
     recipe = batch.recipe
     per_unit = batch.objective.images(recipe)
     steps = rendered.values.shape[0]
     curve_steps = sorted(set(range(0, steps, recipe.curve_every)) | {steps - 1})
     save_args = {"lossless": True} if config.image_format == "webp" else {}
     for position, unit in enumerate(batch.units):
+        if only is not None and unit not in only:
+            continue
         folder = store.renders_dir(config.model, config.layer, unit)
         images = []
         for i, name in enumerate(batch.objective.files(recipe, config.image_format)):

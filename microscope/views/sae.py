@@ -42,9 +42,9 @@ class SaeSettings(Settings):
     k: int = setting(32, "--k", "Features active per position (TopK).", low=1)
     positions_per_image: int | None = setting(
         None, "--positions-per-image", "Random positions (away from the edge) sampled from each training image "
-        "(default: chosen from the data, 16 vectors per feature: microscope/sae/sizing.py).", low=1)
+        "(default: chosen from the data, 32 vectors per feature: microscope/sae/sizing.py).", low=1)
     steps: int | None = setting(None, "--steps", "Most training steps (batches); held-out early stopping may end "
-                                "sooner (default: 3000, or one pass over a larger training set).", low=1)
+                                "sooner (default: 6000, or one pass over a larger training set).", low=1)
     batch_size: int = setting(512, "--batch-size", "Vectors per training step.", low=1, old=("--sae-batch-size",))
     lr: float = setting(4e-4, "--lr", "Adam learning rate (above 0).", low=0)
 
