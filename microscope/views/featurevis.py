@@ -139,9 +139,11 @@ class FeatureVisView(Computed):
                    for job in plan.jobs for key in [(job.layer, job.spec["config"]["size"])])
 
     def store_bytes(self, job, session) -> int:
-        """Each image at its raw RGB size (a render compresses little) and each unit's record (its curves)."""
+        """Each image written at its raw RGB size (a render compresses little) and each unit's record (its
+        curves); a batch resumed whole writes only its missing units."""
         size = job.spec["config"]["size"]
-        return _elements(job) * (size * size * 3 + 1024) + len(job.spec["units"]) * 4096
+        written = len(job.spec.get("write", job.spec["units"]))
+        return _elements(job) * written // len(job.spec["units"]) * (size * size * 3 + 1024) + written * 4096
 
 
 def _job_batch(job, session):
