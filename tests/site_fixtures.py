@@ -16,9 +16,10 @@ from microscope.featurevis.recipe import Recipe
 from microscope.featurevis.registry import UNIT_OBJECTIVES
 from microscope.data.packs import write_pack
 from microscope.store import (AtlasCells, AtlasIcons, AtlasLayout, AtlasResult, AtlasStage, CircuitArrays,
-                              CircuitResult, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp,
+                              CircuitResult, ConceptInfo, ConceptScore, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp,
                               LayerInfo, ModelRecord, PatchSettings, RenderConfig, RenderImage, RenderRecord, SaeResult,
-                              SaeWeights, Store, ThumbSettings, ViewSettings, atomic_write_bytes)
+                              SaeWeights, Store, ThumbSettings, UnitConcepts, UnitSimilarity, ViewSettings,
+                              LayerConcepts, atomic_write_bytes)
 from microscope.store.files import image_bytes
 
 FINGERPRINT = "d5e1f00d"
@@ -180,6 +181,56 @@ def write_examples(store: Store, model: str, info: LayerInfo) -> None:
         patches=PatchSettings("webp", 24, 100, [128, 128, 128], ["top", "bottom"], BOTTOM_K), batch_size=4,
         files={name: stamp for name, stamp in files.items() if isinstance(stamp, FileStamp)}))
     assert folder.is_dir()
+
+
+# The fixture's concepts: a WordNet-like pair under one parent, a hostile class name, and a broad one.
+CONCEPTS = {
+    "wn:n02084071": ConceptInfo("wn:n02084071", "dog", ["domestic dog", "Canis familiaris"], [0, 1], 4,
+                                "a member of the genus Canis"),
+    "wn:n02121808": ConceptInfo("wn:n02121808", "domestic cat", ["house cat"], [2], 3),
+    "class:3": ConceptInfo("class:3", '<img src=x onerror="alert(1)">', [], [3], 3),
+}
+
+
+def concept_labels(unit: int) -> list[tuple[str, float]]:
+    """The fixture's (concept id, held-out AP) of a unit, best first: unit 0 a dog unit, unit 1 polysemantic
+    (dog and the hostile class, unrelated, comparable), unit 2 a cat unit, every third unit unlabelled."""
+    ids = list(CONCEPTS)
+    if unit % 3 == 2 and unit != 2:
+        return [(ids[0], 0.05)]
+    if unit == 1:
+        return [(ids[0], 0.8), (ids[2], 0.7)]
+    first = ids[unit % 2 * 1 if unit != 2 else 1]
+    return [(first, round(0.9 - 0.01 * unit, 3)), (ids[2], 0.2)]
+
+
+def write_concepts(store: Store, model: str, info: LayerInfo) -> tuple[LayerConcepts, UnitSimilarity]:
+    """As microscope/examples/steps.py writes them: concepts.json (labels from `concept_labels`) and
+    similar.npz (a seeded correlation matrix, nearest units and families), before result.json names them."""
+    units = []
+    for unit in range(info.channels):
+        labels = [ConceptScore(cid, ap, precision_at_k=ap, k=TOP_K, chance=0.1, threshold=0.3, choose_ap=ap)
+                  for cid, ap in concept_labels(unit)]
+        unrelated = [labels[1].id] if unit == 1 else []
+        units.append(UnitConcepts(unit, labels, labels[0].ap >= 0.3, 0.7 / 0.8 if unit == 1 else 0.0, unrelated))
+    concepts = LayerConcepts(layer=info.name, source="WordNet 3.0 and the dataset's classes", seed=0,
+                             images=N_IMAGES, sampled=N_IMAGES, choose=N_IMAGES // 2, held_out=N_IMAGES // 2,
+                             min_images=2, floor=0.2, broad=0.25, scored=3, concepts=dict(CONCEPTS), units=units)
+    store.write(store.concepts_file(model, info.name), concepts)
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(50, info.channels))
+    vectors[:, 1::2] += vectors[:, ::2][:, : info.channels // 2]  # odd units follow the even one before them
+    correlation = np.corrcoef(vectors, rowvar=False).astype(np.float32)
+    n = min(4, info.channels - 1)
+    ranked = np.argsort(-(correlation - 2 * np.eye(info.channels)), axis=1)[:, :n]
+    family = np.arange(info.channels) // 2
+    if info.channels % 2:
+        family[-1] = -1
+    similar = UnitSimilarity(correlation=correlation, neighbours=ranked.astype(np.int32),
+                             neighbour_r=np.take_along_axis(correlation, ranked, 1).astype(np.float32),
+                             family=family.astype(np.int32), positions=np.array(50), cut=np.array(0.7))
+    store.write(store.similar_file(model, info.name), similar)
+    return concepts, similar
 
 
 def write_sae(store: Store, model: str, source: LayerInfo, features: int, fvu: float = 0.25) -> SaeWeights:

@@ -178,7 +178,7 @@ FLOORS = [
      "microscope.settings", "microscope.view", "microscope.store"],
     ["microscope.data", "microscope.models"],
     ["microscope.network", "microscope.web"],
-    ["microscope.activations"],
+    ["microscope.activations", "microscope.concepts"],  # what activations keep, and what units are
     ["microscope.examples", "microscope.featurevis", "microscope.circuits", "microscope.sae"],
     ["microscope.atlas"],  # its icons are feature visualizations of the cells' means (featurevis below)
     ["microscope.views"],

@@ -2,6 +2,7 @@
 owns, written atomically (files.py)."""
 from microscope.store.atlas import AtlasCells, AtlasIcons, AtlasLayout, AtlasResult, AtlasStage, AtlasVectors
 from microscope.store.circuits import CircuitArrays, CircuitRefusal, CircuitResult
+from microscope.store.concepts import ConceptInfo, ConceptScore, LayerConcepts, UnitConcepts, UnitSimilarity
 from microscope.store.files import (FileStamp, atomic_save_npz, atomic_write_bytes, atomic_write_json,
                                     atomic_write_text, load_npz, usable_folder)
 from microscope.store.sae import SaeResult, SaeVectors, SaeWeights, VectorShard
@@ -12,7 +13,7 @@ from microscope.store.store import PATCHES, Store
 from microscope.store.typed import RecordError
 
 __all__ = ["AtlasCells", "AtlasIcons", "AtlasLayout", "AtlasResult", "AtlasStage", "AtlasVectors", "CircuitArrays",
-           "CircuitRefusal", "CircuitResult", "DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary",
+           "CircuitRefusal", "CircuitResult", "ConceptInfo", "ConceptScore", "LayerConcepts", "UnitConcepts", "UnitSimilarity", "DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary",
            "FileStamp", "LayerInfo", "ModelRecord", "PATCHES", "PassShard", "PatchIndex", "PatchSettings",
            "RecordError", "RenderConfig", "RenderImage", "RenderRecord", "SaeResult", "SaeVectors", "SaeWeights",
            "Store", "ThumbSettings", "ThumbStamps", "VectorShard", "ViewSettings", "atomic_save_npz",

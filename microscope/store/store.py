@@ -8,6 +8,8 @@
     <root>/<model>/<layer>/examples/summary.npz                ExamplesSummary: top/bottom examples, bands, histogram
     <root>/<model>/<layer>/examples/patches/<chunk>.idx.npz    PatchIndex of the pack <chunk>.bin (microscope/data/packs.py)
     <root>/<model>/<layer>/examples/atlas_vectors.npz          AtlasVectors: the atlas's sample of activations
+    <root>/<model>/<layer>/examples/concepts.json              LayerConcepts: the units' scored concept labels (with labels)
+    <root>/<model>/<layer>/examples/similar.npz                UnitSimilarity: correlation, nearest units, families
     <root>/<model>/<layer>/examples/pending.json               only while a pass computes the layer: its key
     <root>/<model>/<layer>/examples/result.json                ExamplesResult, written last: the layer is complete
     <root>/<model>/<layer>/featurevis/<unit>/<objective>.json  RenderRecord, written after its images
@@ -46,6 +48,7 @@ from pathlib import Path
 from microscope.names import segment
 from microscope.store.atlas import AtlasResult, AtlasStage
 from microscope.store.circuits import CircuitRefusal, CircuitResult
+from microscope.store.concepts import LayerConcepts
 from microscope.store.files import FileStamp, atomic_save_npz, atomic_write_json, load_npz
 from microscope.store.sae import SaeResult, SaeVectors
 from microscope.store.schema import DatasetIndex, ExamplesResult, ModelRecord, RenderRecord, ThumbStamps
@@ -65,6 +68,7 @@ RECORD_FILES = (
     ("*/datasets/*/images.json", DatasetIndex),
     ("*/datasets/*/thumbs/*-*.json", ThumbStamps),
     ("*/*/examples/result.json", ExamplesResult),
+    ("*/*/examples/concepts.json", LayerConcepts),
     ("*/*/featurevis/*/*.json", RenderRecord),
     ("*/*/circuits/result.json", CircuitResult),
     ("*/*/circuits/refused.json", CircuitRefusal),
@@ -147,6 +151,14 @@ class Store:
     def atlas_vectors_file(self, model: str, layer: str) -> Path:
         """The activation vectors the examples pass sampled for the layer's atlas (store/atlas.py)."""
         return self.examples_dir(model, layer) / "atlas_vectors.npz"
+
+    def concepts_file(self, model: str, layer: str) -> Path:
+        """The units' scored concept labels (store/concepts.py), when the dataset has labels."""
+        return self.examples_dir(model, layer) / "concepts.json"
+
+    def similar_file(self, model: str, layer: str) -> Path:
+        """The units' correlation, nearest units and families (store/concepts.py)."""
+        return self.examples_dir(model, layer) / "similar.npz"
 
     def examples_result_file(self, model: str, layer: str) -> Path:
         return self.examples_dir(model, layer) / "result.json"

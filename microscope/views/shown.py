@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from microscope.atlas.page import SHOWN as ATLAS
 from microscope.circuits.panel import SHOWN as CIRCUITS
+from microscope.concepts.panel import SHOWN as CONCEPTS
 from microscope.examples.panel import SHOWN as EXAMPLES
 from microscope.featurevis.panel import SHOWN as FEATUREVIS
 from microscope.sae.panel import SHOWN as SAE
 from microscope.view import Shown
 
-SHOWN: dict[str, Shown] = {shown.name: shown for shown in (FEATUREVIS, EXAMPLES, SAE, CIRCUITS, ATLAS)}
+SHOWN: dict[str, Shown] = {shown.name: shown for shown in (FEATUREVIS, EXAMPLES, CONCEPTS, SAE, CIRCUITS, ATLAS)}
 
 __all__ = ["SHOWN"]
