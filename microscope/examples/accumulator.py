@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from microscope.activations.correlation import Correlation
+from microscope.activations.maxima import ImageMaxima
 from microscope.activations.positions import SampleSettings, vectors_of
 from microscope.activations.reservoir import Reservoir
 from microscope.examples.bands import DEFAULT_BANDS, BandSampler
@@ -102,8 +104,10 @@ class LayerAccumulator:
 
     def __init__(self, channels: int, width: int, *, top_k: int, histogram_bins: int = 128,
                  band_bins: int = 32, band_samples: int = 8, seed: int = 0,
-                 device: torch.device | str = "cpu", exact_twin: bool = True, atlas: AtlasSampling | None = None):
+                 device: torch.device | str = "cpu", exact_twin: bool = True, atlas: AtlasSampling | None = None,
+                 maxima: ImageMaxima | None = None, correlation: Correlation | None = None):
         self.width = width  # of the activation grid, to turn flat positions into (y, x)
+        self.maxima, self.correlation = maxima, correlation  # what concepts and similar units need
         self.atlas = atlas
         self.reservoir = Reservoir.empty(atlas.capacity, channels, atlas.seed) if atlas else None
         self.exact_twin = exact_twin
@@ -134,6 +138,10 @@ class LayerAccumulator:
         self.images += activation.shape[0]
         if self.reservoir is not None:
             self.reservoir.offer(*self.atlas.draw(activation, indices))
+        if self.maxima is not None:
+            self.maxima.update(top, indices)
+        if self.correlation is not None:
+            self.correlation.update(activation, indices)
 
     @staticmethod
     def _maximum(top: torch.Tensor, low: torch.Tensor, twin: bool) -> torch.Tensor:
@@ -191,6 +199,9 @@ class LayerAccumulator:
         self.images += other.images
         if self.reservoir is not None:
             self.reservoir.merge(other.reservoir)
+        for part in ("maxima", "correlation"):
+            if getattr(self, part) is not None:
+                getattr(self, part).merge(getattr(other, part))
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The whole state as flat numpy arrays ("top/key", ..., "total", "images"), for the store."""
@@ -201,6 +212,9 @@ class LayerAccumulator:
         arrays["images"] = np.array(self.images, dtype=np.int64)
         if self.reservoir is not None:
             arrays.update(self.reservoir.state_arrays())
+        for part in (self.maxima, self.correlation):
+            if part is not None:
+                arrays.update(part.state_arrays())
         return arrays
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
@@ -214,3 +228,6 @@ class LayerAccumulator:
         self.images = int(arrays["images"])
         if self.reservoir is not None:
             self.reservoir = Reservoir.from_state_arrays(arrays)
+        for part in (self.maxima, self.correlation):
+            if part is not None:
+                part.load_state_arrays(arrays)

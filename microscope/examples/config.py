@@ -15,7 +15,7 @@ from microscope.examples.bands import DEFAULT_BANDS
 from microscope.data.patches import PAD_COLOUR
 
 # Bump when the meaning or computation of any stored array changes: old results are then recomputed.
-VERSION = 2  # 2: patches packed (microscope/data/packs.py), shrunk before padding
+VERSION = 3  # 2: patches packed (microscope/data/packs.py), shrunk before padding; 3: concepts, similar units
 
 
 @dataclass(frozen=True)
@@ -40,15 +40,18 @@ class SummarySettings:
     seed: int = 0  # of the band samples' priorities (and of the atlas sample's)
     atlas_vectors: int = 100_000  # activation vectors kept per layer for its atlas; 0: none
     atlas_positions: int = 0  # inner positions drawn per image; 0: enough to fill atlas_vectors (at least 1)
+    concept_images: int = 20_000  # images whose per-unit maxima are kept for the concept scores (a seeded sample)
+    concept_min_images: int = 8  # a concept is scored only with this many images in each half (concepts/scoring.py)
+    correlation_positions: int = 16  # positions per image the units' correlation is summed over (similar units)
 
     def __post_init__(self):
         if self.patch_format not in ("webp", "jpg", "png"):
             raise UsageError(f"patch format {self.patch_format!r} is not one of webp, jpg, png")
         for name in ("histogram_bins", "band_bins", "band_samples", "patch_size", "thumb_size", "class_summary",
-                     "pack_images"):
+                     "pack_images", "concept_min_images"):
             if getattr(self, name) < 1:
                 raise UsageError(f"examples setting {name} must be at least 1, got {getattr(self, name)}")
-        for name in ("atlas_vectors", "atlas_positions"):
+        for name in ("atlas_vectors", "atlas_positions", "concept_images", "correlation_positions"):
             if getattr(self, name) < 0:
                 raise UsageError(f"examples setting {name} must be 0 or more, got {getattr(self, name)}")
         if self.bottom_patches < 0:

@@ -23,6 +23,9 @@ import shutil
 
 import numpy as np
 
+from microscope.concepts.labels import label_layer
+from microscope.concepts.similarity import similar_units
+from microscope.concepts.vocabulary import vocabulary
 from microscope.data.images import ImageDataset, Framing
 from microscope.data.packs import complete_chunks, pack_indexes
 from microscope.data.patches import PAD_COLOUR
@@ -116,7 +119,8 @@ def summarize(session, plan: PassPlan, layer: str) -> None:
     settings = plan.summary_settings()
     shapes = session.memo(("shapes", plan.key), lambda: activation_shapes(network, list(plan.layers), plan.view[1]))
     dataset = open_dataset(session, plan)
-    accumulator = merge_shards(network, records, shapes, plan.top_k, settings, layer, n_images=len(dataset))
+    accumulator = merge_shards(network, records, shapes, plan.top_k, settings, layer, n_images=len(dataset),
+                               labelled=dataset.labels is not None)
     if accumulator.images == 0:
         skipped = skipped_files(records)
         first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
@@ -137,9 +141,29 @@ def summarize(session, plan: PassPlan, layer: str) -> None:
             settings=np.array([kept.capacity, kept.width, kept.seed, sampling.positions], dtype=np.int64)))
     else:
         atlas_file.unlink(missing_ok=True)
+    write_unit_records(store, plan, layer, accumulator, dataset)
     session.memo(("summary", plan.key, layer), lambda: summary)
     # What the patch jobs need, made here: forked workers inherit it instead of each tracing the graph again.
     patches_of(session, plan, layer)
+
+
+def write_unit_records(store: Store, plan: PassPlan, layer: str, accumulator, dataset: ImageDataset) -> None:
+    """similar.npz (the units' correlation, nearest units, families) and, with labels, concepts.json."""
+    settings = plan.summary_settings()
+    similar_file, concepts_file = store.similar_file(plan.model, layer), store.concepts_file(plan.model, layer)
+    if accumulator.correlation is not None:
+        store.write(similar_file, similar_units(accumulator.correlation.matrix(), accumulator.correlation.count))
+    else:
+        similar_file.unlink(missing_ok=True)
+    if accumulator.maxima is None or dataset.labels is None:
+        concepts_file.unlink(missing_ok=True)
+        return
+    index, maxima = accumulator.maxima.result()
+    labels = np.asarray(dataset.labels, dtype=np.int64)
+    n_classes = len(dataset.classes) if dataset.classes is not None else int(labels.max(initial=-1)) + 1
+    store.write(concepts_file, label_layer(layer, maxima, labels[index], vocabulary(dataset.classes, n_classes),
+                                           images=accumulator.images, min_images=settings.concept_min_images,
+                                           k=plan.top_k, seed=settings.seed))
 
 
 def patches_of(session, plan: PassPlan, layer: str) -> LayerPatches:
@@ -240,8 +264,9 @@ def finish(session, plan: PassPlan, layer: str) -> None:
     network, store, settings = session.network(), session.store, plan.summary_settings()
     os.sync()  # patches and thumbnails are written without fsync; flush them all at once
     directory = store.examples_dir(plan.model, layer)
-    atlas = [store.atlas_vectors_file(plan.model, layer).name] if store.atlas_vectors_file(plan.model, layer).is_file() else []
-    files = [store.examples_summary_file(plan.model, layer).name] + atlas + \
+    optional = [store.atlas_vectors_file(plan.model, layer), store.similar_file(plan.model, layer),
+                store.concepts_file(plan.model, layer)]
+    files = [store.examples_summary_file(plan.model, layer).name] + [path.name for path in optional if path.is_file()] + \
         [f"{PATCHES}/{name}" for name in pack_indexes(store.patches_dir(plan.model, layer))]
     records = shard_records(session, plan)
     skipped = skipped_files(records)

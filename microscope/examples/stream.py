@@ -20,6 +20,8 @@ from typing import Callable
 
 import torch
 
+from microscope.activations.correlation import MAX_UNITS, Correlation
+from microscope.activations.maxima import ImageMaxima, sampled_images
 from microscope.examples.accumulator import AtlasSampling, LayerAccumulator
 from microscope.examples.config import SummarySettings
 from microscope.examples.viewcache import ViewCache
@@ -115,17 +117,34 @@ class PassSettings:
 
 
 def new_state(network, layers, shapes: dict, top_k: int, settings: SummarySettings,
-              n_images: int | None = None) -> dict[str, LayerAccumulator]:
+              n_images: int | None = None, labelled: bool = False) -> dict[str, LayerAccumulator]:
     """Empty accumulators; `n_images` (the dataset's size) sets how many positions of each image the
-    atlas draws when the settings leave it to the pass (merging states does not need it)."""
+    atlas draws when the settings leave it to the pass, and which images the concepts' sample keeps
+    (only for a `labelled` dataset: concepts are what the maxima are kept for)."""
     return {layer: LayerAccumulator(shapes[layer][0], shapes[layer][2], top_k=top_k,
                                     histogram_bins=settings.histogram_bins, band_bins=settings.band_bins,
                                     band_samples=settings.band_samples, seed=settings.seed, device=network.device,
                                     exact_twin=network.layer(layer).relu_of_twin,
                                     atlas=None if network.derived_key(layer) is not None else AtlasSampling.for_layer(
                                         settings.atlas_vectors, settings.atlas_positions, settings.seed,
-                                        shapes[layer][1], shapes[layer][2], n_images))
+                                        shapes[layer][1], shapes[layer][2], n_images),
+                                    maxima=_maxima(shapes[layer][0], settings, n_images if labelled else None),
+                                    correlation=_correlation(shapes[layer], settings, network.device))
             for layer in layers}  # a derived layer (SAE features) is a function of its source: its atlas is the source's
+
+
+def _maxima(channels: int, settings: SummarySettings, n_images: int | None) -> ImageMaxima | None:
+    """The concepts' sample of per-image maxima (None where nothing says how many images there are)."""
+    if not settings.concept_images or not n_images:
+        return None
+    return ImageMaxima(sampled_images(n_images, settings.concept_images, channels, settings.seed), channels)
+
+
+def _correlation(shape: tuple[int, int, int], settings: SummarySettings, device) -> Correlation | None:
+    channels, height, width = shape
+    if not settings.correlation_positions or channels > MAX_UNITS:
+        return None
+    return Correlation(channels, settings.correlation_positions, settings.seed, height, width, device)
 
 
 def activation_shapes(network, layers, size: int) -> dict[str, tuple[int, int, int]]:
@@ -147,7 +166,8 @@ def run_shard(network, dataset, shard: Shard, options: PassSettings, store: Stor
     twins = {layer: network.layer(layer).pre_relu for layer in layers}
     extractor = network.extractor(extracted(network, layers))
     shapes = activation_shapes(network, layers, dataset.view.crop)
-    state = new_state(network, layers, shapes, options.top_k, options.settings, n_images=len(dataset))
+    state = new_state(network, layers, shapes, options.top_k, options.settings, n_images=len(dataset),
+                      labelled=dataset.labels is not None)
     total = math.ceil((shard.last - shard.first) / options.batch_size)
     done, skipped = 0, []
     saved = store.read(shard.partial, PassShard)
@@ -195,13 +215,13 @@ def load_state(state: dict[str, LayerAccumulator], record: PassShard) -> None:
 
 
 def merge_shards(network, records: list[PassShard], shapes: dict, top_k: int, settings: SummarySettings,
-                 layer: str, n_images: int | None = None) -> LayerAccumulator:
+                 layer: str, n_images: int | None = None, labelled: bool = False) -> LayerAccumulator:
     """One layer's state from the shards of a pass (in any order): exactly one pass's state."""
     position = records[0].info()["layers"].index(layer)
     prefix = f"{position}/"
 
     def state_of(record: PassShard) -> LayerAccumulator:
-        accumulator = new_state(network, [layer], shapes, top_k, settings, n_images)[layer]
+        accumulator = new_state(network, [layer], shapes, top_k, settings, n_images, labelled)[layer]
         accumulator.load_state_arrays({k[len(prefix):]: v for k, v in record.state.items() if k.startswith(prefix)})
         return accumulator
 

@@ -38,7 +38,7 @@ class ConceptScore:
     precision_at_k: float  # the concept's share of the unit's top k held-out images
     k: int
     chance: float  # the AP a random ranking of the held-out images gives this concept (its expectation)
-    threshold: float  # the held-out AP this concept needs to label a unit (see concepts/scoring.py)
+    threshold: float  # a label needs a held-out AP above this (see concepts/scoring.py)
     choose_ap: float  # its AP on the half that chose it
 
 
@@ -46,7 +46,7 @@ class ConceptScore:
 class UnitConcepts:
     unit: int
     labels: list[ConceptScore]  # best first (by lift over chance on the choosing half), at most `keep`
-    labelled: bool  # the best one's held-out AP reaches its threshold
+    labelled: bool  # the best one's held-out AP is above its threshold
     polysemantic: float  # 0: not; else the runner-up's held-out AP over the best's, for unrelated concepts
     unrelated: list[str]  # the ids of the labels that share no ancestor below a broad root with the best
 

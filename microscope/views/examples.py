@@ -36,6 +36,9 @@ class ExamplesSettings(Settings):
                                   keyed=False)
     atlas_vectors: int = setting(SummarySettings.atlas_vectors, "--atlas-vectors",
                                  "Activation vectors sampled per layer for its activation atlas (0: none).", low=0)
+    concept_min_images: int = setting(SummarySettings.concept_min_images, "--concept-min-images",
+                                      "Concept labels: images a concept needs in each half of a labelled dataset "
+                                      "(one chooses a unit's concepts, the other scores them).", low=1)
     shards: int | None = setting(None, "--shards", "Parts of the dataset pass, each a job of its own, merged exactly "
                                  "(default: 1 here, one per parallel job slot of a Ray cluster).", low=1, keyed=False)
     checkpoint_every: int = 50  # batches
@@ -46,13 +49,16 @@ class ExamplesSettings(Settings):
         super().__post_init__()
         if self.checkpoint_every < 1:
             raise UsageError(f"checkpoint_every must be at least 1, got {self.checkpoint_every}")
-        if self.summary is not None and self.summary.atlas_vectors not in (SummarySettings.atlas_vectors,
-                                                                           self.atlas_vectors):
-            raise UsageError("the atlas sample's size is atlas_vectors (--atlas-vectors), not summary.atlas_vectors")
+        for name in ("atlas_vectors", "concept_min_images"):
+            if self.summary is not None and getattr(self.summary, name) not in (getattr(SummarySettings, name),
+                                                                                getattr(self, name)):
+                raise UsageError(f"{name} is set on the examples settings (--{name.replace('_', '-')}), "
+                                 f"not on summary.{name}")
 
     def summary_settings(self) -> SummarySettings:
-        """What each layer's result holds beyond k, with this record's atlas sample size."""
-        return dataclasses.replace(self.summary or SummarySettings(), atlas_vectors=self.atlas_vectors)
+        """What each layer's result holds beyond k, with this record's atlas sample and concept settings."""
+        return dataclasses.replace(self.summary or SummarySettings(), atlas_vectors=self.atlas_vectors,
+                                   concept_min_images=self.concept_min_images)
 
 
 class ExamplesView(Computed):
