@@ -4,8 +4,9 @@ Sums of x and of x x^T (float64) over the drawn vectors are all it keeps: C + C^
 dataset's size, and two states merge by adding them (shards of a pass merge to one pass's sums, up to
 the order of float64 additions). The positions of image i depend on (seed, i) alone
 (activations/positions.py), at most `positions` of them, anywhere in the grid (the edges are part of
-what a unit does in an image, unlike the SAE's sample). A batch's products are formed in float32
-(hundreds of rows: rounding far below what a correlation shows) and added in float64.
+what a unit does in an image, unlike the SAE's sample). Products of float32 values are exact in
+float64, where they are summed: shards cut into other batches agree with one pass to float64
+rounding (about 1e-16 of the sums), not float32's.
 """
 from __future__ import annotations
 
@@ -28,12 +29,13 @@ class Correlation:
     def update(self, activation: torch.Tensor, indices: torch.Tensor) -> None:
         """activation: (N, C, H, W), or (N, C) for a layer without a grid (its one position)."""
         if activation.dim() == 2:
-            vectors = activation.float()
+            vectors = activation.double()
         else:
             vectors = torch.from_numpy(vectors_of(activation, indices.cpu(), self.sampling)[0]).to(self.sum.device)
+            vectors = vectors.double()
         self.count += vectors.shape[0]
-        self.sum += vectors.sum(0, dtype=torch.float64)
-        self.products += (vectors.T @ vectors).double()
+        self.sum += vectors.sum(0)
+        self.products += vectors.T @ vectors
 
     def merge(self, other: "Correlation") -> None:
         self.count += other.count

@@ -1,10 +1,16 @@
 """The concepts view's compute half. Its results are made by the examples view's summaries (no second
-pass over the images: microscope/examples/steps.py), so it plans no job of its own; it says, before the
-work, what it needs when the dataset has no labels."""
+pass over the images: microscope/examples/steps.py writes concepts.json and similar.npz), so it plans
+no job of its own; before the work it says, in one line, what it cannot do with the images given:
+label units without labels, or score concepts with too few images each."""
 from __future__ import annotations
 
+import numpy as np
+
 from microscope.concepts.panel import SHOWN
+from microscope.concepts.scoring import MAX_SHARE
+from microscope.concepts.vocabulary import vocabulary
 from microscope.view import Computed, ViewPlan
+from microscope.views.examples import request_images, settings_of
 
 
 class ConceptsView(Computed):
@@ -12,7 +18,31 @@ class ConceptsView(Computed):
     needs = ("network", "images")
 
     def plan(self, request, session) -> ViewPlan:
-        return ViewPlan(jobs=[], what="layers")
+        plan = ViewPlan(jobs=[], what="layers")
+        if request.images is None:
+            return plan
+        dataset = request_images(request, session)
+        if dataset.labels is None:
+            plan.warnings.append(f"concepts: the images in {request.images.folder} have no labels, so no unit gets a "
+                                 "concept label; pass --labels folders (one folder per class) or --labels FILE.csv")
+            return plan
+        enough = 2 * settings_of(request).concept_min_images
+        largest = largest_concept(dataset)
+        if largest < enough:
+            plan.warnings.append(f"concepts: no concept has {enough} labelled images (the largest has {largest}), so "
+                                 "no unit gets a concept label; label more images per class or lower "
+                                 "--concept-min-images")
+        return plan
+
+
+def largest_concept(dataset) -> int:
+    """Images of the dataset's largest concept that could label a unit (at most MAX_SHARE of the classes)."""
+    labels = np.asarray(dataset.labels, dtype=np.int64)
+    n_classes = len(dataset.classes) if dataset.classes is not None else int(labels.max(initial=-1)) + 1
+    counts = np.bincount(labels, minlength=n_classes)
+    found = [int(counts[list(c.classes)].sum()) for c in vocabulary(dataset.classes, n_classes).concepts
+             if len(c.classes) <= MAX_SHARE * n_classes]
+    return max(found, default=0)
 
 
 VIEW = ConceptsView()
