@@ -151,7 +151,7 @@ def unit_panel(data: ConceptsData, unit: int, page: UnitPage) -> Panel:
     similar, family = _similar(data, unit, page)
     panel["similar"], panel["family"] = similar, family
     if data.similar is not None:
-        json_block["similar"] = [{"unit": e["unit"], "r": _short(e["r"])} for e in similar]
+        json_block["similar"] = [{"unit": e["unit"], "r": _short(e["r"], 6)} for e in similar]
         json_block["family"] = family["family"] if family else None
         provenance.append(f"Similar units: Pearson correlation over {int(data.similar.positions)} sampled positions; "
                           f"families cut at correlation distance {float(data.similar.cut):.2f}.")
