@@ -316,3 +316,17 @@ def test_sae_loadings_of_a_neuron_against_brute_force(built):
         text = words(page)
         assert f"{len(loads)} of the {SAE_FEATURES} features" in text and f"above {sae_panel.LOADS_ABOVE}" in text
     assert {u["sae_loadings"] for u in record["units"]} != {0}  # the fixture's features do load on its neurons
+
+
+def test_similarity_without_labels_still_gives_similar_units_and_families(tmp_path):
+    store = make_store(tmp_path / "store", concept_layers=("conv1",))
+    store.concepts_file("tiny", "conv1").unlink()  # an unlabelled dataset: similar.npz only
+    build_site(store, tmp_path / "site", progress=False)
+    block = unit_json(tmp_path / "site", "conv1", 0)["concepts"]
+    assert set(block) == {"similar", "family"} and block["family"] == 0
+    _, page = section(unit_dir(tmp_path / "site", "conv1", 0) / "index.html", 'id="concepts"')
+    assert "build with --labels" in words(page) and "Most correlated units of conv1" in words(page)
+    record = json.loads((tmp_path / "site" / "models" / "tiny" / "conv1" / "layer.json").read_text())
+    assert {k: record["units"][0][k] for k in ("concept", "concept_ap", "polysemantic", "family")} == {
+        "concept": None, "concept_ap": None, "polysemantic": None, "family": 0}
+    assert record["views"]["concepts"]["families"][0] == {"family": 0, "name": None, "units": [0, 1]}

@@ -19,6 +19,8 @@ from microscope.names import segment
 from microscope.store import ConceptScore, LayerConcepts, Store, UnitConcepts, UnitSimilarity
 from microscope.view import LayerPage, Panel, Shown, UnitPage
 
+HOW = ("Concept labels come with the dataset examples of a labelled dataset: build with --labels folders or "
+       "--labels FILE.csv")
 POLYSEMANTIC_AT = 0.5  # a unit is marked polysemantic from this score (its unrelated runner-up's AP / the best's)
 CONCEPTS_PAGE = "concepts.html"  # the model's page of concepts, beside its layers' folders
 
@@ -140,7 +142,7 @@ def _labels_block(data: ConceptsData, entry: UnitConcepts, page: UnitPage) -> tu
 
 def unit_panel(data: ConceptsData, unit: int, page: UnitPage) -> Panel:
     entry = data.concepts.unit(unit) if data.concepts is not None else None
-    panel: dict = {"labels": None, "similar": [], "family": None}
+    panel: dict = {"labels": None, "similar": [], "family": None, "how": HOW if data.concepts is None else None}
     json_block: dict = {}
     provenance = []
     if entry is not None:
@@ -184,8 +186,9 @@ def layer_panel(data: ConceptsData, page: LayerPage) -> Panel | None:
 class ConceptsShown(Shown):
     name = "concepts"
     title = "What is this unit?"
-    missing = ("Concept labels come with the dataset examples of a labelled dataset: build with "
-               "--labels folders or --labels FILE.csv")
+    # No note on pages without concepts: they come with the examples, whose own note says what is missing, and
+    # an unlabelled dataset is a normal choice. A layer with similarity but no labels says HOW on its pages.
+    missing = ""
     # Its section of the unit page and its unit.json block (3 labels with glosses, 8 similar units with
     # thumbnails, a family of a few); it writes no files of its own, so a built site measures it in "page".
     budget = {"concepts section of the page and its unit.json block": 6_000}
@@ -198,7 +201,7 @@ class ConceptsShown(Shown):
     def units(self, data: ConceptsData) -> set[int]:
         if data.concepts is not None:
             return {entry.unit for entry in data.concepts.units}
-        return set(range(data.similar.correlation.shape[0]))
+        return set(range(data.similar.correlation.shape[0])) if data.similar is not None else set()
 
     def unit_panel(self, data: ConceptsData, unit: int, page: UnitPage) -> Panel:
         return unit_panel(data, unit, page)
