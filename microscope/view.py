@@ -7,7 +7,8 @@ that computes (nor torch):
 - the show half, a `Shown` (in the feature's own package, e.g. `examples/panel.py`): `name`, `title`,
   `level` ("unit" or "layer"), what a page says where nothing was computed (`missing`), its expected
   site bytes per unit (`budget`); `read` a layer's stored results (typed records), the `units` they
-  cover, `facts` other views may use (a unit's dataset maximum), `unit_panel` and `layer_panel`: the
+  cover, `facts` other views may use (a unit's dataset maximum), the units it offers a grid thumbnail
+  of (`thumbs`), `unit_panel` and `layer_panel`: the
   typed data of its template partial `templates/views/<name>.html`, and its part of `layer.json`;
 - the compute half, a `Computed` (in `views/<name>.py`): its `shown` half, what its jobs `needs`
   ("network": the model with weights; "images": a dataset), its settings record (`settings_type`, a
@@ -142,6 +143,11 @@ class Shown:
 
     def facts(self, data, unit: int) -> dict:
         return {}
+
+    def thumbs(self, data) -> set[int]:
+        """The units whose panel offers a grid thumbnail (`Panel.thumb`), known before any page is written:
+        pages of one layer show each other's thumbnails whatever order they are written in."""
+        return set()
 
     def unit_panel(self, data, unit: int, page: UnitPage) -> Panel | None:
         return None

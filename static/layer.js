@@ -1,5 +1,6 @@
 // Layer page: the unit grid comes in pieces (site/layer_pages.py) and grows as the reader scrolls; a filter by
-// number ("447"), range ("10-20"), list ("3, 7, 9") or label text first loads every piece. Tables whose other rows
+// number ("447"), range ("10-20"), list ("3, 7, 9"), label or concept text, or a sort by concept AP or
+// polysemanticity, first loads every piece. Tables whose other rows
 // come on request (the SAE's features) use the same loader.
 (function () {
   "use strict";
@@ -37,7 +38,9 @@
         return parts.some(function (r) { return u >= r[0] && u <= r[1]; });
       };
     }
-    return function (cell) { return cell.getAttribute("data-l").indexOf(query) >= 0; };
+    return function (cell) {
+      return cell.getAttribute("data-l").indexOf(query) >= 0 || (cell.getAttribute("data-c") || "").indexOf(query) >= 0;
+    };
   }
 
   // Hide the cells the query leaves out; returns how many it keeps.
@@ -48,6 +51,21 @@
       if (!cell.hidden) matching++;
     });
     return matching;
+  }
+
+  // Put the cells in the order `by` asks: "unit" (number), "ap" (the best concept's held-out AP) or "p"
+  // (polysemanticity), highest first; cells without the value last, and ties, in unit order.
+  function sortCells(cells, by) {
+    function value(cell) {
+      var text = cell.getAttribute(by === "ap" ? "data-ap" : "data-p");
+      return text === null ? -Infinity : parseFloat(text);
+    }
+    var all = Array.prototype.slice.call(cells.children);
+    all.sort(function (a, b) {
+      var first = by === "unit" ? 0 : value(b) - value(a);  // NaN (both without a value) counts as a tie
+      return first || (+a.getAttribute("data-u")) - (+b.getAttribute("data-u"));
+    });
+    all.forEach(function (cell) { cells.appendChild(cell); });
   }
 
   // The grid's pieces 2..pieces, asked for in any order and number, join the grid in unit order.
@@ -73,8 +91,13 @@
     var more = document.getElementById("more"), loaded = document.getElementById("loaded");
     var pieces = parseInt(cells.getAttribute("data-pieces") || "1", 10);
     var total = parseInt(cells.getAttribute("data-units") || "0", 10);
-    var shown = 1, watcher = null;
-    var want = pieceQueue(cells, pieces, function (number) { shown = number; apply(false); progress(); }, function () {
+    var shown = 1, watcher = null, sorter = document.getElementById("sort");
+    var want = pieceQueue(cells, pieces, function (number) {
+      shown = number;
+      if (sorter && sorter.value !== "unit") sortCells(cells, sorter.value);
+      apply(false);
+      progress();
+    }, function () {
       if (more) more.hidden = true;
       loaded.textContent = "Some units could not be loaded: the pages below list them all.";
       document.getElementById("pieces").hidden = false;
@@ -117,6 +140,14 @@
         }, {rootMargin: "0px 0px 800px 0px"});
       }
       progress();
+    }
+
+    if (sorter) {
+      document.getElementById("sorting").hidden = false;
+      sorter.addEventListener("change", function () {
+        sortCells(cells, sorter.value);
+        if (sorter.value !== "unit") want(Infinity);  // an order over the whole layer: every piece is needed
+      });
     }
 
     var hash = location.hash.match(/^#filter=(.*)$/);

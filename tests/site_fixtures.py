@@ -59,9 +59,9 @@ def catalogue() -> list[LayerInfo]:
 
 def make_store(root: Path, model: str = "tiny", featurevis_layers=("conv1", "mixed_a", WEIRD_LAYER),
                examples_layers=("conv1", WEIRD_LAYER), featurevis_units=None, circuits=("mixed_a",),
-               layers: list[LayerInfo] | None = None) -> Store:
+               layers: list[LayerInfo] | None = None, concept_layers=()) -> Store:
     """A store with one model (its layers: `catalogue()` unless given): featurevis and/or examples for the
-    given layers."""
+    given layers, concept labels and similar units (`write_concepts`) for `concept_layers`."""
     store = Store(root)
     layers = catalogue() if layers is None else layers
     store.write(store.model_file(model), ModelRecord(
@@ -80,6 +80,8 @@ def make_store(root: Path, model: str = "tiny", featurevis_layers=("conv1", "mix
             write_featurevis(store, model, info.name, position, units)
         if info.name in examples_layers:
             write_examples(store, model, info)
+        if info.name in concept_layers:
+            write_concepts(store, model, info)
     chain = [info for info in layers if info.kind in ("conv", "block", "logits")]
     for previous, info in zip(chain, chain[1:]):
         if info.name in circuits:

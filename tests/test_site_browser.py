@@ -413,3 +413,53 @@ def test_without_scripts_every_piece_is_a_page_of_its_own(browser, pieced):
         assert grid_units(page) == list(range(120, 128))
         page.click('#grid > li[data-u="121"] > a >> nth=0')
         page.wait_for_url(f"**/{SAE_LAYER}/121/index.html")
+
+
+# ------------------------------------------------------------------------------------------------
+# Concepts (microscope/concepts/panel.py): the grid sorted by concept AP across pieces, and axe on its pages
+
+
+@pytest.fixture(scope="module")
+def concepts_site(tmp_path_factory):
+    base = tmp_path_factory.mktemp("concepts")
+    store = make_store(base / "store", examples_layers=("conv1", "mixed_b"), concept_layers=("conv1", "mixed_b"))
+    site = base / "www" / "concepts"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(layer_pages, "TILES_PER_PIECE", 2)
+        build_site(store, site, progress=False)
+    (site / "models" / "tiny" / "concepts.html").write_text(  # another part's page: a stand-in
+        "<!doctype html><html lang=en><title>concepts</title><main><h1>concepts</h1></main></html>")
+    for url in served(site):
+        yield store, url
+
+
+def test_the_layer_grid_sorts_by_concept_ap_and_polysemanticity(browser, concepts_site):
+    from microscope.store import LayerConcepts
+    store, url = concepts_site
+    concepts = store.read(store.concepts_file("tiny", "mixed_b"), LayerConcepts)
+    ap = {e.unit: e.labels[0].ap if e.labelled else None for e in concepts.units}
+    by_ap = sorted(ap, key=lambda u: (ap[u] is None, -(ap[u] or 0), u))
+    poly = {e.unit: e.polysemantic for e in concepts.units}
+    by_poly = sorted(poly, key=lambda u: (-poly[u], u))
+    with watching(browser) as page:
+        page.goto(url + "models/tiny/mixed_b/index.html")
+        page.wait_for_load_state("networkidle")
+        assert page.locator("#sort").is_visible() and page.locator("#grid").get_attribute("data-pieces") == "3"
+        page.select_option("#sort", "ap")
+        page.wait_for_function("document.querySelectorAll('#grid > li').length === 6")
+        page.wait_for_function(f"[...document.querySelectorAll('#grid > li')].map(c => +c.dataset.u).join() === {','.join(map(str, by_ap))!r}")
+        assert grid_units(page) == by_ap
+        page.select_option("#sort", "p")
+        assert grid_units(page) == by_poly
+        page.select_option("#sort", "unit")
+        assert grid_units(page) == list(range(6))
+        assert page.locator('#grid > li[data-u="0"] .concept-cap').text_content() == "dog"
+        assert axe_violations(page) == []
+        page.goto(url + "models/tiny/conv1/1/index.html")
+        page.wait_for_load_state("networkidle")
+        assert page.locator(".poly-mark").is_visible()
+        assert axe_violations(page) == []
+        assert page.evaluate("window.pwned") is None and page.locator('img[src="x"]').count() == 0
+    with watching(browser, java_script_enabled=False) as page:  # without scripts: no sort, the pieces' pages
+        page.goto(url + "models/tiny/mixed_b/index.html")
+        assert page.locator("#sort").is_hidden() and grid_units(page) == [0, 1]

@@ -18,6 +18,7 @@ from microscope.circuits.stored import LayerCircuits, read_circuits
 from microscope.selection import MAIN_KINDS
 from microscope.view import Panel, Shown
 
+SIMILAR_TOP = 5  # units of the same layer listed as having the most similar inputs
 RED, BLUE, WHITE = np.array([178, 24, 43]), np.array([33, 102, 172]), np.array([255, 255, 255])
 
 
@@ -49,10 +50,30 @@ def _entries(page, layer: str, units, values, categories=None, thumbs: bool = Tr
     return found
 
 
+def similar_inputs(sums: np.ndarray, unit: int, top: int = SIMILAR_TOP) -> list[tuple[int, float]]:
+    """The `top` other units whose expanded-weight input vectors (their rows of `sums`: one summed map per
+    unit of the previous layer) point most nearly the way `unit`'s does, by cosine, highest first (ties to
+    the lower unit). Units whose inputs are all zero have no direction and are left out."""
+    rows = sums.astype(np.float64)
+    norms = np.linalg.norm(rows, axis=1)
+    if norms[unit] == 0:
+        return []
+    cosine = rows @ rows[unit] / np.where(norms > 0, norms, np.inf) / norms[unit]
+    cosine[unit] = -np.inf
+    cosine[norms == 0] = -np.inf
+    order = np.argsort(-cosine, kind="stable")[:top]
+    return [(int(u), float(cosine[u])) for u in order if np.isfinite(cosine[u])]
+
+
+def _similar_entries(data, unit: int, page) -> list[dict]:
+    found = similar_inputs(data.incoming.arrays.sums, unit)
+    return _entries(page, data.layer, [u for u, _ in found], [c for _, c in found])
+
+
 def unit_panel(data, unit: int, page) -> Panel:
     panel = {"previous": data.previous, "next": data.next, "first": data.previous is None, "excite": [],
              "inhibit": [], "strip": None, "scale": None, "local": True, "outputs": None,
-             "refused": data.refused_in, "refused_out": data.refused_out}
+             "refused": data.refused_in, "refused_out": data.refused_out, "similar": []}
     json_block: dict = {"previous": data.previous, "next": data.next}
     if data.incoming is not None:
         arrays, result = data.incoming.arrays, data.incoming.result
@@ -72,6 +93,8 @@ def unit_panel(data, unit: int, page) -> Panel:
         panel["inhibit"] = [e for e in entries[t:] if e["value"] < 0]
         json_block["inputs"] = [{"unit": e["unit"], "sum": _short(e["value"])} for e in entries]
         json_block["linearised"] = result.linearised
+        panel["similar"] = _similar_entries(data, unit, page)
+        json_block["similar_inputs"] = [{"unit": e["unit"], "cosine": _short(e["value"])} for e in panel["similar"]]
     if data.outgoing is not None:
         column = data.outgoing.arrays.sums[:, unit]
         t = min(data.outgoing.result.top, column.size)
@@ -126,8 +149,8 @@ class CircuitsShown(Shown):
     name = "circuits"
     title = "Circuit"
     missing = "No circuits were computed for this layer (run the circuits stage)."
-    budget = {"circuit section of the page (24 inputs, 24 outputs)": 10_000, "map strip": 600,
-              "unit.json block": 1_400}
+    budget = {"circuit section of the page (24 inputs, 24 outputs, 5 similar units)": 11_000, "map strip": 600,
+              "unit.json block": 1_600}
 
     def applies(self, layer) -> bool:
         return layer.kind in MAIN_KINDS + ("logits",)  # the chain of layers; not branches or SAE features

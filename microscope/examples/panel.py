@@ -206,6 +206,14 @@ class ExamplesShown(Shown):
     def units(self, data: ExamplesData) -> set[int]:
         return set(range(data.summary.channels))
 
+    def thumbs(self, data: ExamplesData) -> set[int]:
+        """The units whose first top example (as `_ranked` keeps them) has a patch: unit_panel's thumbnail."""
+        s = data.summary
+        valid = (s.top_index >= 0) & np.isfinite(s.top_values)
+        first = valid.argmax(axis=1)
+        return {unit for unit in np.flatnonzero(valid.any(axis=1)).tolist()
+                if ("top", int(first[unit])) in data.patch_refs(unit)}
+
     def facts(self, data: ExamplesData, unit: int) -> dict:
         best = float(data.summary.top_values[unit, 0]) if unit < data.summary.channels else math.nan
         return {"dataset_max": best} if math.isfinite(best) and best > 0 else {}

@@ -30,6 +30,9 @@ class FeatureVisShown(Shown):
     def units(self, data: LayerRenders) -> set[int]:
         return set(data.units)
 
+    def thumbs(self, data: LayerRenders) -> set[int]:
+        return {unit for unit, records in data.units.items() if any(r.images for r in records.values())}
+
     def unit_panel(self, data: LayerRenders, unit: int, page: UnitPage) -> Panel:
         records = data.units.get(unit)
         if not records:

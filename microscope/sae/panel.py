@@ -16,6 +16,7 @@ from microscope.view import LayerPage, Panel, Shown, UnitPage
 from microscope.web.charts import sparkline
 
 MISSING_BELOW = 0.5
+LOADS_ABOVE = 0.3  # a feature loads on a neuron when the cosine of their directions passes this
 DECODER_TOP = 8  # neurons listed on a feature's page
 FEATURES_TOP = 6  # features listed on a neuron's page
 # The SAE layer page's table lists the features that fire most; the others come on request from ROWS_FILE
@@ -33,15 +34,39 @@ def _linked(page, layer: str, units, values, thumbs: bool) -> list[dict]:
     return found
 
 
+def loadings(weights, neuron: int) -> tuple[int, float | None]:
+    """How many features load on the neuron (|cosine| of the feature's decoder direction with the neuron's
+    basis direction above LOADS_ABOVE), and the entropy in bits of those loadings, each feature's share
+    proportional to its cosine squared: 0 bits for one feature, log2(n) for n loading alike, None for none."""
+    columns = weights.W_dec.astype(np.float64)
+    norms = np.linalg.norm(columns, axis=0)
+    cosine = np.abs(columns[neuron]) / np.where(norms > 0, norms, np.inf)
+    loaded = cosine[cosine > LOADS_ABOVE]
+    if loaded.size == 0:
+        return 0, None
+    share = loaded ** 2 / (loaded ** 2).sum()
+    return int(loaded.size), float(max(0.0, -(share * np.log2(share)).sum()))
+
+
+def neuron_panel(data: LayerSae, unit: int, page: UnitPage) -> Panel:
+    """A neuron of a layer with an SAE: the features that load on it most, and how many load on it at all."""
+    row = data.weights.W_dec[unit]
+    chosen = np.argsort(-row, kind="stable")[:FEATURES_TOP]
+    entries = _linked(page, data.sae_layer, chosen, row[chosen], thumbs=False)
+    count, bits = loadings(data.weights, unit)
+    loads = {"threshold": LOADS_ABOVE, "count": count, "entropy_bits": None if bits is None else _short(bits)}
+    return Panel(data={"role": "neurons", "sae_layer": data.sae_layer, "features": entries, "loadings": loads,
+                       "total": data.result.features, "even_bits": math.log2(count) if count else 0.0},
+                 json={"sae_layer": data.sae_layer, "features": [[e["unit"], _short(e["value"])] for e in entries],
+                       "loadings": loads},
+                 summary={"sae_loadings": count, "sae_loading_entropy": loads["entropy_bits"]},
+                 links=[("SAE", "#sae")])
+
+
 def unit_panel(data: LayerSae, unit: int, page: UnitPage) -> Panel:
     w = data.weights
     if data.role == "neurons":
-        row = w.W_dec[unit]
-        chosen = np.argsort(-row, kind="stable")[:FEATURES_TOP]
-        entries = _linked(page, data.sae_layer, chosen, row[chosen], thumbs=False)
-        return Panel(data={"role": "neurons", "sae_layer": data.sae_layer, "features": entries},
-                     json={"sae_layer": data.sae_layer, "features": [[e["unit"], _short(e["value"])] for e in entries]},
-                     links=[("SAE", "#sae")])
+        return neuron_panel(data, unit, page)
     column = w.W_dec[:, unit]
     chosen = np.argsort(-column, kind="stable")[:DECODER_TOP]
     entries = _linked(page, data.source, chosen, column[chosen], thumbs=True)

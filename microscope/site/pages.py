@@ -12,6 +12,7 @@ import json
 import math
 import posixpath
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from tqdm import tqdm
@@ -44,17 +45,24 @@ class LayerContext:
     index: dict[str, set[int]]  # layer -> the units with a page in this site (to link to other layers)
     all_labels: dict[str, dict[int, dict]]  # layer -> unit -> {"label", "note"}, every layer's
 
+    @cached_property
+    def thumbs(self) -> set[int]:
+        """This layer's units that get a grid thumbnail, known before its pages are written."""
+        return set().union(*[SHOWN[name].thumbs(value) for name, value in self.data.items()])
+
     def other(self, folder: str):
-        """other(layer, unit) for a page in `folder`: links to another unit, only where its page is."""
+        """other(layer, unit) for a page in `folder`: links to another unit, only where its page is. A unit of
+        this layer has its thumbnail linked when a view offers one (`Shown.thumbs`), not when its file is
+        already written, so that a page does not depend on the order of the layer's pages."""
         def other(layer: str, unit: int) -> dict:
             label = (self.all_labels.get(layer, {}).get(unit) or {}).get("label")
             if unit not in self.index.get(layer, ()):
                 return {"href": None, "thumb": None, "label": label}
             target = f"{self.model_dir}/{segment(layer)}/{unit}"
             href = posixpath.relpath(f"{target}/index.html", folder)
-            thumb = posixpath.relpath(f"{target}/{THUMB}", folder) if self.writer.path(f"{target}/{THUMB}").is_file() \
-                else None
-            return {"href": href, "thumb": thumb, "label": label}
+            has = unit in self.thumbs if layer == self.layer.name else self.writer.path(f"{target}/{THUMB}").is_file()
+            return {"href": href, "thumb": posixpath.relpath(f"{target}/{THUMB}", folder) if has else None,
+                    "label": label}
         return other
 
     def layer_href(self, folder: str):
@@ -105,7 +113,8 @@ def layer_record(ctx: LayerContext, records: list[dict], views) -> dict:
                     if name not in ctx.data and view.level == "unit" and view.missing and view.applies(ctx.layer)],
         "labels": {str(r["unit"]): r["label"] for r in records if r["label"]}, "thumbs": thumbs,
         "bytes": {part: sum(r["bytes"].get(part, 0) for r in records) for part in [*SHOWN, "page"]},
-        "units_with": {name: sum(1 for r in records if r["bytes"].get(name)) for name in SHOWN},
+        # Units with the view's panel: a view writing no files of its own adds only to "page", which is measured.
+        "units_with": {name: sum(1 for r in records if name in r["bytes"]) for name in SHOWN},
         "units": [{k: v for k, v in r.items() if k not in ("bytes", "thumb_rank")} | {"url": f"{r['unit']}/index.html"}
                   for r in records],
     }
