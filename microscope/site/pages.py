@@ -159,6 +159,8 @@ def build_unit(ctx: LayerContext, cache: AssetCache, unit: int, neighbours: tupl
                         ctx.writer, ctx.model_dir, ctx.other(folder))
         start = len(written)
         panel = view.unit_panel(ctx.data[name], unit, page)
+        if panel is None:  # the view has nothing to show of this unit (Shown.unit_panel may say so)
+            continue
         panel.files = written[start:]
         panels[name] = panel
         shown.append({"name": name, "title": view.title, "template": view.template, "data": panel.data,
