@@ -191,6 +191,15 @@ def test_model_and_layer_pages_link_to_the_concepts_page_only_where_there_is_one
         assert (json.loads((folder / "model.json").read_text())["concepts"] is not None) == has
 
 
+def test_rebuilding_one_layer_keeps_the_concepts_of_the_others(built, tmp_path):
+    store, site, _ = built
+    copy = tmp_path / "site"
+    shutil.copytree(site, copy)
+    build_site(store, copy, layers=[WEIRD_LAYER], progress=False)
+    for name in ("models/tiny/concepts.html", "search.js"):
+        assert (copy / name).read_bytes() == (site / name).read_bytes(), name
+
+
 def test_the_size_estimate_counts_the_concepts_page(tmp_path):
     model = make_store(tmp_path / "store", featurevis_layers=(), examples_layers=()).read_model("tiny")
     writer = SiteWriter(tmp_path / "site")

@@ -5,6 +5,7 @@ Site layout (every link relative, so it works under any sub-path and from file:/
     index.html, 404.html, .nojekyll, site.json, search.js, static/
     manifest.json                                         size and sha256 of every other file (not dotfiles)
     models/<model>/index.html, model.json                 the model page and its JSON index
+    models/<model>/concepts.html                          its concepts, where units have concept labels
     models/<model>/datasets/<fingerprint>/<index>.jpg     dataset photos shown on hover
     models/<model>/<layer>/index.html, layer.json         the layer grid and its JSON index
     models/<model>/<layer>/<unit>/index.html, unit.json   a unit, its renders and patch strips
