@@ -68,7 +68,44 @@
         results.push({text: entry[2], kind: layer[1] + " unit " + entry[1], url: unitUrl(layer[4], entry[1])});
       }
     });
-    return results.slice(0, 30);
+    return results.concat(conceptResults(index, wordsOf(query))).slice(0, 30);
+  }
+
+  function wordsOf(text) { return text.toLowerCase().split(/[^\p{L}\p{N}]+/u).filter(Boolean); }
+
+  // Every query word starts a word of its own of the term: "domestic d" finds "domestic dog" (not
+  // "domestic cat"), "og" finds nothing.
+  function startsWords(term, query) {
+    var have = wordsOf(term);
+    return query.every(function (q) {
+      for (var i = 0; i < have.length; i++) if (have[i].lastIndexOf(q, 0) === 0) { have.splice(i, 1); return true; }
+      return false;
+    });
+  }
+
+  // Concepts (site/search.py): [name, synonyms, [layer position, unit, AP in thousandths, ...]]. A concept
+  // matches when its name or one synonym starts with the query's words; each of its units is a result,
+  // best held-out AP first across concepts, layers and models, each unit once.
+  function conceptResults(index, query) {
+    var found = [], seen = {};
+    if (!query.length) return found;
+    (index.concepts || []).forEach(function (concept) {
+      var terms = [concept[0]].concat(concept[1]), hit = null;
+      for (var i = 0; i < terms.length && hit === null; i++) if (startsWords(terms[i], query)) hit = terms[i];
+      if (hit === null) return;
+      var text = hit === concept[0] ? hit : concept[0] + " (" + hit + ")", units = concept[2];
+      for (var j = 0; j + 2 < units.length; j += 3) found.push({text: text, layer: units[j], unit: units[j + 1], ap: units[j + 2]});
+    });
+    found.sort(function (a, b) { return b.ap - a.ap; });  // a stable sort: equal APs keep the index's order
+    var several = index.models.length > 1;
+    return found.filter(function (r) {
+      var key = r.layer + ":" + r.unit;
+      return seen[key] ? false : (seen[key] = true);
+    }).map(function (r) {
+      var layer = index.layers[r.layer], what = layer[2] === "sae" ? " feature " : " unit ";
+      return {text: r.text, url: unitUrl(layer[4], r.unit),
+              kind: (several ? layer[0] + " · " : "") + layer[1] + what + r.unit + " · AP " + (r.ap / 1000).toFixed(2)};
+    });
   }
 
   function show(results) {

@@ -5,6 +5,7 @@ Site layout (every link relative, so it works under any sub-path and from file:/
     index.html, 404.html, .nojekyll, site.json, search.js, static/
     manifest.json                                         size and sha256 of every other file (not dotfiles)
     models/<model>/index.html, model.json                 the model page and its JSON index
+    models/<model>/concepts.html                          its concepts, where units have concept labels
     models/<model>/datasets/<fingerprint>/<index>.jpg     dataset photos shown on hover
     models/<model>/<layer>/index.html, layer.json         the layer grid and its JSON index
     models/<model>/<layer>/<unit>/index.html, unit.json   a unit, its renders and patch strips
@@ -25,12 +26,14 @@ from microscope import __version__
 from microscope.web.charts import network_diagram
 from microscope.errors import DiskFull, UsageError, no_space
 from microscope.names import segment
+from microscope.site.concept_labels import model_concepts
+from microscope.site.concepts_page import page_name, write_concepts_page
 from microscope.site.manifest import write_manifest
 from microscope.site.output import SiteWriter, folder_size
 from microscope.site.pages import LayerContext, build_layer, layer_units
 from microscope.site.estimate import ESTIMATE_KINDS, estimate_size, site_space_line
 from microscope.site.render import Renderer, static_files
-from microscope.site.search import search_index, search_script
+from microscope.site.search import concept_rows, search_index, search_script
 from microscope.store import ModelRecord, Store, usable_folder
 from microscope.store.lock import writing
 from microscope.views.shown import SHOWN
@@ -232,9 +235,16 @@ def _build_model(build: SiteBuild, model: ModelRecord) -> dict:
     kept, layer_data = _read_layers(build, model, model_dir)
     build.report.planned_units += sum(len(layer_units(data)) for data in layer_data.values())
     index = _unit_index(build.writer, model_dir, kept, layer_data)
-    built = {**kept, **_build_layers(build, model, model_dir, layer_data, index)}
-    estimate = estimate_size(model, built, build.writer, model_dir, build.report.part_budget)
+    # Concepts across all the model's layers (kept ones too): the concepts page and search need them all.
+    concepts = model_concepts(build.store, model, lambda layer, unit: unit in index.get(layer, ()))
+    page = page_name(concepts)
+    built = {**kept, **_build_layers(build, model, model_dir, layer_data, index, page)}
+    write_concepts_page(build.writer, build.renderer, model, model_dir, concepts)  # after the layers' thumbnails
+    estimate = estimate_size(model, built, build.writer, model_dir, build.report.part_budget,
+                             pages=[f"{model_dir}/{page}"] if page else [])
     site_record = _model_record(model, model_dir, _layer_rows(model, model_dir, built), estimate)
+    site_record["concepts"] = {"page": page, "count": sum(1 for c in concepts.values() if c.best),
+                               "search": concept_rows(concepts)} if concepts else None
     _write_model_pages(build, model_dir, site_record)
     return site_record
 
@@ -263,8 +273,9 @@ def _unit_index(writer: SiteWriter, model_dir: str, kept: dict, layer_data: dict
 
 
 def _build_layers(build: SiteBuild, model: ModelRecord, model_dir: str, layer_data: dict,
-                  index: dict[str, set[int]]) -> dict[str, dict]:
-    """Write the pages of every layer read now; layer -> its record. Views finish the model last."""
+                  index: dict[str, set[int]], concepts_page: str | None) -> dict[str, dict]:
+    """Write the pages of every layer read now (linking to the model's `concepts_page` where it has one);
+    layer -> its record. Views finish the model last."""
     built: dict[str, dict] = {}
     states: dict[str, dict] = {}  # view -> what it gathers across the model's layers
     for info in model.layers:
@@ -278,7 +289,7 @@ def _build_layers(build: SiteBuild, model: ModelRecord, model_dir: str, layer_da
                 build.writer.prune(layer_dir)  # pages of artifacts that are gone must go too
             continue
         context = LayerContext(model, info, layer_dir, data, build.labels.get(info.name, {}), states, build.writer,
-                               build.renderer, index, build.labels)
+                               build.renderer, index, build.labels, concepts_page)
         built[info.name] = build_layer(context, build.progress)
         if build.only_layers:
             build.writer.prune(layer_dir)

@@ -14,8 +14,10 @@ PAGES_LIMIT = 1_000_000_000  # GitHub Pages' limit on a site
 UNIT_BYTES = 94_000  # a unit page with all its images, as full builds of InceptionV1 measure it
 
 
-def estimate_size(model: ModelRecord, built: dict[str, dict], writer: SiteWriter, model_dir: str, budget: dict) -> dict:
-    """Size of a site with every unit of the model's conv, block and logits layers computed."""
+def estimate_size(model: ModelRecord, built: dict[str, dict], writer: SiteWriter, model_dir: str, budget: dict,
+                  pages: list[str] = ()) -> dict:
+    """Size of a site with every unit of the model's conv, block and logits layers computed, and the model's
+    own `pages` (site-relative paths written already: the concepts page) as they are."""
     per_unit = {}
     for part, fallback in budget.items():
         total = sum(record.get("bytes", {}).get(part, 0) for record in built.values())
@@ -29,7 +31,8 @@ def estimate_size(model: ModelRecord, built: dict[str, dict], writer: SiteWriter
     if photo_bytes == 0 and writer.path(f"{model_dir}/datasets").is_dir():
         photo_bytes = folder_size(writer.path(f"{model_dir}/datasets"))[0]
     return {"bytes_per_unit": round(unit_bytes), "per_unit_parts": {k: round(v) for k, v in per_unit.items()},
-            "estimate_units": all_units, "estimate_bytes": round(all_units * unit_bytes + photo_bytes)}
+            "estimate_units": all_units,
+            "estimate_bytes": round(all_units * unit_bytes + photo_bytes + sum(writer.bytes_by_path[p] for p in pages))}
 
 
 def size_warning(model: str, layers: list[LayerInfo], derived: set[str]) -> str | None:

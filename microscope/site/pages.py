@@ -44,6 +44,7 @@ class LayerContext:
     renderer: Renderer
     index: dict[str, set[int]]  # layer -> the units with a page in this site (to link to other layers)
     all_labels: dict[str, dict[int, dict]]  # layer -> unit -> {"label", "note"}, every layer's
+    concepts_page: str | None = None  # the model's concepts page (in the model's folder), where it has one
 
     @cached_property
     def thumbs(self) -> set[int]:
@@ -94,7 +95,8 @@ def build_layer(ctx: LayerContext, progress: bool) -> dict:
     cache.save()
     views = [SHOWN[name] for name in SHOWN if name in ctx.data]
     record = layer_record(ctx, records, views)
-    write_layer_pages(ctx.writer, ctx.renderer, ctx.layer_dir, ctx.model, record, layer_panels(ctx, views))
+    write_layer_pages(ctx.writer, ctx.renderer, ctx.layer_dir, ctx.model, record, layer_panels(ctx, views),
+                      ctx.concepts_page)
     return {k: v for k, v in record.items() if k != "units"}  # what the model page and search need
 
 

@@ -1,0 +1,87 @@
+"""Which units each concept labels, across a model's layers (SAE features included: their layers are the
+model's `<layer>_sae`): gathered once from the layers' concept records (store/concepts.py) for the model's
+concepts page (site/concepts_page.py) and the search index (site/search.py).
+
+A label passes where the records say it does: a unit's best label when the unit is `labelled`, a
+runner-up when its own held-out AP reaches its threshold. The concepts page lists best labels only;
+search finds runner-ups too (a polysemantic unit is found under both of its concepts).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from microscope.store import ConceptInfo, DatasetIndex, ExamplesResult, LayerConcepts, ModelRecord, Store, UnitConcepts
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A unit one of whose passing labels is the concept."""
+
+    layer: str
+    unit: int
+    ap: float  # the label's held-out AP
+    best: bool  # the unit's best label (else a runner-up that passes its threshold)
+
+
+@dataclass
+class Labelled:
+    """A concept and the units it labels, best held-out AP first (ties: the model's layer order, then unit)."""
+
+    info: ConceptInfo
+    classes: list[str]  # the names of the dataset classes it covers ("class <i>" where the dataset is unknown)
+    detectors: list[Detector] = field(default_factory=list)
+
+    @property
+    def best(self) -> list[Detector]:
+        """The units whose best label it is (and labelled): the units the concepts page says it labels."""
+        return [d for d in self.detectors if d.best]
+
+
+def passing(entry: UnitConcepts) -> list[tuple[int, bool]]:
+    """(index in entry.labels, is the best) of the unit's labels that pass."""
+    found = [(0, True)] if entry.labels and entry.labelled else []
+    return found + [(i, False) for i, score in enumerate(entry.labels[1:], 1) if score.ap >= score.threshold]
+
+
+def model_concepts(store: Store, model: ModelRecord, has_page: Callable[[str, int], bool]) -> dict[str, Labelled]:
+    """concept id -> the concept and the units with a page in the site (`has_page(layer, unit)`) that it
+    labels, over every layer of the model with concept records; empty for a model without any."""
+    order = {info.name: position for position, info in enumerate(model.layers)}
+    found: dict[str, Labelled] = {}
+    for info in model.layers:
+        record = store.read(store.concepts_file(model.name, info.name), LayerConcepts)
+        if record is None:
+            continue
+        names = None  # the dataset's class names, read only when a concept is first met in this layer
+        for entry in record.units:
+            if not has_page(info.name, entry.unit):
+                continue
+            for index, best in passing(entry):
+                score = entry.labels[index]
+                concept = record.concepts.get(score.id)
+                if concept is None or not math.isfinite(score.ap):  # a record naming no concept: nothing to show
+                    continue
+                if score.id not in found:
+                    names = dataset_classes(store, model.name, info.name) if names is None else names
+                    found[score.id] = Labelled(concept, [names[c] if 0 <= c < len(names) else f"class {c}"
+                                                         for c in concept.classes])
+                found[score.id].detectors.append(Detector(info.name, entry.unit, score.ap, best))
+    for labelled in found.values():
+        labelled.detectors.sort(key=lambda d: (-d.ap, order[d.layer], d.unit))
+    return found
+
+
+def dataset_classes(store: Store, model: str, layer: str) -> list[str]:
+    """The class names of the dataset the layer's examples (and so its concepts) were computed on; [] if unknown."""
+    result = store.read(store.examples_result_file(model, layer), ExamplesResult)
+    dataset = result and store.read(store.dataset_file(model, result.dataset.fingerprint), DatasetIndex)
+    return list(dataset.classes) if dataset else []
+
+
+def first_layers(concepts: dict[str, Labelled], model: ModelRecord) -> dict[str, str]:
+    """concept id -> the earliest layer, in the model's layer order, with a unit it labels (best label)."""
+    order = {info.name: position for position, info in enumerate(model.layers)}
+    return {cid: min((d.layer for d in labelled.best), key=order.__getitem__)
+            for cid, labelled in concepts.items() if labelled.best}
