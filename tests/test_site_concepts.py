@@ -1,7 +1,8 @@
 """The concepts view on the site (microscope/concepts/panel.py), and the numbers issue 28 adds to the circuits and
 SAE panels: parsed pages, unit.json and layer.json against the stored records, hostile names, and brute force.
 
-The model's concepts page is another part's; a stand-in file lets every other link of the site be checked.
+The model's concepts page (site/concepts_page.py) is tested in test_site_concept_search.py; here its links are
+only checked to resolve.
 """
 from __future__ import annotations
 
@@ -53,7 +54,6 @@ def built(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(layer_pages, "TILES_PER_PIECE", PIECE)
         report = build_site(store, site, progress=False)
-    (site / "models" / "tiny" / "concepts.html").write_text("<!doctype html><title>concepts</title>")  # stand-in
     return store, site, report
 
 
@@ -262,9 +262,7 @@ def test_a_rebuild_writes_nothing(built, tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(layer_pages, "TILES_PER_PIECE", PIECE)
         report = build_site(store, site, progress=False)
-    stand_in = site / "models" / "tiny" / "concepts.html"
-    assert report.written == 0 and report.removed == 1 and not stand_in.exists()  # the stand-in is not the build's
-    stand_in.write_text("<!doctype html><title>concepts</title>")
+    assert report.written == 0 and report.removed == 0
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ model's `<layer>_sae`): gathered once from the layers' concept records (store/co
 concepts page (site/concepts_page.py) and the search index (site/search.py).
 
 A label passes where the records say it does: a unit's best label when the unit is `labelled`, a
-runner-up when its own held-out AP reaches its threshold. The concepts page lists best labels only;
-search finds runner-ups too (a polysemantic unit is found under both of its concepts).
+runner-up when its own held-out AP is above its threshold (as concepts/labels.py decides `labelled`).
+The concepts page and search list every passing label (a polysemantic unit is found under both of its
+concepts); unit pages link exactly the passing ones to the concepts page.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class Labelled:
 def passing(entry: UnitConcepts) -> list[tuple[int, bool]]:
     """(index in entry.labels, is the best) of the unit's labels that pass."""
     found = [(0, True)] if entry.labels and entry.labelled else []
-    return found + [(i, False) for i, score in enumerate(entry.labels[1:], 1) if score.ap >= score.threshold]
+    return found + [(i, False) for i, score in enumerate(entry.labels[1:], 1) if score.ap > score.threshold]
 
 
 def model_concepts(store: Store, model: ModelRecord, has_page: Callable[[str, int], bool]) -> dict[str, Labelled]:
@@ -81,7 +82,7 @@ def dataset_classes(store: Store, model: str, layer: str) -> list[str]:
 
 
 def first_layers(concepts: dict[str, Labelled], model: ModelRecord) -> dict[str, str]:
-    """concept id -> the earliest layer, in the model's layer order, with a unit it labels (best label)."""
+    """concept id -> the earliest layer, in the model's layer order, with a unit it labels."""
     order = {info.name: position for position, info in enumerate(model.layers)}
-    return {cid: min((d.layer for d in labelled.best), key=order.__getitem__)
-            for cid, labelled in concepts.items() if labelled.best}
+    return {cid: min((d.layer for d in labelled.detectors), key=order.__getitem__)
+            for cid, labelled in concepts.items() if labelled.detectors}

@@ -1,5 +1,5 @@
-"""A model's concepts page, `<model_dir>/concepts.html`: every concept that labels at least one unit (as
-its best label, labelled: site/concept_labels.py), in alphabetical order of name, each in an element with id
+"""A model's concepts page, `<model_dir>/concepts.html`: every concept that labels at least one unit (a passing
+label, best or runner-up: site/concept_labels.py), in alphabetical order of name, each in an element with id
 `c-<segment(concept id)>` that unit pages link to. Per concept: its name, synonyms, gloss, the dataset classes
 it covers, the layer where it first appears (the earliest, in the model's layer order, with a unit it labels)
 and the units and SAE features that detect it best (the top `TOP` by held-out AP), each with the unit's
@@ -25,14 +25,14 @@ def anchor(concept_id: str) -> str:
 
 
 def page_name(concepts: dict[str, Labelled]) -> str | None:
-    """The page's name in the model's folder, if some concept labels a unit (as its best label); else None."""
-    return PAGE if any(labelled.best for labelled in concepts.values()) else None
+    """The page's name in the model's folder, if some concept labels a unit; else None."""
+    return PAGE if any(labelled.detectors for labelled in concepts.values()) else None
 
 
 def write_concepts_page(writer: SiteWriter, renderer: Renderer, model: ModelRecord, model_dir: str,
                         concepts: dict[str, Labelled]) -> None:
     """Write the page, if the model has one (`page_name`)."""
-    shown = {cid: labelled for cid, labelled in concepts.items() if labelled.best}
+    shown = {cid: labelled for cid, labelled in concepts.items() if labelled.detectors}
     if not shown:
         return
     first = first_layers(shown, model)
@@ -46,13 +46,13 @@ def write_concepts_page(writer: SiteWriter, renderer: Renderer, model: ModelReco
 
 
 def _entry(cid: str, labelled: Labelled, first: str, kinds: dict, writer: SiteWriter, model_dir: str) -> dict:
-    best = labelled.best
+    units = labelled.detectors
     return {
         "id": cid, "anchor": anchor(cid), "name": labelled.info.name, "synonyms": list(labelled.info.synonyms),
         "gloss": labelled.info.gloss, "classes": labelled.classes,
         "first": {"name": first, "href": f"{segment(first)}/index.html"},
-        "units": len(best), "layers": len({d.layer for d in best}),
-        "top": [_unit(d, kinds.get(d.layer), writer, model_dir) for d in best[:TOP]],
+        "units": len(units), "layers": len({d.layer for d in units}),
+        "top": [_unit(d, kinds.get(d.layer), writer, model_dir) for d in units[:TOP]],
     }
 
 
