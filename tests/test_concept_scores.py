@@ -90,3 +90,13 @@ def test_a_layer_is_labelled_on_held_out_images_and_polysemantic_units_are_found
     truth = average_precision_score(classes[held] <= 1, maxima[0, held])
     assert dog.labels[0].ap == pytest.approx(truth, abs=1e-4)
     assert record.held_out == held.sum() and record.choose == m - held.sum()
+
+
+def test_a_label_needs_twice_the_chance_level_the_floor_and_the_permutation_test():
+    m = 600
+    sizes = np.array([10, 60, 250])
+    found = scoring.thresholds(sizes, m, seed=0)
+    for n, threshold in zip(sizes, found):
+        assert threshold >= scoring.FLOOR and threshold >= scoring.LIFT * scoring.chance(np.array([n]), m)[0]
+        assert threshold >= scoring.random_threshold(np.array([n]), m, seed=0)[0]
+    assert found[2] == pytest.approx(scoring.LIFT * scoring.chance(np.array([250]), m)[0])  # a broad concept

@@ -8,7 +8,9 @@ whose whole store - every view: examples, renders, circuits, an SAE and its feat
 be the same file for file, records included (timings aside). Since issue 27 the SAE is evaluated on
 half the held-out images and stops early on the other half: its vectors and its trained weights
 (with too few steps to stop early) are still compared exactly, its record, evaluation arrays and
-the features' pages (which depend on its key) no longer.
+the features' pages (which depend on its key) no longer. Since issue 28 the examples pass also writes each
+layer's similar.npz (and, with labels, concepts.json), and its result's identity (so its key) names the new
+settings and version 3: those are left out, everything the older code wrote is compared as before.
 """
 import io
 import json
@@ -132,7 +134,8 @@ def test_a_build_with_every_view_is_identical_to_the_one_before_settings_were_de
         assert any(part in name for name in files), part  # every view stored something
     files = [name for name in files if f"{LAYER}_sae" not in name]  # keyed by the SAE's record (issue 27)
     assert files == sorted(str(p.relative_to(new)) for p in new.rglob("*")
-                           if p.is_file() and p.name != ".lock" and f"{LAYER}_sae" not in str(p))
+                           if p.is_file() and p.name != ".lock" and f"{LAYER}_sae" not in str(p)
+                           and p.name != "similar.npz")
     trained = ("W_enc", "b_enc", "W_dec", "b_pre")
     for name in files:
         a, b = comparable(old / name), comparable(new / name)
@@ -143,6 +146,13 @@ def test_a_build_with_every_view_is_identical_to_the_one_before_settings_were_de
         if name.endswith("model.json"):  # the SAE's derived layers carry its key and held-out FVU
             for record in (a, b):
                 record["layers"] = [layer for layer in record["layers"] if not layer["name"].startswith(f"{LAYER}_sae")]
+        if name.endswith("examples/result.json"):  # issue 28's settings and version in its identity
+            for record in (a, b):
+                record.pop("key")
+                record["files"].pop("similar.npz", None)
+                record["identity"]["version"] = 2
+                for setting in ("concept_images", "concept_min_images", "correlation_positions"):
+                    record["identity"]["settings"].pop(setting, None)
         if isinstance(a, dict) and name.endswith(".npz"):
             assert a.keys() == b.keys(), name
             assert all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f")

@@ -36,7 +36,7 @@ def label_layer(layer: str, maxima: np.ndarray, image_classes: np.ndarray, vocab
         scores[name] = (ap, top, scoring.chance(kept.sizes, values.shape[1]), kept.sizes, values.shape[1])
     ap_c, _, chance_c, _, _ = scores["choose"]
     ap_h, top_h, chance_h, sizes_h, m_h = scores["held"]
-    threshold = np.maximum(scoring.FLOOR, scoring.random_threshold(sizes_h, m_h, seed))
+    threshold = scoring.thresholds(sizes_h, m_h, seed)
     lift = (ap_c - chance_c) / np.maximum(1e-9, 1 - chance_c)
     sub = member[eligible]
     overlap = sub @ sub.T

@@ -16,6 +16,7 @@ from microscope.data.patches import PAD_COLOUR
 
 # Bump when the meaning or computation of any stored array changes: old results are then recomputed.
 VERSION = 3  # 2: patches packed (microscope/data/packs.py), shrunk before padding; 3: concepts, similar units
+# (concepts/scoring.py's rules are part of the result: bump it when they change)
 
 
 @dataclass(frozen=True)
