@@ -343,3 +343,16 @@ def test_the_concepts_page_passes_axe(browser, server):
             page.goto(server + name)
             page.wait_for_load_state("networkidle")
             assert browser_tests.axe_violations(page) == [], name
+
+
+def test_a_csv_dataset_names_its_classes_as_imagenet_does(tmp_path):
+    """Labels from a file,class_index CSV have no class names: the page names ImageNet's classes by WordNet."""
+    from dataclasses import replace
+    from microscope.site.concept_labels import dataset_classes
+    from microscope.store import DatasetIndex
+    from site_fixtures import FINGERPRINT
+    store = make_store(tmp_path / "store", examples_layers=("conv1",))
+    index = store.read(store.dataset_file("tiny", FINGERPRINT), DatasetIndex)
+    store.write(store.dataset_file("tiny", FINGERPRINT), replace(index, classes=None, labels=[0, 160, 151] + [1] * 7))
+    names = dataset_classes(store, "tiny", "conv1")
+    assert len(names) == 161 and names[0] == "tench" and names[160] == "Afghan hound"

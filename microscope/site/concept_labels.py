@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+from microscope.concepts.vocabulary import vocabulary
 from microscope.store import ConceptInfo, DatasetIndex, ExamplesResult, LayerConcepts, ModelRecord, Store, UnitConcepts
 
 
@@ -78,7 +79,17 @@ def dataset_classes(store: Store, model: str, layer: str) -> list[str]:
     """The class names of the dataset the layer's examples (and so its concepts) were computed on; [] if unknown."""
     result = store.read(store.examples_result_file(model, layer), ExamplesResult)
     dataset = result and store.read(store.dataset_file(model, result.dataset.fingerprint), DatasetIndex)
-    return list(dataset.classes) if dataset else []
+    if not dataset or not dataset.labels:
+        return []
+    if dataset.classes is not None:
+        return list(dataset.classes)
+    # A CSV's class indices: named as the concepts name each class (ImageNet's by WordNet, else "class i").
+    n_classes = max(dataset.labels) + 1
+    own = {}
+    for concept in vocabulary(None, n_classes).concepts:
+        if len(concept.classes) == 1:
+            own.setdefault(concept.classes[0], concept.name)
+    return [own.get(i, f"class {i}") for i in range(n_classes)]
 
 
 def first_layers(concepts: dict[str, Labelled], model: ModelRecord) -> dict[str, str]:
