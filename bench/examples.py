@@ -18,6 +18,9 @@ For one layer (inception_4a) and for all nine inception blocks, side by side in 
   the call to the last batch's checkpoint;
 - with --atlas 100000,0 the same rows with and without the atlas's sample of activation vectors
   (microscope/atlas), side by side;
+- with --variants all,no-labels,no-correlation,neither the same rows with and without what issue 28 added
+  to the pass: the per-image maxima kept for concept labels (only with labels) and the units'
+  correlation sums (similar units, families), side by side;
 - stage: the whole examples view through the pipeline (plan, then every job: pass, summaries,
   patches, thumbnails, results), as `build.py examples` runs it.
 
@@ -109,8 +112,12 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
+VARIANTS = {"all": (True, SummarySettings().correlation_positions), "no-labels": (False, SummarySettings().correlation_positions),
+            "no-correlation": (True, 0), "neither": (False, 0)}  # (labels, correlation positions per image)
+
+
 def stage(network, dataset, layers: list[str], bares: list[BareForward], every: int, scratch: Path,
-          batch_size: int, workers: int, atlas_vectors: int) -> dict:
+          batch_size: int, workers: int, atlas_vectors: int, variant: str = "all") -> dict:
     store = Path(tempfile.mkdtemp(dir=scratch))
     marks, aside = [], [0.0]  # aside: seconds spent in bare batches, taken out of the stage's time
     start = time.perf_counter()
@@ -123,10 +130,13 @@ def stage(network, dataset, layers: list[str], bares: list[BareForward], every: 
         if done % every == 0:
             aside[0] += bares[(done // every) % len(bares)].run()
 
+    labels, correlation = VARIANTS[variant]
     outcome = run_views(network, ["examples"], store=store, layers=layers,
-              images=Images(str(dataset.root), str(dataset.root.parent / "labels.csv")),
+              images=Images(str(dataset.root), str(dataset.root.parent / "labels.csv") if labels else None),
               settings={"examples": ExamplesSettings(top_k=48, image_batch_size=batch_size, workers=workers,
-                                                     atlas_vectors=atlas_vectors)},
+                                                     atlas_vectors=atlas_vectors, summary=SummarySettings(
+                                                         atlas_vectors=atlas_vectors,
+                                                         correlation_positions=correlation))},
               executor=LocalExecutor(on_progress=on_batch))
     end = time.perf_counter() - aside[0]
     for bare in bares:
@@ -155,6 +165,7 @@ def main() -> None:
     parser.add_argument("--configs", default="1,9", help="which rows: 1 (inception_4a) and/or 9 (all blocks)")
     parser.add_argument("--atlas", default=str(SummarySettings().atlas_vectors),
                         help="comma-separated atlas sample sizes, one row each (0: no atlas sample), e.g. 100000,0")
+    parser.add_argument("--variants", default="all", help=f"comma-separated, one row each: {', '.join(VARIANTS)}")
     args = parser.parse_args()
 
     network = load_network("inceptionv1-caffe", weights=args.weights, device=args.device, progress=False)
@@ -165,22 +176,23 @@ def main() -> None:
         print(f"{len(dataset)} images, batch {args.batch_size}, {args.workers} loader workers, "
               f"{torch.get_num_threads()} torch threads, device {network.device}, "
               f"defaults {SummarySettings().patch_format} q{SummarySettings().patch_quality}\n")
-        print("| layers | atlas | bare img/s: network / + twins (images) | pass img/s | pass / bare | stage img/s "
+        print("| layers | atlas | variant | bare img/s: network / + twins (images) | pass img/s | pass / bare | stage img/s "
               "| stage / bare | pass s | after pass s | patches | bytes/patch | 80 % from |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         rows = {"1": ("inception_4a", ["inception_4a"]), "9": ("9 inception blocks", BLOCKS)}
-        for key, atlas in [(key, int(atlas)) for key in args.configs.split(",") for atlas in args.atlas.split(",")]:
+        for key, atlas, variant in [(key, int(atlas), variant) for key in args.configs.split(",")
+                                    for atlas in args.atlas.split(",") for variant in args.variants.split(",")]:
             title, layers = rows[key]
             bares = [BareForward(network, decoded, names, args.batch_size)
                      for names in (layers, extracted(network, layers))]
             result = stage(network, dataset, layers, bares, args.bare_every, scratch, args.batch_size, args.workers,
-                           atlas)
+                           atlas, variant)
             alone, twins = (bare.throughput for bare in bares)
 
             def ratios(rate: float) -> str:
                 return f"{rate / alone:.0%} / {rate / twins:.0%}"
 
-            print(f"| {title} | {atlas} | {alone:.1f} / {twins:.1f} ({bares[0].images}, {bares[1].images}) "
+            print(f"| {title} | {atlas} | {variant} | {alone:.1f} / {twins:.1f} ({bares[0].images}, {bares[1].images}) "
                   f"| {result['pass']:.1f} | {ratios(result['pass'])} | {result['stage']:.1f} "
                   f"| **{ratios(result['stage'])}** | {result['pass_s']:.0f} | {result['after']:.1f} "
                   f"| {result['patches']} | {result['patch_bytes']:.0f} "

@@ -57,7 +57,9 @@ def label_layer(layer: str, maxima: np.ndarray, image_classes: np.ndarray, vocab
         labelled = bool(labels) and labels[0].ap > labels[0].threshold
         unrelated = [labels[i].id for i, j in enumerate(chosen[1:], 1)
                      if _nearest_common(contains[chosen[0]] & contains[j], sizes_all) > scoring.BROAD * n_classes]
-        poly = [label.ap / labels[0].ap for label in labels[1:]
+        # Comparable scores: the lower held-out AP over the higher (the best was chosen on the other half,
+        # so a runner-up may score higher here).
+        poly = [min(label.ap, labels[0].ap) / max(label.ap, labels[0].ap) for label in labels[1:]
                 if label.id in unrelated and label.ap > label.threshold and labels[0].ap > 0]
         units.append(UnitConcepts(unit, labels, labelled, round(max(poly), 4) if labelled and poly else 0.0, unrelated))
         used.update(eligible[j] for j in chosen)

@@ -47,7 +47,7 @@ class UnitConcepts:
     unit: int
     labels: list[ConceptScore]  # best first (by lift over chance on the choosing half), at most `keep`
     labelled: bool  # the best one's held-out AP is above its threshold
-    polysemantic: float  # 0: not; else the runner-up's held-out AP over the best's, for unrelated concepts
+    polysemantic: float  # 0: not; else the lower held-out AP over the higher, of the best and an unrelated passing label
     unrelated: list[str]  # the ids of the labels that share no ancestor below a broad root with the best
 
 
