@@ -22,8 +22,8 @@ class ConceptsView(Computed):
         if request.images is None:
             return plan
         dataset = request_images(request, session)
-        if dataset.labels is None:
-            plan.warnings.append(f"concepts: the images in {request.images.folder} have no labels, so no unit gets a "
+        if dataset.labels is None:  # a choice the user made, not a problem: said with the plan, not as a warning
+            plan.notes.append(f"concepts: the images in {request.images.folder} have no labels, so no unit gets a "
                                  "concept label; pass --labels folders (one folder per class) or --labels FILE.csv")
             return plan
         enough = 2 * settings_of(request).concept_min_images
