@@ -186,6 +186,7 @@ class ImageDataset(torch.utils.data.Dataset):
             self.classes, self.labels = folder_labels(self.root, found)
         else:
             self.files, self.labels = csv_labels(Path(labels), self.root, found, skipped)
+        self.unlisted = len(found) - len(self.files)  # images of the folder a labels CSV leaves out
         if sample is not None and sample < len(self.files):
             # Seeded apart from --seed: the same folder and count always give the same images, so a preview's
             # examples are reused by the next preview whatever its seed. Spread over the folder, in its order.
@@ -200,6 +201,7 @@ class ImageDataset(torch.utils.data.Dataset):
         dataset = cls.__new__(cls)
         dataset.root, dataset.view, dataset.files = Path(index.root), view, list(index.files)
         dataset.labels, dataset.classes, dataset._fingerprint = index.labels, index.classes, index.fingerprint
+        dataset.unlisted = 0  # not known without scanning the folder
         return dataset
 
     def __len__(self) -> int:

@@ -26,6 +26,10 @@ class ConceptsView(Computed):
             plan.notes.append(f"concepts: the images in {request.images.folder} have no labels, so no unit gets a "
                                  "concept label; pass --labels folders (one folder per class) or --labels FILE.csv")
             return plan
+        if dataset.unlisted:
+            plan.notes.append(f"concepts: {request.images.labels} labels {len(dataset)} of the "
+                              f"{len(dataset) + dataset.unlisted} images in {request.images.folder}; the examples and "
+                              "concepts use those it labels (label the others to use them too)")
         enough = 2 * settings_of(request).concept_min_images
         largest = largest_concept(dataset)
         if largest < enough:
