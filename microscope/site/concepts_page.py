@@ -7,6 +7,8 @@ grid thumbnail where its page has one. A model without concepts has no page (and
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from microscope.names import segment
 from microscope.site.concept_labels import Labelled, first_layers
 from microscope.site.output import SiteWriter
@@ -39,6 +41,10 @@ def write_concepts_page(writer: SiteWriter, renderer: Renderer, model: ModelReco
     kinds = {info.name: info.kind for info in model.layers}
     order = sorted(shown, key=lambda cid: (shown[cid].info.name.casefold(), cid))
     entries = [_entry(cid, shown[cid], first[cid], kinds, writer, model_dir) for cid in order]
+    named = Counter(entry["name"] for entry in entries)
+    for entry in entries:  # two synsets of one name ("vessel": a ship, a container) told apart in the index
+        hint = entry["synonyms"][:1] or [" ".join(entry["gloss"].split()[:4])] if entry["gloss"] else [entry["id"]]
+        entry["twin"] = (entry["synonyms"][:1] or hint)[0] if named[entry["name"]] > 1 else None
     title = model.title or model.name
     writer.write_text(f"{model_dir}/{PAGE}", renderer.render(
         "concepts.html", root="../../", page_title=f"Concepts - {title}", model=model, model_title=title,

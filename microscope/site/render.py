@@ -47,6 +47,11 @@ def number(value, digits: int = 4) -> str:
     return f"{value:.{digits - 1}e}"
 
 
+def count(value) -> str:
+    """1150 -> "1,150": a number of things, as the pages write them."""
+    return f"{int(value):,}"
+
+
 def percent(value) -> str:
     return "–" if value is None else f"{100 * float(value):.1f} %"
 
@@ -84,6 +89,7 @@ def environment(templates: Path | None = None) -> jinja2.Environment:
     )
     env.filters["number"] = number
     env.filters["percent"] = percent
+    env.filters["count"] = count
     env.filters["megabytes"] = megabytes
     env.filters["sentence"] = sentence
     env.filters["script_json"] = script_json
