@@ -18,7 +18,7 @@ For one layer (inception_4a) and for all nine inception blocks, side by side in 
   the call to the last batch's checkpoint;
 - with --atlas 100000,0 the same rows with and without the atlas's sample of activation vectors
   (microscope/atlas), side by side;
-- with --variants all,no-labels,no-correlation,neither the same rows with and without what issue 28 added
+- with --variants all,no-maxima,no-correlation,neither the same rows with and without what issue 28 added
   to the pass: the per-image maxima kept for concept labels (only with labels) and the units'
   correlation sums (similar units, families), side by side;
 - stage: the whole examples view through the pipeline (plan, then every job: pass, summaries,
@@ -112,8 +112,11 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-VARIANTS = {"all": (True, SummarySettings().correlation_positions), "no-labels": (False, SummarySettings().correlation_positions),
-            "no-correlation": (True, 0), "neither": (False, 0)}  # (labels, correlation positions per image)
+# (images whose per-image maxima are kept for concepts, correlation positions per image); 0 images is what a
+# dataset without labels costs.
+VARIANTS = {"all": (SummarySettings().concept_images, SummarySettings().correlation_positions),
+            "no-maxima": (0, SummarySettings().correlation_positions),
+            "no-correlation": (SummarySettings().concept_images, 0), "neither": (0, 0)}
 
 
 def stage(network, dataset, layers: list[str], bares: list[BareForward], every: int, scratch: Path,
@@ -130,12 +133,12 @@ def stage(network, dataset, layers: list[str], bares: list[BareForward], every: 
         if done % every == 0:
             aside[0] += bares[(done // every) % len(bares)].run()
 
-    labels, correlation = VARIANTS[variant]
+    concept_images, correlation = VARIANTS[variant]
     outcome = run_views(network, ["examples"], store=store, layers=layers,
-              images=Images(str(dataset.root), str(dataset.root.parent / "labels.csv") if labels else None),
+              images=Images(str(dataset.root), str(dataset.root.parent / "labels.csv")),
               settings={"examples": ExamplesSettings(top_k=48, image_batch_size=batch_size, workers=workers,
                                                      atlas_vectors=atlas_vectors, summary=SummarySettings(
-                                                         atlas_vectors=atlas_vectors,
+                                                         atlas_vectors=atlas_vectors, concept_images=concept_images,
                                                          correlation_positions=correlation))},
               executor=LocalExecutor(on_progress=on_batch))
     end = time.perf_counter() - aside[0]
