@@ -44,7 +44,7 @@ class ViewPlan:
     jobs: list[Job]
     todo: int = 0  # pieces to compute (renders, layers...); each job says how many it completes (Job.pieces)
     done: int = 0  # pieces already in the store, kept
-    what: str = "results"  # what a piece is, for the build's summary
+    what: str = "results"  # what a piece is, for the build's summary ("": no line there)
     notes: list[str] = field(default_factory=list)  # choices made for the user, said before the work
     warnings: list[str] = field(default_factory=list)  # one line each, said before the work and in the summary
     refusals: frozenset[str] = frozenset()  # keys of the jobs that store "cannot be computed" (and why)

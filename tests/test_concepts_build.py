@@ -67,3 +67,12 @@ def test_too_few_images_per_concept_and_labels_for_some_images_only(photos, tmp_
                                             LayerConcepts)
     assert record.images == 12 and record.scored == 0 and not any(entry.labelled for entry in record.units)
     assert (tmp_path / "site" / "models" / "inceptionv1-caffe" / "conv1" / "0" / "index.html").is_file()
+
+
+def test_the_build_summary_counts_labelled_layers_and_says_nothing_without_labels(photos, tmp_path):
+    labelled = cli(*BUILD, "--images", photos, "--labels", "folders", "--store", tmp_path / "a", "--out", tmp_path / "sa")
+    assert "what is this unit?: 1 layers labelled computed, 0 reused" in labelled.stdout
+    again = cli(*BUILD, "--images", photos, "--labels", "folders", "--store", tmp_path / "a", "--out", tmp_path / "sa")
+    assert "what is this unit?: 0 layers labelled computed, 1 reused" in again.stdout
+    plain = cli(*BUILD, "--images", photos, "--store", tmp_path / "b", "--out", tmp_path / "sb")
+    assert "what is this unit?" not in plain.stdout

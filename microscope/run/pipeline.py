@@ -59,6 +59,8 @@ class Outcome:
     def summary(self) -> str:
         lines = [f"{len(self.layers)} layer(s): {', '.join(self.layers)}"]
         for name, plan in self.plans.items():
+            if not plan.what:  # a view with nothing to count (concepts without labels): its note said why
+                continue
             computed, *others = plan.counts(self.run.finished, self.run.broken)
             counts = [f"{computed} {plan.what} computed"] + [f"{count} {what}" for count, what in
                                                             zip(others, ("refused", "failed", "not run")) if count]

@@ -18,10 +18,16 @@ class ConceptsView(Computed):
     needs = ("network", "images")
 
     def plan(self, request, session) -> ViewPlan:
-        plan = ViewPlan(jobs=[], what="layers")
+        """No jobs. With labels: the layers whose labels this run's examples pass makes (todo) and those already
+        stored (done), for the build's summary; without, one line of what the concepts need."""
+        plan = ViewPlan(jobs=[], what="")
         if request.images is None:
             return plan
         dataset = request_images(request, session)
+        if dataset.labels is not None:
+            store, model = session.store, session.network().spec.name
+            stored = sum(store.concepts_file(model, layer).is_file() for layer in request.layers)
+            plan.what, plan.todo, plan.done = "layers labelled", len(request.layers) - stored, stored
         if dataset.labels is None:  # a choice the user made, not a problem: said with the plan, not as a warning
             plan.notes.append(f"concepts: the images in {request.images.folder} have no labels, so no unit gets a "
                                  "concept label; pass --labels folders (one folder per class) or --labels FILE.csv")
