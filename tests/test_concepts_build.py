@@ -1,7 +1,6 @@
 """`build` with labels labels units from the examples pass (no second pass) and shows them; without labels,
 with too few, or with labels for some images only, it says so in one line and builds the rest."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
