@@ -235,7 +235,7 @@ def test_the_search_index_has_every_passing_label_once_per_concept(built):
     expected: dict[tuple, set] = {}
     for model, _, layer, entry, concepts in records(store):
         for rank, score in enumerate(entry.labels):
-            if (entry.labelled if rank == 0 else score.ap >= score.threshold):
+            if (entry.labelled if rank == 0 else score.ap > score.threshold):
                 info = concepts[score.id]
                 expected.setdefault((info.name, tuple(info.synonyms)), set()).add((model, layer, entry.unit, score.ap))
     found = {}
@@ -286,7 +286,7 @@ def best_unit(store: Store, concept: str) -> tuple[str, str, int]:
     """(model, layer, unit) of the best passing label of `concept` in the whole store."""
     best = max(((score.ap, model, layer, entry.unit) for model, _, layer, entry, _ in records(store)
                 for rank, score in enumerate(entry.labels) if score.id == concept
-                and (entry.labelled if rank == 0 else score.ap >= score.threshold)), key=lambda b: b[0])
+                and (entry.labelled if rank == 0 else score.ap > score.threshold)), key=lambda b: b[0])
     return best[1], best[2], best[3]
 
 

@@ -54,13 +54,13 @@ def label_layer(layer: str, maxima: np.ndarray, image_classes: np.ndarray, vocab
         labels = [ConceptScore(concepts[eligible[j]].id, round(float(ap_h[unit, j]), 4),
                                round(float(top_h[unit, j]), 4), min(k, m_h), round(float(chance_h[j]), 4),
                                round(float(threshold[j]), 4), round(float(ap_c[unit, j]), 4)) for j in chosen]
-        labelled = bool(labels) and labels[0].ap > labels[0].threshold
+        labelled = bool(labels) and labels[0].passes
         unrelated = [labels[i].id for i, j in enumerate(chosen[1:], 1)
                      if _nearest_common(contains[chosen[0]] & contains[j], sizes_all) > scoring.BROAD * n_classes]
         # Comparable scores: the lower held-out AP over the higher (the best was chosen on the other half,
         # so a runner-up may score higher here).
         poly = [min(label.ap, labels[0].ap) / max(label.ap, labels[0].ap) for label in labels[1:]
-                if label.id in unrelated and label.ap > label.threshold and labels[0].ap > 0]
+                if label.id in unrelated and label.passes and labels[0].ap > 0]
         units.append(UnitConcepts(unit, labels, labelled, round(max(poly), 4) if labelled and poly else 0.0, unrelated))
         used.update(eligible[j] for j in chosen)
     counts = np.bincount(image_classes[image_classes >= 0], minlength=n_classes)

@@ -21,7 +21,7 @@ from microscope.view import LayerPage, Panel, Shown, UnitPage
 
 HOW = ("Concept labels come with the dataset examples of a labelled dataset: build with --labels folders or "
        "--labels FILE.csv")
-POLYSEMANTIC_AT = 0.5  # a unit is marked polysemantic from this score (its unrelated runner-up's AP / the best's)
+POLYSEMANTIC_AT = 0.5  # a unit is marked polysemantic from this score (concepts/labels.py: the lower AP over the higher)
 CONCEPTS_PAGE = "concepts.html"  # the model's page of concepts, beside its layers' folders
 
 
@@ -83,9 +83,8 @@ def _concept(data: ConceptsData, concept_id: str, href_base: str) -> dict:
 
 def _label(data: ConceptsData, score: ConceptScore, href_base: str) -> dict:
     """A label; linked to the concepts page only if it passes (that page lists the concepts labelling a unit)."""
-    passes = score.ap > score.threshold
-    return {**_concept(data, score.id, href_base), **({} if passes else {"href": None}), "ap": score.ap, "chance": score.chance,
-            "threshold": score.threshold, "k": score.k, "hits": round(score.precision_at_k * score.k),
+    return {**_concept(data, score.id, href_base), **({} if score.passes else {"href": None}), "ap": score.ap,
+            "chance": score.chance, "threshold": score.threshold, "k": score.k, "hits": round(score.precision_at_k * score.k),
             "precision_at_k": score.precision_at_k, "lift": score.ap / score.chance if score.chance > 0 else None}
 
 

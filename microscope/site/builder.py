@@ -243,7 +243,7 @@ def _build_model(build: SiteBuild, model: ModelRecord) -> dict:
     estimate = estimate_size(model, built, build.writer, model_dir, build.report.part_budget,
                              pages=[f"{model_dir}/{page}"] if page else [])
     site_record = _model_record(model, model_dir, _layer_rows(model, model_dir, built), estimate)
-    site_record["concepts"] = {"page": page, "count": sum(1 for c in concepts.values() if c.best),
+    site_record["concepts"] = {"page": page, "count": sum(1 for c in concepts.values() if c.detectors),
                                "search": concept_rows(concepts)} if concepts else None
     _write_model_pages(build, model_dir, site_record)
     return site_record

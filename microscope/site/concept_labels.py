@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from microscope.concepts.vocabulary import vocabulary
-from microscope.store import ConceptInfo, DatasetIndex, ExamplesResult, LayerConcepts, ModelRecord, Store, UnitConcepts
+from microscope.store import ConceptInfo, DatasetIndex, ExamplesResult, LayerConcepts, ModelRecord, Store
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,6 @@ class Detector:
     layer: str
     unit: int
     ap: float  # the label's held-out AP
-    best: bool  # the unit's best label (else a runner-up that passes its threshold)
 
 
 @dataclass
@@ -34,17 +33,6 @@ class Labelled:
     info: ConceptInfo
     classes: list[str]  # the names of the dataset classes it covers ("class <i>" where the dataset is unknown)
     detectors: list[Detector] = field(default_factory=list)
-
-    @property
-    def best(self) -> list[Detector]:
-        """The units whose best label it is (and labelled): the units the concepts page says it labels."""
-        return [d for d in self.detectors if d.best]
-
-
-def passing(entry: UnitConcepts) -> list[tuple[int, bool]]:
-    """(index in entry.labels, is the best) of the unit's labels that pass."""
-    found = [(0, True)] if entry.labels and entry.labelled else []
-    return found + [(i, False) for i, score in enumerate(entry.labels[1:], 1) if score.ap > score.threshold]
 
 
 def model_concepts(store: Store, model: ModelRecord, has_page: Callable[[str, int], bool]) -> dict[str, Labelled]:
@@ -60,16 +48,15 @@ def model_concepts(store: Store, model: ModelRecord, has_page: Callable[[str, in
         for entry in record.units:
             if not has_page(info.name, entry.unit):
                 continue
-            for index, best in passing(entry):
-                score = entry.labels[index]
+            for score in entry.labels:  # the best one passes exactly when the unit is labelled
                 concept = record.concepts.get(score.id)
-                if concept is None or not math.isfinite(score.ap):  # a record naming no concept: nothing to show
+                if not score.passes or concept is None or not math.isfinite(score.ap):  # a record naming no concept: nothing to show
                     continue
                 if score.id not in found:
                     names = dataset_classes(store, model.name, info.name) if names is None else names
                     found[score.id] = Labelled(concept, [names[c] if 0 <= c < len(names) else f"class {c}"
                                                          for c in concept.classes])
-                found[score.id].detectors.append(Detector(info.name, entry.unit, score.ap, best))
+                found[score.id].detectors.append(Detector(info.name, entry.unit, score.ap))
     for labelled in found.values():
         labelled.detectors.sort(key=lambda d: (-d.ap, order[d.layer], d.unit))
     return found

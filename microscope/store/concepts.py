@@ -41,12 +41,17 @@ class ConceptScore:
     threshold: float  # a label needs a held-out AP above this (see concepts/scoring.py)
     choose_ap: float  # its AP on the half that chose it
 
+    @property
+    def passes(self) -> bool:
+        """Whether it labels its unit: a unit is `labelled` when its best label passes."""
+        return self.ap > self.threshold
+
 
 @dataclass(frozen=True)
 class UnitConcepts:
     unit: int
     labels: list[ConceptScore]  # best first (by lift over chance on the choosing half), at most `keep`
-    labelled: bool  # the best one's held-out AP is above its threshold
+    labelled: bool  # the best one passes (ConceptScore.passes)
     polysemantic: float  # 0: not; else the lower held-out AP over the higher, of the best and an unrelated passing label
     unrelated: list[str]  # the ids of the labels that share no ancestor below a broad root with the best
 
