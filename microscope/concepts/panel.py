@@ -84,8 +84,8 @@ def _concept(data: ConceptsData, concept_id: str, href_base: str) -> dict:
 def _label(data: ConceptsData, score: ConceptScore, href_base: str) -> dict:
     """A label; linked to the concepts page only if it passes (that page lists the concepts labelling a unit)."""
     return {**_concept(data, score.id, href_base), **({} if score.passes else {"href": None}), "ap": score.ap,
-            "chance": score.chance, "threshold": score.threshold, "k": score.k, "hits": round(score.precision_at_k * score.k),
-            "precision_at_k": score.precision_at_k, "lift": score.ap / score.chance if score.chance > 0 else None}
+            "chance": score.chance, "threshold": score.threshold, "k": score.k,
+            "hits": round(score.precision_at_k * score.k), "precision_at_k": score.precision_at_k, "lift": score.ap / score.chance if score.chance > 0 else None}
 
 
 def _label_json(data: ConceptsData, score: ConceptScore) -> dict:

@@ -42,6 +42,13 @@ def packaged() -> dict:
     return json.loads(gzip.decompress(PACKAGED.read_bytes()))
 
 
+def of_labels(class_names: list[str] | None, labels) -> Vocabulary:
+    """The concepts of a labelled dataset: its classes are its class names (folders), else every index up
+    to the largest label (a CSV's)."""
+    n_classes = len(class_names) if class_names is not None else max(labels, default=-1) + 1
+    return vocabulary(class_names, n_classes)
+
+
 def vocabulary(class_names: list[str] | None, n_classes: int) -> Vocabulary:
     """The concepts of a dataset. `class_names` None: labels from a `file,class_index` CSV, whose indices are
     ImageNet-1k's (microscope/network/evaluate.py) when there are at most 1000 classes. Given: the folder

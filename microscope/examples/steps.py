@@ -25,7 +25,7 @@ import numpy as np
 
 from microscope.concepts.labels import label_layer
 from microscope.concepts.similarity import similar_units
-from microscope.concepts.vocabulary import vocabulary
+from microscope.concepts.vocabulary import of_labels
 from microscope.data.images import ImageDataset, Framing
 from microscope.data.packs import complete_chunks, pack_indexes
 from microscope.data.patches import PAD_COLOUR
@@ -160,8 +160,7 @@ def write_unit_records(store: Store, plan: PassPlan, layer: str, accumulator, da
         return
     index, maxima = accumulator.maxima.result()
     labels = np.asarray(dataset.labels, dtype=np.int64)
-    n_classes = len(dataset.classes) if dataset.classes is not None else int(labels.max(initial=-1)) + 1
-    store.write(concepts_file, label_layer(layer, maxima, labels[index], vocabulary(dataset.classes, n_classes),
+    store.write(concepts_file, label_layer(layer, maxima, labels[index], of_labels(dataset.classes, dataset.labels),
                                            images=accumulator.images, min_images=settings.concept_min_images,
                                            k=plan.top_k, seed=settings.seed))
 

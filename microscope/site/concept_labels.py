@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from microscope.concepts.vocabulary import vocabulary
+from microscope.concepts.vocabulary import of_labels
 from microscope.store import ConceptInfo, DatasetIndex, ExamplesResult, LayerConcepts, ModelRecord, Store
 
 
@@ -71,12 +71,12 @@ def dataset_classes(store: Store, model: str, layer: str) -> list[str]:
     if dataset.classes is not None:
         return list(dataset.classes)
     # A CSV's class indices: named as the concepts name each class (ImageNet's by WordNet, else "class i").
-    n_classes = max(dataset.labels) + 1
+    concepts = of_labels(None, dataset.labels)
     own = {}
-    for concept in vocabulary(None, n_classes).concepts:
+    for concept in concepts.concepts:
         if len(concept.classes) == 1:
             own.setdefault(concept.classes[0], concept.name)
-    return [own.get(i, f"class {i}") for i in range(n_classes)]
+    return [own.get(i, f"class {i}") for i in range(concepts.n_classes)]
 
 
 def first_layers(concepts: dict[str, Labelled], model: ModelRecord) -> dict[str, str]:

@@ -8,7 +8,7 @@ import numpy as np
 
 from microscope.concepts.panel import SHOWN
 from microscope.concepts.scoring import MAX_SHARE
-from microscope.concepts.vocabulary import vocabulary
+from microscope.concepts.vocabulary import of_labels
 from microscope.view import Computed, ViewPlan
 from microscope.views.examples import request_images, settings_of
 
@@ -48,10 +48,10 @@ class ConceptsView(Computed):
 def largest_concept(dataset) -> int:
     """Images of the dataset's largest concept that could label a unit (at most MAX_SHARE of the classes)."""
     labels = np.asarray(dataset.labels, dtype=np.int64)
-    n_classes = len(dataset.classes) if dataset.classes is not None else int(labels.max(initial=-1)) + 1
-    counts = np.bincount(labels, minlength=n_classes)
-    found = [int(counts[list(c.classes)].sum()) for c in vocabulary(dataset.classes, n_classes).concepts
-             if len(c.classes) <= MAX_SHARE * n_classes]
+    concepts = of_labels(dataset.classes, dataset.labels)
+    counts = np.bincount(labels, minlength=concepts.n_classes)
+    found = [int(counts[list(c.classes)].sum()) for c in concepts.concepts
+             if len(c.classes) <= MAX_SHARE * concepts.n_classes]
     return max(found, default=0)
 
 
