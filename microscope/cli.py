@@ -150,6 +150,15 @@ def circuits(**values):
 
 
 @main.command()
+@common_options
+@images_options(what="A dataset to choose the photos from (--photo-count of them), when --photos is not given.")
+@view_options("caricature")
+def caricature(**values):
+    """Caricatures and DeepDreams of a set of photos (--photos DIR, or chosen from --images) at the chosen layers."""
+    _compute(values, ["caricature"])
+
+
+@main.command()
 @model_option
 @weights_option
 @click.option("--layers", required=True, type=LAYERS,

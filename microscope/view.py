@@ -160,6 +160,11 @@ class Shown:
         """Its part of layer.json: what produced the layer's results."""
         return {}
 
+    def layer_fields(self, data) -> dict:
+        """Fields of its own at the top of layer.json (and in the layer's record the model page gets), e.g. the
+        caricatures' `caricatures` list; they must not reuse a name layer.json has already."""
+        return {}
+
     def finish_model(self, state: dict, incremental: bool) -> None:
         """Called once a model's pages are written (e.g. to save a cache of shared images)."""
 

@@ -175,6 +175,16 @@
     });
   }
 
+  // The caricatures' gallery is folded; an address naming one of its photos (#photo-<key>, the model page's links)
+  // unfolds it and brings the photo into view.
+  function openPhoto() {
+    var target = /^#photo-[0-9a-f]+$/.test(location.hash) && document.getElementById(location.hash.slice(1));
+    var folded = target && target.closest("details");
+    if (folded) { folded.open = true; target.scrollIntoView(); }
+  }
+
   grid();
   tables();
+  openPhoto();
+  window.addEventListener("hashchange", openPhoto);
 })();

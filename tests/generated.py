@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+# `build` makes caricatures and DeepDreams of the photos: tests of other things keep them to a few small steps.
+QUICK_CARICATURES = ("--caricature-steps", "2", "--deepdream-steps", "1", "--caricature-size", "32", "--photo-count", "2")
 
 
 def blob_photos(root: Path, count: int, seed: int, side: int = 96) -> Path:

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generated import lock_holder
+from generated import lock_holder, QUICK_CARICATURES
 
 REPO = Path(__file__).resolve().parents[1]
 
 # A tiny but real configuration: seeded random weights, 48 px renders, a few units, two early layers.
 BASE = ["--model", "inceptionv1-caffe", "--weights", "random", "--steps", "6", "--size", "48",
-        "--objectives", "channel", "--units", "0-5", "--batch-size", "2", "--top-k", "4", "--quiet"]
+        "--objectives", "channel", "--units", "0-5", "--batch-size", "2", "--top-k", "4", "--quiet", *QUICK_CARICATURES]
 
 
 def run_build(tmp, *extra, check=True):

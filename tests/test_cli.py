@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from microscope.cli import main
+from generated import QUICK_CARICATURES
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = ["--model", "inceptionv1-caffe", "--weights", "random"]
@@ -123,7 +124,7 @@ def test_publish_commits_and_pushes_the_site(site, tmp_path):
 
 
 def test_build_end_to_end_from_another_folder(photos, tmp_path):
-    result = cli("build", *TINY, "--units", "0", "--steps", "2", "--size", "48", "--objectives", "channel",
+    result = cli("build", *TINY, *QUICK_CARICATURES, "--units", "0", "--steps", "2", "--size", "48", "--objectives", "channel",
                  "--images", photos, "--top-k", "2", "--store", "store", "--out", "site", cwd=tmp_path)
     assert last_line(result) == "preview: python build.py serve --out site    publish: python build.py publish --out site"
     assert (tmp_path / "site" / "models" / "inceptionv1-caffe" / "conv1" / "0" / "channel.webp").is_file()

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generated import cli
+from generated import cli, QUICK_CARICATURES
 from microscope.store import LayerConcepts, Store, UnitSimilarity
 
-BUILD = ["build", "--model", "inceptionv1-caffe", "--weights", "random", "--layers", "conv1", "--units", "0-2",
+BUILD = ["build", *QUICK_CARICATURES, "--model", "inceptionv1-caffe", "--weights", "random", "--layers", "conv1", "--units", "0-2",
          "--steps", "2", "--size", "48", "--objectives", "channel", "--top-k", "6", "--image-batch-size", "8"]
 # Imagenette-like folders: two dog breeds (so "dog" is a concept over both), a cat, a car.
 CLASSES = ["n02085620_chihuahua", "n02088094_afghan", "n02123045_tabby", "n04285008_sportscar"]

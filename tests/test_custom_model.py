@@ -6,7 +6,7 @@ import textwrap
 import pytest
 import torch
 
-from generated import blob_photos, cli
+from generated import blob_photos, cli, QUICK_CARICATURES
 from microscope.errors import UsageError
 from microscope.models import get_spec
 from test_site import parse
@@ -76,7 +76,7 @@ def test_your_own_model_builds_into_a_site(tmp_path, model_file):
     weights = tmp_path / "tiny.pth"
     torch.save(your_own_model(tmp_path, seed=7)[1], weights)
     site = tmp_path / "site"
-    result = cli("build", "--model", f"{model_file}:tiny", "--weights", weights, "--layers", "features_1,features_4",
+    result = cli("build", *QUICK_CARICATURES, "--model", f"{model_file}:tiny", "--weights", weights, "--layers", "features_1,features_4",
                  "--units", "0-3", "--steps", "3", "--size", "48", "--objectives", "channel", "--top-k", "3",
                  "--images", photos, "--store", tmp_path / "store", "--out", site, "--quiet")
     assert "dataset examples: 2 layers computed" in result.stdout and "failed" not in result.stdout
@@ -130,7 +130,7 @@ def test_circuits_that_cannot_be_linearised_are_skipped_and_said_on_the_pages(tm
     exec(compile(GELU_MODEL, "gelu", "exec"), namespace)
     torch.manual_seed(3)
     torch.save(namespace["gelu"]().state_dict(), tmp_path / "gelu.pth")
-    site, args = tmp_path / "site", ("build", "--model", f"{tmp_path / 'gelu.py'}:gelu", "--weights",
+    site, args = tmp_path / "site", ("build", *QUICK_CARICATURES, "--model", f"{tmp_path / 'gelu.py'}:gelu", "--weights",
                                      tmp_path / "gelu.pth", "--layers", "1,5",
                                      "--units", "0-1", "--steps", "2", "--size", "32", "--objectives", "channel",
                                      "--top-k", "2", "--images", photos, "--store", tmp_path / "store",

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from generated import REPO, blob_photos, cli, command
+from generated import REPO, blob_photos, cli, command, QUICK_CARICATURES
 from site_fixtures import make_store
 
-BUILD = ["build", "--model", "inceptionv1-caffe", "--weights", "random", "--layers", "conv2", "--units", "0-1",
+BUILD = ["build", *QUICK_CARICATURES, "--model", "inceptionv1-caffe", "--weights", "random", "--layers", "conv2", "--units", "0-1",
          "--steps", "4", "--size", "48", "--objectives", "channel", "--batch-size", "1", "--top-k", "3",
          "--atlas-vectors", "64", "--quiet"]
 # This build's store peaks at 3.1 MB in the dataset pass (its state is written beside the checkpoint before)

@@ -180,7 +180,8 @@ FLOORS = [
     ["microscope.network", "microscope.web"],
     ["microscope.activations", "microscope.concepts"],  # what activations keep, and what units are
     ["microscope.examples", "microscope.featurevis", "microscope.circuits", "microscope.sae"],
-    ["microscope.atlas"],  # its icons are feature visualizations of the cells' means (featurevis below)
+    # atlas icons and caricatures are feature visualizations of other objectives (featurevis below)
+    ["microscope.atlas", "microscope.caricature"],
     ["microscope.views"],
     ["microscope.site"],
     ["microscope.run"],

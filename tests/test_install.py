@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from generated import QUICK_CARICATURES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ def test_installed_wheel_builds_a_site_from_another_folder(tmp_path):
     for i in range(3):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(
             work / "photos" / f"{i}.png")
-    result = subprocess.run([str(fresh / "bin" / "microscope"), "build", "--model", "inceptionv1-caffe",
+    result = subprocess.run([str(fresh / "bin" / "microscope"), "build", *QUICK_CARICATURES, "--model", "inceptionv1-caffe",
                              "--weights", "random", "--layers", "conv1", "--units", "0-1", "--steps", "2",
                              "--size", "48", "--objectives", "channel", "--images", "photos", "--top-k", "2",
                              "--quiet", "--out", "site", "--store", "store"],

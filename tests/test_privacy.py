@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
-from generated import REPO, blob_photos, command
+from generated import REPO, blob_photos, command, QUICK_CARICATURES
 from test_custom_model import your_own_model
 
 
@@ -62,7 +62,7 @@ def built(tmp_path_factory):
                                       "broken.jpg,1\nlinked.png,2\n")
     (home / "units.yaml").write_text("features_1:\n  0: curve detector\n")
     store, site = home / "store", home / "site"
-    args = ["build", "--model", f"{home / 'tinynet.py'}:tiny", "--weights", home / "tiny.pth", "--layers", "features_1",
+    args = ["build", *QUICK_CARICATURES, "--model", f"{home / 'tinynet.py'}:tiny", "--weights", home / "tiny.pth", "--layers", "features_1",
             "--units", "0-1", "--steps", "2", "--size", "32", "--objectives", "channel", "--top-k", "2",
             "--images", photos, "--labels", home / "classes.csv", "--labels-file", home / "units.yaml",
             "--store", store, "--out", site, "--quiet"]

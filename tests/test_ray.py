@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generated import assert_agree, blob_photos, cli, command, comparable
+from generated import assert_agree, blob_photos, cli, command, comparable, QUICK_CARICATURES
 from microscope.jobs import usable_cpus
 from test_build import snapshot
 
 RAY = Path(sys.executable).with_name("ray")
-BUILD = ["build", "--model", "inceptionv1-caffe", "--weights", "random", "--layers", "conv1,conv2", "--units", "0-5",
+BUILD = ["build", *QUICK_CARICATURES, "--model", "inceptionv1-caffe", "--weights", "random", "--layers", "conv1,conv2", "--units", "0-5",
          "--steps", "40", "--size", "64", "--objectives", "channel", "--batch-size", "2", "--top-k", "4", "--quiet"]
 RENDERS = 12  # 6 units x 2 layers
 

@@ -19,7 +19,7 @@ from microscope.network.loaded import load_network
 from microscope.sae.panel import TABLE_FIRST
 from microscope.sae.stored import read_sae
 from microscope.store import ExamplesSummary, Store
-from generated import REPO, blob_photos, cli
+from generated import REPO, blob_photos, cli, QUICK_CARICATURES
 from site_fixtures import piece_html
 
 MODEL = ["--model", "inceptionv1-caffe", "--weights", "random"]
@@ -41,7 +41,7 @@ def built(photos, tmp_path_factory):
     store, site = root / "store", root / "site"
     trained = cli("sae", *MODEL, *TRAIN, "--images", photos, "--store", store)
     again = cli("sae", *MODEL, *TRAIN, "--images", photos, "--store", store)
-    cli("build", *MODEL, "--layers", f"{LAYER},{FEATURES}", "--units", "0-1", "--steps", "4", "--size", "48",
+    cli("build", *MODEL, *QUICK_CARICATURES, "--layers", f"{LAYER},{FEATURES}", "--units", "0-1", "--steps", "4", "--size", "48",
         "--objectives", "channel", "--top-k", str(TOP), "--images", photos, "--store", store, "--out", site, "--quiet")
     return Store(store), site, trained, again
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from generated import cli
+from generated import cli, QUICK_CARICATURES
 from test_custom_model import model_and_photos
 
 # One file of each kind. Chosen so that no damage hides another: a layer's examples files are all
@@ -24,7 +24,7 @@ HOW = ["truncated", "emptied", "replaced"]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = model_and_photos(tmp_path_factory.mktemp("damage"), seed=5)
-    args = ["build", "--model", f"{root / 'tiny.py'}:tiny", "--weights", root / "tiny.pth", "--layers",
+    args = ["build", *QUICK_CARICATURES, "--model", f"{root / 'tiny.py'}:tiny", "--weights", root / "tiny.pth", "--layers",
             "features_1,features_4", "--units", "0-1", "--steps", "2", "--size", "32", "--objectives", "channel",
             "--top-k", "2", "--images", root / "photos", "--store", root / "pristine", "--out", root / "site", "--quiet"]
     cli(*args)

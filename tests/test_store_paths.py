@@ -21,6 +21,7 @@ SITE_PACKAGE = "microscope/site/"
 SITE_FILES = {
     "microscope/atlas/page.py": {"preview.webp", "atlas/preview.webp", "icons-{}.webp", "atlas/icons-{}.webp",
                                  "icons-coarse.webp", "patches/{}-{}.webp", "atlas/patches/{}-{}.webp"},
+    "microscope/caricature/panel.py": {"{}/{}-{}.webp"},  # a layer's photo, caricature or DeepDream
     "microscope/circuits/panel.py": {"circuit.png", "weights.npz"},  # a unit's strip; the layer's download
     "microscope/examples/panel.py": {"{}.webp"},  # a strip of patches
     "microscope/featurevis/panel.py": {"{}.webp"},  # a render as the site shows it

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from generated import cli, command, lock_holder
+from generated import cli, command, lock_holder, QUICK_CARICATURES
 from microscope.site.builder import SITE_LOCK
 from microscope.store import ExamplesResult, ExamplesSummary, Store
 from site_fixtures import make_store
@@ -17,7 +17,7 @@ def model(tmp_path_factory):
 
 
 def _build(model, store, out, top):
-    return command("build", "--model", f"{model / 'tiny.py'}:tiny", "--weights", model / "tiny.pth", "--layers",
+    return command("build", *QUICK_CARICATURES, "--model", f"{model / 'tiny.py'}:tiny", "--weights", model / "tiny.pth", "--layers",
                    "features_4", "--units", "0-1", "--steps", "2", "--size", "32", "--objectives", "channel",
                    "--top-k", top, "--images", model / "photos", "--store", store, "--out", out, "--quiet")
 

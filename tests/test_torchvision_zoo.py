@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from generated import blob_photos, cli
+from generated import blob_photos, cli, QUICK_CARICATURES
 from microscope.network.catalogue import catalogue
 from microscope.network.loaded import load_network
 from test_site import parse
@@ -53,7 +53,7 @@ def photos(tmp_path_factory):
 def test_a_tiny_build_of_each_model_is_a_browsable_site(tmp_path, photos, model):
     first, second = list(HAND[model])
     site = tmp_path / "site"
-    result = cli("build", "--model", model, "--weights", "random", "--layers", f"{first},{second}", "--units", "0-3",
+    result = cli("build", *QUICK_CARICATURES, "--model", model, "--weights", "random", "--layers", f"{first},{second}", "--units", "0-3",
                  "--steps", "2", "--size", "48", "--objectives", "channel", "--batch-size", "2", "--top-k", "3",
                  "--images", photos, "--store", tmp_path / "store", "--out", site, "--quiet")
     assert "dataset examples: 2 layers computed" in result.stdout and "circuit: " in result.stdout

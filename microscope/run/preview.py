@@ -1,7 +1,7 @@
 """`build --preview`: a browsable first site in a couple of minutes on a laptop's CPU.
 
 The preview is the same build with smaller settings - the first units of one layer, the fast recipe at
-a small size, the channel objective only, a fixed sample of the photos - so it goes through the same
+a small size, the channel objective only, a fixed sample of the photos, short caricatures of two of them - so it goes through the same
 pipeline into the same store and site folder. The full build afterwards (the same command without
 --preview) refines the site in place: it recomputes what the preview made smaller (every unit, the
 examples over every photo, Lucid's renders) and keeps what does not depend on those settings (the
@@ -28,6 +28,8 @@ class Preset:
     views: dict = field(default_factory=lambda: {
         "featurevis": {"recipe": "fast", "size": 128, "objectives": ("channel",)},
         "examples": {"top_k": 16},
+        "caricature": {"caricature_recipe": "fast", "caricature_steps": 32, "deepdream_steps": 3, "photo_count": 2,
+                       "caricature_size": 128},
     })
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from microscope import __version__
 from microscope.web.charts import network_diagram
+from microscope.caricature.panel import through_layers
 from microscope.errors import DiskFull, UsageError, no_space
 from microscope.names import segment
 from microscope.site.concept_labels import model_concepts
@@ -309,7 +310,7 @@ def _layer_rows(model: ModelRecord, model_dir: str, built: dict[str, dict]) -> l
                "views": []}
         if record:
             row.update(url=f"{model_dir}/{record['dir']}/index.html", href=f"{record['dir']}/index.html",
-                       units=record["unit_ranges"], labels=record["labels"], thumbs=record["thumbs"],
+                       caricatures=record.get("caricatures"), units=record["unit_ranges"], labels=record["labels"], thumbs=record["thumbs"],
                        n_units=record["n_units"], views=[SHOWN[name].title for name in record["views"] if name in SHOWN])
         rows.append(row)
     return rows
@@ -332,7 +333,8 @@ def _write_model_pages(build: SiteBuild, model_dir: str, site_record: dict) -> N
                                or (r["kind"] == "logits" and r["url"])])
     writer.write_text(f"{model_dir}/model.json", json.dumps(site_record, indent=1, allow_nan=False) + "\n")
     writer.write_text(f"{model_dir}/index.html", build.renderer.render(
-        "model.html", root="../../", page_title=site_record["title"], model=site_record, diagram=diagram))
+        "model.html", root="../../", page_title=site_record["title"], model=site_record, diagram=diagram,
+        through=through_layers(site_record["layers"])))
     if not build.only_layers:
         writer.prune(model_dir)
     build.report.models[site_record["name"]] = {

@@ -16,8 +16,9 @@ UNIT_BYTES = 94_000  # a unit page with all its images, as full builds of Incept
 
 def estimate_size(model: ModelRecord, built: dict[str, dict], writer: SiteWriter, model_dir: str, budget: dict,
                   pages: list[str] = ()) -> dict:
-    """Size of a site with every unit of the model's conv, block and logits layers computed, and the model's
-    own `pages` (site-relative paths written already: the concepts page) as they are."""
+    """Size of a site with every unit of the model's conv, block and logits layers computed, each layer's own files
+    (its panels' files: caricatures, circuits' weights) as the built layers' average where it is not built yet,
+    and the model's own `pages` (site-relative paths written already: the concepts page) as they are."""
     per_unit = {}
     for part, fallback in budget.items():
         total = sum(record.get("bytes", {}).get(part, 0) for record in built.values())
@@ -27,12 +28,17 @@ def estimate_size(model: ModelRecord, built: dict[str, dict], writer: SiteWriter
     layers = [layer for layer in model.layers if layer.kind in ESTIMATE_KINDS or layer.name in built]
     all_units = sum(layer.channels for layer in layers)
     unit_bytes = sum(per_unit.values())
+    measured = [record.get("layer_bytes", 0) for record in built.values()]
+    layer_bytes = sum(measured) + sum(1 for layer in layers if layer.name not in built) * (
+        sum(measured) / len(measured) if measured else 0)
     photo_bytes = writer.bytes_under(f"{model_dir}/datasets")
     if photo_bytes == 0 and writer.path(f"{model_dir}/datasets").is_dir():
         photo_bytes = folder_size(writer.path(f"{model_dir}/datasets"))[0]
     return {"bytes_per_unit": round(unit_bytes), "per_unit_parts": {k: round(v) for k, v in per_unit.items()},
             "estimate_units": all_units,
-            "estimate_bytes": round(all_units * unit_bytes + photo_bytes + sum(writer.bytes_by_path[p] for p in pages))}
+            "layer_bytes": round(layer_bytes),
+            "estimate_bytes": round(all_units * unit_bytes + layer_bytes + photo_bytes
+                                    + sum(writer.bytes_by_path[p] for p in pages))}
 
 
 def size_warning(model: str, layers: list[LayerInfo], derived: set[str]) -> str | None:

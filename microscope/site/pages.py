@@ -95,8 +95,8 @@ def build_layer(ctx: LayerContext, progress: bool) -> dict:
     cache.save()
     views = [SHOWN[name] for name in SHOWN if name in ctx.data]
     record = layer_record(ctx, records, views)
-    write_layer_pages(ctx.writer, ctx.renderer, ctx.layer_dir, ctx.model, record, layer_panels(ctx, views),
-                      ctx.concepts_page)
+    panels, record["layer_bytes"] = layer_panels(ctx, views)
+    write_layer_pages(ctx.writer, ctx.renderer, ctx.layer_dir, ctx.model, record, panels, ctx.concepts_page)
     return {k: v for k, v in record.items() if k != "units"}  # what the model page and search need
 
 
@@ -119,13 +119,17 @@ def layer_record(ctx: LayerContext, records: list[dict], views) -> dict:
         "units_with": {name: sum(1 for r in records if name in r["bytes"]) for name in SHOWN},
         "units": [{k: v for k, v in r.items() if k not in ("bytes", "thumb_rank")} | {"url": f"{r['unit']}/index.html"}
                   for r in records],
-    }
+    } | {key: value for view in views for key, value in view.layer_fields(ctx.data[view.name]).items()}
 
 
-def layer_panels(ctx: LayerContext, views) -> list[dict]:
-    """The views' parts of the layer page, with the files they write beside it."""
+def layer_panels(ctx: LayerContext, views) -> tuple[list[dict], int]:
+    """The views' parts of the layer page, with the files they write beside it; and the bytes of those files
+    (a layer's share of the site beyond its unit pages, for the size estimate)."""
+    written = {}
+
     def write(name: str, data: bytes) -> int:
         ctx.writer.write(f"{ctx.layer_dir}/{name}", data)
+        written[name] = len(data)
         return len(data)
 
     def render(name: str, template: str, **context) -> int:
@@ -143,7 +147,7 @@ def layer_panels(ctx: LayerContext, views) -> list[dict]:
         panel = view.layer_panel(ctx.data[view.name], page)
         if panel is not None:
             found.append({"name": view.name, "title": view.title, "template": view.template, "data": panel.data})
-    return found
+    return found, sum(written.values())
 
 
 def build_unit(ctx: LayerContext, cache: AssetCache, unit: int, neighbours: tuple[int | None, int | None]) -> dict:

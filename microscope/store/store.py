@@ -23,13 +23,15 @@
     <root>/<model>/<layer>/atlas/cells.json                    AtlasStage, written last by the cells stage
     <root>/<model>/<layer>/atlas/icons/<level>-<first>.npz     AtlasIcons: a batch of cell icons
     <root>/<model>/<layer>/atlas/icons.json                    AtlasStage, written last by the icons stage
+    <root>/<model>/<layer>/caricature/<photo>-<image>.png      a photo, its caricature and its DeepDream at the layer
+    <root>/<model>/<layer>/caricature/result.json              CaricatureResult, written last
     <root>/<model>/<layer>/sae/<weights>/vectors/<key>/<first>-<last>.train.npy, .held.npy  vector shards
     <root>/<model>/<layer>/sae/<weights>/vectors/<key>/vectors.json  SaeVectors, after its shards
     <root>/<model>/<layer>/sae/<weights>/checkpoint.npz        trainer state while training
     <root>/<model>/<layer>/sae/<weights>/weights.npz           SaeWeights
     <root>/<model>/<layer>/sae/<weights>/result.json           SaeResult, written last
 
-The records are in schema.py, atlas.py, circuits.py and sae.py. Model and layer folders are
+The records are in schema.py, atlas.py, caricature.py, circuits.py, concepts.py and sae.py. Model and layer folders are
 `names.segment(name)`: the name itself when it is a safe folder name; every other part a caller
 chooses goes through `segment` too, so no name leads outside the root. A record's `files` name the
 data files it stamps by their path relative to the record's folder (`Store.file_key`).
@@ -47,6 +49,7 @@ from pathlib import Path
 
 from microscope.names import segment
 from microscope.store.atlas import AtlasResult, AtlasStage
+from microscope.store.caricature import CaricatureResult
 from microscope.store.circuits import CircuitRefusal, CircuitResult
 from microscope.store.concepts import LayerConcepts
 from microscope.store.files import FileStamp, atomic_save_npz, atomic_write_json, load_npz
@@ -75,6 +78,7 @@ RECORD_FILES = (
     ("*/*/atlas/result.json", AtlasResult),
     ("*/*/atlas/cells.json", AtlasStage),
     ("*/*/atlas/icons.json", AtlasStage),
+    ("*/*/caricature/result.json", CaricatureResult),
     ("*/*/sae/*/result.json", SaeResult),
     ("*/*/sae/*/vectors/*/vectors.json", SaeVectors),
 )
@@ -260,6 +264,19 @@ class Store:
         if stage not in ATLAS_STAGES:
             raise ValueError(f"an atlas has no stage {stage!r}; its stages with a record are {ATLAS_STAGES}")
         return self.atlas_dir(model, layer) / f"{stage}.json"
+
+    # Caricatures and DeepDreams ------------------------------------------------------------------
+
+    def caricature_dir(self, model: str, layer: str) -> Path:
+        """A layer's caricatures and DeepDreams of a set of photos (record in store/caricature.py)."""
+        return self.layer_dir(model, layer) / "caricature"
+
+    def caricature_image_file(self, model: str, layer: str, photo: str, image: str) -> Path:
+        """`image` ("photo", "caricature" or "deepdream") of the photo whose key is `photo`."""
+        return self.caricature_dir(model, layer) / f"{segment(photo)}-{segment(image)}.png"
+
+    def caricature_result_file(self, model: str, layer: str) -> Path:
+        return self.caricature_dir(model, layer) / "result.json"
 
     # Sparse autoencoders -------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from microscope.errors import UsageError
 from microscope.view import Computed
 from microscope.views.atlas import VIEW as ATLAS
+from microscope.views.caricature import VIEW as CARICATURE
 from microscope.views.circuits import VIEW as CIRCUITS
 from microscope.views.concepts import VIEW as CONCEPTS
 from microscope.views.examples import VIEW as EXAMPLES
@@ -15,7 +16,7 @@ from microscope.views.featurevis import VIEW as FEATUREVIS
 from microscope.views.sae import VIEW as SAE
 from microscope.views.shown import SHOWN
 
-VIEWS: dict[str, Computed] = {view.name: view for view in (FEATUREVIS, EXAMPLES, CONCEPTS, SAE, CIRCUITS, ATLAS)}
+VIEWS: dict[str, Computed] = {view.name: view for view in (FEATUREVIS, EXAMPLES, CONCEPTS, SAE, CIRCUITS, CARICATURE, ATLAS)}
 
 
 def register(view: Computed) -> None:

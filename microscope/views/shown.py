@@ -3,6 +3,7 @@ notebook API know of views (no compute code, no torch). views/registry.py keeps 
 from __future__ import annotations
 
 from microscope.atlas.page import SHOWN as ATLAS
+from microscope.caricature.panel import SHOWN as CARICATURE
 from microscope.circuits.panel import SHOWN as CIRCUITS
 from microscope.concepts.panel import SHOWN as CONCEPTS
 from microscope.examples.panel import SHOWN as EXAMPLES
@@ -10,6 +11,6 @@ from microscope.featurevis.panel import SHOWN as FEATUREVIS
 from microscope.sae.panel import SHOWN as SAE
 from microscope.view import Shown
 
-SHOWN: dict[str, Shown] = {shown.name: shown for shown in (FEATUREVIS, EXAMPLES, CONCEPTS, SAE, CIRCUITS, ATLAS)}
+SHOWN: dict[str, Shown] = {shown.name: shown for shown in (FEATUREVIS, EXAMPLES, CONCEPTS, SAE, CIRCUITS, CARICATURE, ATLAS)}
 
 __all__ = ["SHOWN"]
