@@ -30,8 +30,8 @@ def main() -> None:
     store = Store(args.store)
     model = store.read_model(args.model)
     print("| layer | photos | caricature cosine to own photo: min / median | closest other photo: max | own is "
-          "closest | DeepDream / photo activation norm: min / median | seconds | steps |")
-    print("|---|---|---|---|---|---|---|---|")
+          "closest | DeepDream / photo activation norm: min / median | steps |")
+    print("|---|---|---|---|---|---|---|")
     for info in model.layers:
         record = store.read(store.caricature_result_file(args.model, info.name), CaricatureResult)
         if record is None:
@@ -42,7 +42,7 @@ def main() -> None:
         closest = sum(int(np.argmax(p.cosines) == i) for i, p in enumerate(record.photos))
         gain = np.array([p.norm_deepdream / p.norm_photo for p in record.photos])
         print(f"| {info.name} | {len(own)} | {own.min():.2f} / {np.median(own):.2f} | {others.max():.2f} | "
-              f"{closest} of {len(own)} | {gain.min():.2f} / {np.median(gain):.2f} | {record.seconds:.0f} | "
+              f"{closest} of {len(own)} | {gain.min():.2f} / {np.median(gain):.2f} | "
               f"{record.caricature['steps']} ({record.caricature['image'].get('name', 'lucid')}), "
               f"{record.deepdream['steps']}x{record.deepdream['octaves']} |")
 

@@ -94,7 +94,7 @@ class CaricatureShown(Shown):
         return {"caricatures": entries(data.result), "caricature_settings": settings(data.result)}
 
     def layer_json(self, data: LayerCaricatures) -> dict:
-        return {"photos": len(data.result.photos), "seconds": data.result.seconds}
+        return {"photos": len(data.result.photos)}
 
     def layer_panel(self, data: LayerCaricatures, page: LayerPage) -> Panel:
         result = data.result

@@ -56,5 +56,4 @@ class CaricatureResult(JsonRecord):
     caricature: dict  # the caricature recipe's numbers (microscope/caricature/recipe.py), with its version
     deepdream: dict  # the DeepDream recipe's numbers, with its version
     photos: list[CaricaturePhoto]
-    seconds: float  # the job's wall time
     files: dict[str, FileStamp]

@@ -136,7 +136,6 @@ class CaricatureView(Computed):
         return ViewPlan(jobs, todo=len(jobs), done=done, what="layers", notes=notes)
 
     def run(self, job, session, report) -> None:
-        started = time.perf_counter()
         spec, network = job.spec, session.network()
         photos = [Photo(**photo) for photo in spec["photos"]]
         recipe, dream = CaricatureRecipe.from_dict(spec["caricature"]), DeepDreamRecipe.from_dict(spec["deepdream"])
@@ -153,7 +152,7 @@ class CaricatureView(Computed):
                            on_step=lambda: report(1))
         images = {"photo": seen, "caricature": made.pixels, "deepdream": dreams}
         measured = measure(extractor, layer, images, device, TOP_UNITS)
-        write_result(session.store, spec, photos, images, measured, time.perf_counter() - started)
+        write_result(session.store, spec, photos, images, measured)
 
     def estimate(self, plan, request, session) -> float | None:
         """A few real steps of each layer's job, scaled to its steps (transforms enlarge the image a little)."""
@@ -185,8 +184,9 @@ def _is_made(store, spec: dict) -> bool:
     return True
 
 
-def write_result(store, spec: dict, photos: list[Photo], images: dict, measured, seconds: float) -> None:
-    """The images, then the record (last: it says they are complete)."""
+def write_result(store, spec: dict, photos: list[Photo], images: dict, measured) -> None:
+    """The images, then the record (last: it says they are complete). No timings: the same job gives the same
+    bytes, so a killed build resumes to the store an unbroken one makes."""
     model, layer = spec["model"], spec["layer"]
     folder = store.caricature_dir(model, layer)
     files = {}
@@ -204,7 +204,7 @@ def write_result(store, spec: dict, photos: list[Photo], images: dict, measured,
     store.write(store.caricature_result_file(model, layer), CaricatureResult(
         key=result_key(spec), model=model, weights_id=spec["weights_id"], layer=layer, size=spec["size"],
         seed=spec["seed"], precision=spec["precision"], caricature={**spec["caricature"], "steps": spec["steps"]},
-        deepdream=spec["deepdream"], photos=entries, seconds=round(seconds, 2), files=files))
+        deepdream=spec["deepdream"], photos=entries, files=files))
 
 
 def _shape(network, layer: str, size: int) -> tuple[int, ...] | None:
