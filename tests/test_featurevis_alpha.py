@@ -16,6 +16,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+import microscope
 from microscope.cli import main
 from microscope.featurevis.alpha import background, composite, measurement_backgrounds
 from microscope.featurevis.batch import UnitBatch, element_seed, featurevis_extractor, render_batch
@@ -195,6 +196,8 @@ def test_the_unit_page_shows_the_transparent_render_over_a_checkerboard(tmp_path
     assert data["renders"]["channel-alpha"] == "channel-alpha.webp" and data["mean_alpha"]["channel-alpha"] == 0.25
     assert data["renders"]["channel"] == "channel.webp"
     assert "Transparent render (alpha-fourier-background" in text and "8 seeded random backgrounds" in text
+    picture = microscope.open_store(store.root).model("tiny").layer("conv1").unit(1).render("channel-alpha")
+    assert picture.mode == "RGBA" and np.array_equal(np.array(picture.getchannel("A")), alpha)  # the library's too
     # A unit without a transparent render has no pair and no checkerboard.
     other = (tmp_path / "site" / "models" / "tiny" / "conv1" / "0" / "index.html").read_text()
     assert 'class="pair"' not in other and "checker" not in other

@@ -41,7 +41,7 @@ class FeatureVisShown(Shown):
     def unit_panel(self, data: LayerRenders, unit: int, page: UnitPage) -> Panel:
         records = data.units.get(unit)
         if not records:
-            return Panel(data={"renders": []}, json={}, provenance=[])
+            return Panel(data={"renders": [], "alpha": None}, json={}, provenance=[])
         folder = data.folder / str(unit)
         best = page.facts.get("dataset_max")  # the unit's best dataset example (examples view)
         renders, transparent, first = [], [], {}

@@ -55,9 +55,12 @@ class Transparency:
       depend on its batch-mates.
     - Penalty: value = objective - `penalty` x |objective| (detached, per image) x mean alpha. Lucid
       subtracts a fixed 20000 x mean alpha, a number tied to TF InceptionV1's activation scale; scaling
-      by the objective's own magnitude makes it a share instead (at 1.0: making the whole image opaque
-      must pay for itself in objective, pixel by pixel at the image's average rate), the same for every
-      layer and model. Detached, so it never pushes the objective itself down.
+      by the objective's own magnitude makes it a share instead, the same for every layer and model: at
+      2.0 an opaque pixel must bring twice the image's average objective per pixel. Detached, so it never
+      pushes the objective itself down. Measured on the real weights (bench/NOTES.md, inception_4c, fast
+      recipe): penalty 0.5 / 1 / 2 / 4 leave a mean alpha of about 0.64 / 0.50 / 0.38 / 0.30, and the
+      unit's maximum over random backgrounds stays 2-4x its best dataset example at every one of them;
+      2 clears most of what does not matter while the channel mean keeps ~0.75 of its value at 1.
     - The penalty is off for the first `penalty_from` share of the steps: the picture forms first (the
       alpha rises where content helps), then what does not earn its keep fades.
     - The record's activations are measured on the saved render over `measure_backgrounds` seeded random
@@ -68,7 +71,7 @@ class Transparency:
     """
 
     background_sd: float = 0.5
-    penalty: float = 1.0
+    penalty: float = 2.0
     penalty_from: float = 0.25
     measure_backgrounds: int = 8
     version: str = "alpha-fourier-background-relative-penalty/1"
