@@ -60,7 +60,7 @@ class Transparency:
       pushes the objective itself down. Measured on the real weights (bench/NOTES.md, inception_4c, fast
       recipe): penalty 0.5 / 1 / 2 / 4 leave a mean alpha of about 0.64 / 0.50 / 0.38 / 0.30, and the
       unit's maximum over random backgrounds stays 2-4x its best dataset example at every one of them;
-      2 clears most of what does not matter while the channel mean keeps ~0.75 of its value at 1.
+      2 clears most of what does not matter while the channel mean keeps 0.73-0.84 of its value at 1.
     - The penalty is off for the first `penalty_from` share of the steps: the picture forms first (the
       alpha rises where content helps), then what does not earn its keep fades.
     - The record's activations are measured on the saved render over `measure_backgrounds` seeded random
