@@ -148,8 +148,8 @@ class UnitReader:
         if record is None:
             raise UsageError(f"no {objective} render of unit {self.unit}; it has: {', '.join(self.records) or 'none'}")
         path = self.layer.data["featurevis"].folder / str(self.unit) / record.images[image].file
-        with Image.open(path) as picture:
-            return picture.convert("RGB")
+        with Image.open(path) as picture:  # a transparent render (channel-alpha) keeps its alpha
+            return picture.convert("RGBA" if "A" in picture.getbands() else "RGB")
 
     # Dataset examples ---------------------------------------------------------------------------
 

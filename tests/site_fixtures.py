@@ -13,7 +13,7 @@ from PIL import Image
 
 from microscope.atlas.stored import LEVELS, icons_key
 from microscope.featurevis.recipe import Recipe
-from microscope.featurevis.registry import UNIT_OBJECTIVES
+from microscope.featurevis.registry import DEFAULT_OBJECTIVES, UNIT_OBJECTIVES
 from microscope.data.packs import write_pack
 from microscope.store import (AtlasCells, AtlasIcons, AtlasLayout, AtlasResult, AtlasStage, CircuitArrays,
                               CircuitResult, ConceptInfo, ConceptScore, DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, FileStamp,
@@ -26,8 +26,9 @@ FINGERPRINT = "d5e1f00d"
 N_IMAGES = 10
 TOP_K, BOTTOM_K, BAND_SAMPLES = 6, 3, 2
 WEIRD_LAYER = 'a<b"c'
-# Every objective of the registry, as the view names its files; 2 diversity images keep the stores small.
-OBJECTIVES = {name: objective.files(Recipe(diversity_images=2), "png") for name, objective in UNIT_OBJECTIVES.items()}
+# The default objectives, as the view names their files; 2 diversity images keep the stores small. (The
+# transparent channel-alpha has its own site test: tests/test_featurevis_alpha.py.)
+OBJECTIVES = {name: UNIT_OBJECTIVES[name].files(Recipe(diversity_images=2), "png") for name in DEFAULT_OBJECTIVES}
 FILES = [name for files in OBJECTIVES.values() for name in files]
 BAND_NAMES = ["top 10%", "10-50%"]
 ACTIVATION_MAX = 3.0  # of every stored render on its unit

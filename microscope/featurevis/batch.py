@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from microscope.featurevis.alpha import AlphaSteps, composite, measurement_backgrounds
 from microscope.featurevis.lrn import with_fast_lrn
 from microscope.featurevis.objectives import as_4d
 from microscope.featurevis.registry import UnitObjective
@@ -64,10 +65,10 @@ class UnitBatch:
 
 @dataclass
 class Rendered:
-    pixels: np.ndarray  # (N, H, W, 3) uint8: exactly what the saved files hold
+    pixels: np.ndarray  # (N, H, W, 3) uint8 (4: RGBA when transparent): exactly what the saved files hold
     values: np.ndarray  # (steps, N) objective of each element before each step
-    activation_mean: np.ndarray  # (N,) of the reloaded pixels on the element's unit, in `layer`
-    activation_max: np.ndarray  # (N,)
+    activation_mean: np.ndarray  # (N,) of the reloaded pixels on the element's unit, in `layer` (transparent:
+    activation_max: np.ndarray  # (N,)   the means over the measurement backgrounds, see alpha.py)
 
 
 def render_batch(network: Network, extractor: LayerExtractor, batch: UnitBatch, on_step=None) -> Rendered:
@@ -76,26 +77,39 @@ def render_batch(network: Network, extractor: LayerExtractor, batch: UnitBatch, 
     seeds = [element_seed(batch.seed, batch.layer, unit, batch.objective.name, i)
              for unit in batch.units for i in range(per_unit)]
     recipe = batch.recipe
+    transparent = batch.objective.transparent
     image = FourierImage(seeds, batch.size, sd=recipe.init_sd, decay_power=recipe.decay_power,
-                         decorrelate=recipe.decorrelate).to(network.device)
+                         decorrelate=recipe.decorrelate, alpha=transparent).to(network.device)
     objective = batch.objective.make(batch.target, batch.layer, list(batch.units), recipe)
+    backgrounds_seed = element_seed(batch.seed, "backgrounds")
+    alpha = AlphaSteps(recipe.transparency, backgrounds_seed, batch.steps) if transparent else None
     # Lucid's steps with transforms, then the recipe's polish steps without them (none in Lucid's).
     polish = recipe.polish_steps(batch.steps)
-    stages = [(batch.steps - polish, recipe.transforms), (polish, NO_TRANSFORMS)]
+    stages = [(0, batch.steps - polish, recipe.transforms), (batch.steps - polish, polish, NO_TRANSFORMS)]
     results = [render(extractor, objective, image, steps, transform_seed=element_seed(batch.seed, "transforms"),
                       transforms=transforms, learning_rate=recipe.learning_rate,
-                      autocast_dtype=batch.autocast_dtype, channels_last=True, on_step=on_step)
-               for steps, transforms in stages if steps]
+                      autocast_dtype=batch.autocast_dtype, channels_last=True, on_step=on_step,
+                      alpha=alpha, first_step=first)
+               for first, steps, transforms in stages if steps]
     values = np.concatenate([result.values for result in results])
     pixels = (results[-1].images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     # Measure the saved pixels, not the float image: what a reader reloads is what is reported.
+    reloaded = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255).to(network.device)
+    views = [reloaded] if not transparent else [
+        composite(reloaded, under.to(network.device))
+        for under in measurement_backgrounds(recipe.transparency, backgrounds_seed, (batch.size, batch.size))]
+    channels = [unit for unit in batch.units for _ in range(per_unit)]
+    means, maxima = zip(*(unit_response(extractor, view, batch.layer, channels) for view in views))
+    return Rendered(pixels, values, np.mean(means, axis=0), np.mean(maxima, axis=0))
+
+
+def unit_response(extractor: LayerExtractor, images: torch.Tensor, layer: str,
+                  channels: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's channel mean and spatial maximum of its own channel `channels[i]` of `layer`."""
     with torch.no_grad():
-        reloaded = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255).to(network.device)
-        activation = as_4d(extractor(reloaded)[batch.layer]).float()
-    rows = torch.arange(len(seeds))
-    channels = torch.tensor([unit for unit in batch.units for _ in range(per_unit)])
-    response = activation[rows, channels].flatten(1)
-    return Rendered(pixels, values, response.mean(dim=1).cpu().numpy(), response.max(dim=1).values.cpu().numpy())
+        activation = as_4d(extractor(images)[layer]).float()
+    response = activation[torch.arange(len(channels)), torch.tensor(channels)].flatten(1)
+    return response.mean(dim=1).cpu().numpy(), response.max(dim=1).values.cpu().numpy()
 
 
 def step_seconds(network: Network, extractor: LayerExtractor, batch: UnitBatch, steps: int = 5) -> float:

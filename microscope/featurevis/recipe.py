@@ -39,6 +39,59 @@ NO_TRANSFORMS = TransformRecipe(pad=0, jitter_first=0, scales=(1.0,), angles=(0.
 
 
 @dataclass(frozen=True)
+class Transparency:
+    """The numbers of a transparent render (the `channel-alpha` objective; alpha.py does the work).
+
+    Lucid's alpha notebook, adapted. The image gets a fourth Fourier plane, squashed to an alpha by a
+    sigmoid (no colour mixing); every step the RGBA image is composited over a random background before
+    the transforms, so only the opaque part can excite the unit reliably, and an opacity penalty makes
+    every opaque pixel pay for itself.
+
+    - Background: Lucid's `collapse_alpha_random`, a random image of the same parameterization (1/f
+      spectrum, decorrelated colour, sigmoid) with coefficients of sd `background_sd` (Lucid's 0.5):
+      smooth colour fields with detail at every scale, as in photos. Grey or white noise would be a
+      background the unit could learn to use (grey) or that early layers react to violently (noise).
+      One background per step, seeded from (seed, step) like the transforms: a unit's render does not
+      depend on its batch-mates.
+    - Penalty: value = objective - `penalty` x |objective| (detached, per image) x mean alpha. Lucid
+      subtracts a fixed 20000 x mean alpha, a number tied to TF InceptionV1's activation scale; scaling
+      by the objective's own magnitude makes it a share instead, the same for every layer and model: at
+      2.0 an opaque pixel must bring twice the image's average objective per pixel. Detached, so it never
+      pushes the objective itself down. Measured on the real weights (bench/NOTES.md, inception_4c, fast
+      recipe): penalty 0.5 / 1 / 2 / 4 leave a mean alpha of about 0.64 / 0.50 / 0.38 / 0.30, and the
+      unit's maximum over random backgrounds stays 2-4x its best dataset example at every one of them;
+      2 clears most of what does not matter while the channel mean keeps 0.73-0.84 of its value at 1.
+    - The penalty is off for the first `penalty_from` share of the steps: the picture forms first (the
+      alpha rises where content helps), then what does not earn its keep fades.
+    - The record's activations are measured on the saved render over `measure_backgrounds` seeded random
+      backgrounds (the means of each background's channel mean and spatial max).
+
+    Part of a render's recipe dict only for transparent objectives: the other objectives' stored records
+    (and so their reuse) do not change. Change a number, bump `version`.
+    """
+
+    background_sd: float = 0.5
+    penalty: float = 2.0
+    penalty_from: float = 0.25
+    measure_backgrounds: int = 8
+    version: str = "alpha-fourier-background-relative-penalty/1"
+
+    def penalty_start(self, steps: int) -> int:
+        """The first step (of `steps` in all) whose objective carries the opacity penalty."""
+        return round(steps * self.penalty_from)
+
+    def as_dict(self) -> dict:
+        return {"version": self.version, "background": "fourier", "background_sd": self.background_sd,
+                "penalty": self.penalty, "penalty_scale": "abs(objective), detached",
+                "penalty_from": self.penalty_from, "measure_backgrounds": self.measure_backgrounds}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Transparency":
+        return cls(background_sd=data["background_sd"], penalty=data["penalty"], penalty_from=data["penalty_from"],
+                   measure_backgrounds=data["measure_backgrounds"], version=data["version"])
+
+
+@dataclass(frozen=True)
 class Recipe:
     learning_rate: float = 0.05  # Adam, as Lucid's render_vis
     init_sd: float = 0.01  # spread of the initial Fourier coefficients
@@ -52,12 +105,14 @@ class Recipe:
     default_steps: int = 512  # --steps when not given (not part of the result: RenderConfig has the steps)
     name: str = "lucid"
     version: str = RECIPE_VERSION
+    transparency: Transparency = field(default_factory=Transparency)  # used by transparent objectives only
 
     def polish_steps(self, steps: int) -> int:
         """How many of `steps` are polish steps (never all of them: the transforms find the picture)."""
         return min(steps - 1, round(steps * self.polish_share))
 
-    def as_dict(self) -> dict:
+    def as_dict(self, transparent: bool = False) -> dict:
+        """Every number; the transparency numbers only for a transparent objective's renders."""
         data = {"version": self.version, "learning_rate": self.learning_rate, "optimizer": "adam",
                 "init_sd": self.init_sd, "decay_power": self.decay_power, "decorrelate": self.decorrelate,
                 "parameterization": "fft", "sigmoid": True, "transforms": self.transforms.as_dict(),
@@ -65,6 +120,8 @@ class Recipe:
                 "curve_every": self.curve_every}
         if self.name != "lucid":  # Lucid's dict stays as it always was: stores made before keep their renders
             data.update(name=self.name, polish_share=self.polish_share)
+        if transparent:
+            data["transparency"] = self.transparency.as_dict()
         return data
 
     @classmethod
@@ -78,7 +135,9 @@ class Recipe:
                    decorrelate=data["decorrelate"], transforms=transforms, diversity_images=data["diversity_images"],
                    diversity_weight=data["diversity_weight"], curve_every=data["curve_every"], version=data["version"],
                    name=data.get("name", "lucid"), polish_share=data.get("polish_share", 0.0),
-                   default_steps=_default_steps(data.get("name", "lucid")))
+                   default_steps=_default_steps(data.get("name", "lucid")),
+                   transparency=Transparency.from_dict(data["transparency"]) if "transparency" in data
+                   else Transparency())
 
 
 def _default_steps(name: str) -> int:

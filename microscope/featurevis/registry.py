@@ -19,6 +19,7 @@ class UnitObjective:
     description: str
     factory: Callable
     several: bool = False  # renders `recipe.diversity_images` images per unit instead of one
+    transparent: bool = False  # an RGBA image over random backgrounds (recipe.Transparency, alpha.py)
 
     def make(self, target: str, layer: str, units: list[int], recipe):
         from microscope.featurevis import objectives
@@ -45,4 +46,10 @@ UNIT_OBJECTIVES: dict[str, UnitObjective] = {objective.name: objective for objec
     UnitObjective("negative", "minus the channel's mean: what the unit is against",
                   lambda obj, t, l, u, r: -obj.channel(t, u)),
     UnitObjective("diversity", "the channel's mean, several images pushed apart in style", _diverse, several=True),
+    UnitObjective("channel-alpha", "the channel's mean, with an alpha channel: what part of the image matters",
+                  lambda obj, t, l, u, r: obj.channel(t, u), transparent=True),
 )}
+
+# Rendered when --objectives is not given: the transparent render costs as much again as the channel's and
+# is asked for by name (and a default that stays the same keeps older stores' settings keys).
+DEFAULT_OBJECTIVES = ("channel", "neuron", "negative", "diversity")

@@ -6,6 +6,9 @@ reads, the network's weights are frozen (no parameter gradients), inputs are cha
 convolutions on CPU and on tensor cores), and on CUDA the network runs under bf16 autocast while the
 image parameters, the objective and Adam stay in float32. The objective is summed over the batch;
 elements have separate parameters, so each gets exactly the gradient of its own objective.
+
+A transparent image (`alpha`, see alpha.py) is composited over the step's random background before the
+transforms, and its objective carries the opacity penalty once the penalty's step has come.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import torch
 from torch import nn
 
 from microscope.errors import UsageError
+from microscope.featurevis.alpha import AlphaSteps
 from microscope.featurevis.objectives import Objective
 from microscope.featurevis.param import FourierImage
 from microscope.featurevis.recipe import PRECISIONS, TransformRecipe
@@ -39,27 +43,33 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
 @dataclass
 class RenderResult:
-    images: torch.Tensor  # (N, 3, H, W) float32 in [0, 1], on the CPU
-    values: np.ndarray  # (steps, N) objective value of each element before each step
+    images: torch.Tensor  # (N, 3, H, W) float32 in [0, 1] (N, 4, H, W: RGBA when transparent), on the CPU
+    values: np.ndarray  # (steps, N) objective value of each element before each step (penalty included)
 
 
 def render(extractor: nn.Module, objective: Objective, image: FourierImage, steps: int, *,
            transform_seed: int, transforms: TransformRecipe = TransformRecipe(), learning_rate: float = 0.05,
            autocast_dtype: torch.dtype | None = None, channels_last: bool = True,
-           on_step=None) -> RenderResult:
-    """Maximise `objective` over `image`'s parameters; `on_step()` is called after each step (progress)."""
+           on_step=None, alpha: AlphaSteps | None = None, first_step: int = 0) -> RenderResult:
+    """Maximise `objective` over `image`'s parameters; `on_step()` is called after each step (progress).
+    `first_step`: this call's first step in the whole render (a later stage's), for `alpha`'s schedule."""
     device = image.spectrum.device
     optimizer = torch.optim.Adam(image.parameters(), lr=learning_rate)
     values = []
     plain = transforms.identity  # the image goes in as it is (the fast recipe's polish steps)
-    for draw in draw_transforms(transforms, transform_seed, steps):
+    for step, draw in enumerate(draw_transforms(transforms, transform_seed, steps), start=first_step):
         optimizer.zero_grad(set_to_none=True)
-        x = image() if plain else transform_images(image(), draw, transforms)
+        x = rgba = image()
+        if alpha is not None:
+            x = alpha.composite(rgba, step)
+        x = x if plain else transform_images(x, draw, transforms)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             activations = extractor(x)
         value = objective(activations)
+        if alpha is not None:
+            value = alpha.penalised(value, rgba, step)
         (-value.sum()).backward()
         optimizer.step()
         values.append(value.detach())

@@ -9,7 +9,7 @@ panel) is microscope/featurevis/panel.py, the reading of stored renders microsco
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from microscope.errors import UsageError
 from microscope.featurevis.batch import UnitBatch, featurevis_extractor, optimised_layer, render_batch, step_seconds
 from microscope.featurevis.panel import SHOWN
 from microscope.featurevis.recipe import PRECISIONS, RECIPES, Recipe
-from microscope.featurevis.registry import UNIT_OBJECTIVES
+from microscope.featurevis.registry import DEFAULT_OBJECTIVES, UNIT_OBJECTIVES
 from microscope.featurevis.render import resolve_precision
 from microscope.featurevis.stored import is_rendered
 from microscope.jobs import make_job
@@ -41,7 +41,8 @@ class FeatureVisSettings(Settings):
     """What to render and how: `recipe` names one of RECIPES (`chosen_recipe` is the recipe itself)."""
 
     objectives: tuple[str, ...] = setting(
-        tuple(UNIT_OBJECTIVES), "--objectives", f"Comma-separated, of: {', '.join(UNIT_OBJECTIVES)}.",
+        DEFAULT_OBJECTIVES, "--objectives", f"Comma-separated, of: {', '.join(UNIT_OBJECTIVES)} (default: "
+        f"{','.join(DEFAULT_OBJECTIVES)}).",
         parse=lambda text: parse_objectives(text, UNIT_OBJECTIVES), metavar="OBJECTIVES")
     recipe: str = setting("lucid", "--recipe", "Feature-vis recipe: Lucid's, or 'fast' (a quarter of the compute, "
                           "as strong; see the README).", choices=tuple(RECIPES))
@@ -105,17 +106,18 @@ class FeatureVisView(Computed):
                                   precision="fp32" if autocast is None else "bf16", image_format=settings.image_format,
                                   derived=network.derived_key(layer))
             for name in settings.objectives:
+                objective_config = _for_objective(config, recipe, name)
                 # Batches are cut from the whole unit list, and a partly stored batch is rendered whole (only
                 # its missing units written): a unit's pixels depend on the batch it shares (its kernels'
                 # summation order), so a resumed build must batch it exactly as an unbroken one did.
                 per_batch = max(1, batch_size // UNIT_OBJECTIVES[name].images(recipe))
                 for start in range(0, len(units), per_batch):
                     batch = units[start:start + per_batch]
-                    missing = [u for u in batch if not is_rendered(store, config, u, name)]
+                    missing = [u for u in batch if not is_rendered(store, objective_config, u, name)]
                     reused += len(batch) - len(missing)
                     todo_count += len(missing)
                     if missing:
-                        spec = {"config": to_json(config), "objective": name, "units": batch, "write": missing}
+                        spec = {"config": to_json(objective_config), "objective": name, "units": batch, "write": missing}
                         jobs.append(make_job(self.name, "render", layer, spec, work=steps, pieces=len(missing)))
         return ViewPlan(jobs, todo=todo_count, done=reused, what="renders")
 
@@ -143,7 +145,16 @@ class FeatureVisView(Computed):
         curves); a batch resumed whole writes only its missing units."""
         size = job.spec["config"]["size"]
         written = len(job.spec.get("write", job.spec["units"]))
-        return _elements(job) * written // len(job.spec["units"]) * (size * size * 3 + 1024) + written * 4096
+        planes = 4 if UNIT_OBJECTIVES[job.spec["objective"]].transparent else 3
+        return _elements(job) * written // len(job.spec["units"]) * (size * size * planes + 1024) + written * 4096
+
+
+def _for_objective(config: RenderConfig, recipe: Recipe, name: str) -> RenderConfig:
+    """The layer's configuration as an objective's renders record it: a transparent objective's recipe
+    carries the transparency numbers too (the other objectives' records stay as they always were)."""
+    if not UNIT_OBJECTIVES[name].transparent:
+        return config
+    return replace(config, recipe=recipe.as_dict(transparent=True))
 
 
 def _job_batch(job, session):
@@ -181,7 +192,8 @@ def write_renders(store: Store, config: RenderConfig, batch, rendered, only=None
     per_unit = batch.objective.images(recipe)
     steps = rendered.values.shape[0]
     curve_steps = sorted(set(range(0, steps, recipe.curve_every)) | {steps - 1})
-    save_args = {"lossless": True} if config.image_format == "webp" else {}
+    # `exact`: keep the colour under transparent pixels (libwebp would otherwise change it to compress better).
+    save_args = {"lossless": True, "exact": True} if config.image_format == "webp" else {}
     for position, unit in enumerate(batch.units):
         if only is not None and unit not in only:
             continue

@@ -65,7 +65,7 @@ PAGE_BUDGET = {"unit page": 24_700, "unit.json": 13_500}
 
 def encode_image(image: Image.Image, fmt: str, quality: int, method: int = SIZES.webp_method) -> bytes:
     buffer = io.BytesIO()
-    if fmt == "WEBP":
+    if fmt == "WEBP":  # an RGBA image keeps its alpha (libwebp's default alpha_quality 100: lossless)
         image.save(buffer, format="WEBP", quality=quality, method=method)
     else:
         image.save(buffer, format="JPEG", quality=quality, optimize=True, progressive=True)
@@ -92,10 +92,20 @@ def shrink(image: Image.Image, side: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def render_webp(source: Path, side: int, quality: int) -> tuple[bytes, dict]:
-    """A render (or patch) as a WebP fitting side x side; metadata: its width and height."""
-    image = shrink(_open_rgb(source), side)
+def render_webp(source: Path, side: int, quality: int, keep_alpha: bool = False) -> tuple[bytes, dict]:
+    """A render (or patch) as a WebP fitting side x side; metadata: its width and height. `keep_alpha`:
+    a transparent render stays transparent (WebP carries alpha, lossless, beside the lossy colour);
+    otherwise it is flattened over white, as grid thumbnails are."""
+    image = shrink(_open_rgba(source) if keep_alpha else _open_rgb(source), side)
     return encode_image(image, "WEBP", quality), {"width": image.width, "height": image.height}
+
+
+def _open_rgba(source: Path) -> Image.Image:
+    """An image as RGBA if it has transparency, else as RGB."""
+    with Image.open(source) as image:
+        image.load()
+        keeps = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+        return image.convert("RGBA" if keeps else "RGB")
 
 
 def strip_webp(sources: list[Path | None], tile: int, quality: int) -> tuple[bytes, dict]:
