@@ -28,8 +28,8 @@ class Preset:
     views: dict = field(default_factory=lambda: {
         "featurevis": {"recipe": "fast", "size": 128, "objectives": ("channel",)},
         "examples": {"top_k": 16},
-        "caricature": {"caricature_recipe": "fast", "caricature_steps": 32, "deepdream_steps": 3, "photo_count": 2,
-                       "caricature_size": 128},
+        "caricature": {"caricature_recipe": "fast", "caricature_steps": 24, "deepdream_steps": 2, "photo_count": 2,
+                       "caricature_size": 96},
     })
 
 
