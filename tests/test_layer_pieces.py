@@ -55,7 +55,7 @@ def large_layer(tmp_path_factory):
                 "firing": float(weights.firing[unit])} for unit in range(FEATURES.channels)]
     views = [SHOWN["sae"]]
     layer_pages.write_layer_pages(writer, ctx.renderer, ctx.layer_dir, model, layer_record(ctx, records, views),
-                                  layer_panels(ctx, views))
+                                  layer_panels(ctx, views)[0])
     return writer.path(ctx.layer_dir), weights
 
 
