@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from microscope.caricature.panel import entries  # noqa: E402
 from microscope.store import CaricatureResult, Store  # noqa: E402
 
 
@@ -36,11 +37,11 @@ def main() -> None:
         record = store.read(store.caricature_result_file(args.model, info.name), CaricatureResult)
         if record is None:
             continue
-        own = np.array([p.cosine for p in record.photos])
-        others = np.array([max([v for j, v in enumerate(p.cosines) if j != i] or [0.0])
-                           for i, p in enumerate(record.photos)])
+        shown = entries(record)  # the numbers layer.json gives each photo
+        own = np.array([entry["cosine"] for entry in shown])
+        others = np.array([entry["cosine_next"] for entry in shown])
         closest = sum(int(np.argmax(p.cosines) == i) for i, p in enumerate(record.photos))
-        gain = np.array([p.norm_deepdream / p.norm_photo for p in record.photos])
+        gain = np.array([entry["dream_gain"] for entry in shown if entry["dream_gain"] is not None])
         print(f"| {info.name} | {len(own)} | {own.min():.2f} / {np.median(own):.2f} | {others.max():.2f} | "
               f"{closest} of {len(own)} | {gain.min():.2f} / {np.median(gain):.2f} | "
               f"{record.caricature['steps']} ({record.caricature['image'].get('name', 'lucid')}), "

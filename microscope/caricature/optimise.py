@@ -58,10 +58,14 @@ def caricatures(extractor, layer: str, photos: torch.Tensor, recipe: CaricatureR
         if not count:
             continue
         optimizer = torch.optim.Adam(image.parameters(), lr=image_recipe.learning_rate)  # fresh for the polish
-        for draw in draw_transforms(transforms, transform_seed, count):
-            plain = transforms.identity
+        plain = transforms.identity
+        if plain:  # the photos as they are: their activations are the same at every step
             with torch.no_grad():
-                target = activations(photos if plain else transform_images(photos, draw, transforms))
+                target = activations(photos)
+        for draw in draw_transforms(transforms, transform_seed, count):
+            if not plain:
+                with torch.no_grad():
+                    target = activations(transform_images(photos, draw, transforms))
             optimizer.zero_grad(set_to_none=True)
             x = image() if plain else transform_images(image(), draw, transforms)
             value = dot_cossim(activations(x), target, recipe.cossim_pow, recipe.cossim_floor)

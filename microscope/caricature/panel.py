@@ -32,14 +32,20 @@ def read_caricatures(store, model: str, layer: str) -> LayerCaricatures | None:
     """The layer's caricatures whose images check out (the others are reported damaged), or None."""
     path = store.caricature_result_file(model, layer)
     result = store.read(path, CaricatureResult)
-    if result is None:
+    if result is None or not images_intact(store, path, result):
         return None
+    return LayerCaricatures(result, {(p.photo, kind): store.caricature_image_file(model, layer, p.photo, kind)
+                                     for p in result.photos for kind in IMAGES})
+
+
+def images_intact(store, path: Path, result: CaricatureResult) -> bool:
+    """Whether every image the record at `path` vouches for is as written (the first that is not is said once)."""
     for name, stamp in result.files.items():
         problem = stamp.problem(path.parent / name)
         if problem:
-            return store.damaged(path.parent / name, problem)
-    return LayerCaricatures(result, {(p.photo, kind): store.caricature_image_file(model, layer, p.photo, kind)
-                                     for p in result.photos for kind in IMAGES})
+            store.damaged(path.parent / name, problem)
+            return False
+    return True
 
 
 def site_file(photo: str, image: str) -> str:

@@ -20,13 +20,13 @@ from PIL import Image
 from microscope.caricature.dream import deepdream
 from microscope.caricature.measure import measure
 from microscope.caricature.optimise import caricature_seeds, caricatures
-from microscope.caricature.panel import SHOWN
+from microscope.caricature.panel import IMAGES, SHOWN, images_intact
 from microscope.caricature.photos import MAX_PHOTOS, Photo, dataset_photos, folder_photos
 from microscope.caricature.recipe import TOP_UNITS, CaricatureRecipe, DeepDreamRecipe
 from microscope.data.images import Framing, load_rgb
 from microscope.errors import UsageError
 from microscope.featurevis.batch import element_seed, featurevis_extractor
-from microscope.featurevis.recipe import RECIPES
+from microscope.featurevis.recipe import NO_TRANSFORMS, RECIPES
 from microscope.featurevis.render import resolve_precision
 from microscope.jobs import hash_json, make_job
 from microscope.settings import Settings, setting
@@ -36,7 +36,6 @@ from microscope.view import Computed, ViewPlan
 from microscope.views.examples import request_images
 
 CALIBRATE_FROM = 100  # steps of work: below that a calibration would cost too much of it
-IMAGES = ("photo", "caricature", "deepdream")
 
 
 @dataclass(frozen=True)
@@ -174,14 +173,7 @@ def result_key(spec: dict) -> str:
 def _is_made(store, spec: dict) -> bool:
     path = store.caricature_result_file(spec["model"], spec["layer"])
     record = store.read(path, CaricatureResult)
-    if record is None or record.key != result_key(spec):
-        return False
-    for name, stamp in record.files.items():
-        problem = stamp.problem(path.parent / name)
-        if problem:
-            store.damaged(path.parent / name, problem)
-            return False
-    return True
+    return record is not None and record.key == result_key(spec) and images_intact(store, path, record)
 
 
 def write_result(store, spec: dict, photos: list[Photo], images: dict, measured) -> None:
@@ -235,14 +227,13 @@ def _check_photos_folder(folder: str, request) -> None:
 
 
 def _job_seconds(job, session) -> float:
-    """Seconds of a layer's job: three timed caricature steps without transforms and one DeepDream step at full
-    size, scaled by their numbers and pixels."""
+    """Seconds of a layer's job: the median of three timed caricature steps without transforms, scaled to its
+    caricature steps (transforms enlarge the image a little) and to its DeepDream steps (their pixels)."""
     spec, network = job.spec, session.network()
     layer, size = spec["layer"], spec["size"]
     extractor = session.memo(("featurevis extractor", layer), lambda: featurevis_extractor(network, [layer]))
     recipe = CaricatureRecipe.from_dict(spec["caricature"])
-    plain = replace(recipe, image=replace(recipe.image, transforms=replace(RECIPES["lucid"].transforms, pad=0,
-                    jitter_first=0, scales=(1.0,), angles=(0.0,), jitter_last=0), polish_share=0.0))
+    plain = replace(recipe, image=replace(recipe.image, transforms=NO_TRANSFORMS, polish_share=0.0))
     photos = torch.full((len(spec["photos"]), 3, size, size), 0.5, device=network.device)
     marks = []
     autocast = resolve_precision(spec["precision"], network.device)
