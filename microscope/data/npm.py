@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from microscope.data.cache import cache_dir as default_cache_dir
-from microscope.errors import UsageError
+from microscope.errors import UsageError, no_space
 
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
 REGISTRY_VARIABLE = "MICROSCOPE_NPM_REGISTRY"  # a mirror, or a local server in the tests
@@ -134,6 +134,9 @@ def fetch_package(package: NpmPackage, cache_dir: Path | None = None, registry: 
                              f"{by_hand}")
         _install(Path(tarball), folder, package, url)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+        if no_space(error) is not None:
+            raise UsageError(f"no space left in the download cache {root} for {url}; make room there "
+                             "or set MICROSCOPE_CACHE to another folder") from None
         raise UsageError(f"could not download {url} ({_reason(error)}); {by_hand}") from None
     finally:  # wrong checksum, Ctrl-C: no half file may stay in the cache
         Path(tarball).unlink(missing_ok=True)
