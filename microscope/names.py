@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 _CLEAN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,80}")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9_-]+")
 # Names the site itself uses beside layer folders (models/<model>/...); a layer so named is slugged.
-RESERVED = frozenset({"datasets", "index.html", "model.json", "layer.json", "unit.json", "static", "concepts.html"})
+RESERVED = frozenset({"datasets", "index.html", "model.json", "layer.json", "unit.json", "static", "concepts.html", "try.html", "try"})
 
 
 def segment(name: str) -> str:

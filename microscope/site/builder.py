@@ -35,9 +35,12 @@ from microscope.site.pages import LayerContext, build_layer, layer_units
 from microscope.site.estimate import ESTIMATE_KINDS, estimate_size, site_space_line
 from microscope.site.render import Renderer, static_files
 from microscope.site.search import concept_rows, search_index, search_script
+from microscope.site.try_page import PAGE as TRY_PAGE, try_files, write_try_page
 from microscope.store import ModelRecord, Store, usable_folder
 from microscope.store.lock import writing
+from microscope.inbrowser.stored import read_exported
 from microscope.views.shown import SHOWN
+from microscope.web.runtime import runtime_files
 from microscope.web.images import PAGE_BUDGET
 
 log = logging.getLogger(__name__)
@@ -175,6 +178,8 @@ def _write_site(store, out: Path, report: SiteReport, chosen, catalogues, models
     writer.write_text("site.json", json.dumps({"generator": GENERATOR, "models": [
         {"name": m["name"], "title": m["title"], "url": m["url"], "json": m["json"]} for m in site_models]},
         indent=1) + "\n")
+    if models and writer.path("static/ort").is_dir():
+        build.runtime_links()  # the Try pages of models not built now still run on it
     if not layers:
         writer.prune("static")
         if not models:
@@ -219,6 +224,23 @@ class SiteBuild:
     labels: dict[str, dict[int, dict]]
     progress: bool
     report: SiteReport
+    runtime: list = field(default_factory=list)  # [runtime links] once static/ort/ is written, [None] if it cannot be
+
+    def runtime_links(self) -> dict | None:
+        """The in-browser runtime's files under static/ort/, written the first time a model's page needs them;
+        None (and one warning) when they cannot be had, e.g. offline with nothing cached."""
+        if not self.runtime:
+            try:
+                files = runtime_files(progress=self.progress)
+            except UsageError as error:
+                self.report.warnings.append(f"no Try-an-image pages: {error}")
+                self.runtime.append(None)
+            else:
+                for path, content in files.items():
+                    self.writer.write(f"static/{path}", content)
+                self.runtime.append({"wasm": "../../static/ort/ort.wasm.min.js",
+                                     "webgpu": "../../static/ort/ort.min.js", "dir": "../../static/ort/"})
+        return self.runtime[0]
 
 
 def _existing_units(writer: SiteWriter, model_dir: str, name: str) -> list[int]:
@@ -239,11 +261,20 @@ def _build_model(build: SiteBuild, model: ModelRecord) -> dict:
     # Concepts across all the model's layers (kept ones too): the concepts page and search need them all.
     concepts = model_concepts(build.store, model, lambda layer, unit: unit in index.get(layer, ()))
     page = page_name(concepts)
-    built = {**kept, **_build_layers(build, model, model_dir, layer_data, index, page)}
+    exported = read_exported(build.store, model.name)
+    if exported and exported[0].weights_id != model.weights_id:
+        exported = None  # a network exported from other weights than the pages show
+    runtime = build.runtime_links() if exported else None
+    try_page = TRY_PAGE if runtime else None
+    built = {**kept, **_build_layers(build, model, model_dir, layer_data, index, page, try_page)}
     write_concepts_page(build.writer, build.renderer, model, model_dir, concepts)  # after the layers' thumbnails
-    estimate = estimate_size(model, built, build.writer, model_dir, build.report.part_budget,
-                             pages=[f"{model_dir}/{page}"] if page else [])
-    site_record = _model_record(model, model_dir, _layer_rows(model, model_dir, built), estimate)
+    rows = _layer_rows(model, model_dir, built)
+    tried = write_try_page(build.writer, build.renderer, model, model_dir, exported, rows, runtime)
+    pages = ([f"{model_dir}/{page}"] if page else []) + (try_files(model_dir) if tried else [])
+    estimate = estimate_size(model, built, build.writer, model_dir, build.report.part_budget, pages=pages)
+    site_record = _model_record(model, model_dir, rows, estimate)
+    site_record["try"] = {"page": tried, "onnx_bytes": exported[0].onnx_bytes,
+                          "weights_dtype": exported[0].weights_dtype} if tried else None
     site_record["concepts"] = {"page": page, "count": sum(1 for c in concepts.values() if c.detectors),
                                "search": concept_rows(concepts)} if concepts else None
     _write_model_pages(build, model_dir, site_record)
@@ -274,8 +305,9 @@ def _unit_index(writer: SiteWriter, model_dir: str, kept: dict, layer_data: dict
 
 
 def _build_layers(build: SiteBuild, model: ModelRecord, model_dir: str, layer_data: dict,
-                  index: dict[str, set[int]], concepts_page: str | None) -> dict[str, dict]:
-    """Write the pages of every layer read now (linking to the model's `concepts_page` where it has one);
+                  index: dict[str, set[int]], concepts_page: str | None, try_page: str | None) -> dict[str, dict]:
+    """Write the pages of every layer read now (linking to the model's `concepts_page` and `try_page` where it
+    has them);
     layer -> its record. Views finish the model last."""
     built: dict[str, dict] = {}
     states: dict[str, dict] = {}  # view -> what it gathers across the model's layers
@@ -290,7 +322,7 @@ def _build_layers(build: SiteBuild, model: ModelRecord, model_dir: str, layer_da
                 build.writer.prune(layer_dir)  # pages of artifacts that are gone must go too
             continue
         context = LayerContext(model, info, layer_dir, data, build.labels.get(info.name, {}), states, build.writer,
-                               build.renderer, index, build.labels, concepts_page)
+                               build.renderer, index, build.labels, concepts_page, try_page)
         built[info.name] = build_layer(context, build.progress)
         if build.only_layers:
             build.writer.prune(layer_dir)

@@ -51,14 +51,15 @@ def pager(pieces: list[list[dict]]) -> list[dict]:
 
 
 def write_layer_pages(writer: SiteWriter, renderer: Renderer, layer_dir: str, model: ModelRecord, record: dict,
-                      panels: list[dict], concepts_page: str | None = None) -> None:
+                      panels: list[dict], concepts_page: str | None = None, try_page: str | None = None) -> None:
     """index.html, the other pieces' pages and scripts, and layer.json of a layer (`record`: its layer.json);
-    the pages link to the model's `concepts_page` (a file in the model's folder) where it has one."""
+    the pages link to the model's `concepts_page` and `try_page` (files in the model's folder) where it has them."""
     pieces = cut(record["units"])
     pages = pager(pieces)
     title = model.title or model.name
     common = {"root": ROOT, "model": model, "model_title": title, "layer": record, "pieces": pages,
-              "concepts_href": f"../{concepts_page}" if concepts_page else None}
+              "concepts_href": f"../{concepts_page}" if concepts_page else None,
+              "try_href": f"../{try_page}" if try_page else None}
     writer.write_text(f"{layer_dir}/index.html", renderer.render(
         "layer.html", page_title=f"{record['layer']} - {title}", units=pieces[0], panels=panels, **common))
     for number in range(2, len(pieces) + 1):

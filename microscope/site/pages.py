@@ -45,6 +45,7 @@ class LayerContext:
     index: dict[str, set[int]]  # layer -> the units with a page in this site (to link to other layers)
     all_labels: dict[str, dict[int, dict]]  # layer -> unit -> {"label", "note"}, every layer's
     concepts_page: str | None = None  # the model's concepts page (in the model's folder), where it has one
+    try_page: str | None = None  # the model's "Try an image" page (in the model's folder), where it has one
 
     @cached_property
     def thumbs(self) -> set[int]:
@@ -96,7 +97,7 @@ def build_layer(ctx: LayerContext, progress: bool) -> dict:
     views = [SHOWN[name] for name in SHOWN if name in ctx.data]
     record = layer_record(ctx, records, views)
     panels, record["layer_bytes"] = layer_panels(ctx, views)
-    write_layer_pages(ctx.writer, ctx.renderer, ctx.layer_dir, ctx.model, record, panels, ctx.concepts_page)
+    write_layer_pages(ctx.writer, ctx.renderer, ctx.layer_dir, ctx.model, record, panels, ctx.concepts_page, ctx.try_page)
     return {k: v for k, v in record.items() if k != "units"}  # what the model page and search need
 
 
