@@ -11,13 +11,19 @@ cannot express is said in one line naming it (`NotExportable`), so a build leave
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
+import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
+import onnx
 import torch
+from onnx import helper, numpy_helper
 from torch import nn
 
 from microscope.network.loaded import LayerExtractor, Network
@@ -26,6 +32,7 @@ from microscope.store.inbrowser import ExportedOutput
 OPSET = 17  # onnxruntime-web 1.31 runs opsets 7 to 21; 17 has every operator these networks need
 INPUT_NAME = "image"
 LOGITS = "logits"
+SPLAT = 64  # values: a folded constant this large holding one value is stored as its shape and the value
 
 
 class NotExportable(Exception):
@@ -71,7 +78,7 @@ def export_onnx(network: Network, layers: list[str], opset: int = OPSET) -> Expo
     names = [*layers, LOGITS]
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _no_stdout():
             # the TorchScript exporter warns that it is deprecated and about its tracer; neither is the user's
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (image,), buffer, dynamo=False, input_names=[INPUT_NAME], output_names=names,
@@ -81,17 +88,67 @@ def export_onnx(network: Network, layers: list[str], opset: int = OPSET) -> Expo
     outputs = [ExportedOutput(name=name, layer=layer, kind=_kind(network, layer), channels=shape[1],
                               height=shape[2] if len(shape) == 4 else 1, width=shape[3] if len(shape) == 4 else 1)
                for name, layer, shape in zip(names, module.names, shapes)]
-    return Exported(buffer.getvalue(), outputs, module)
+    return Exported(without_splats(buffer.getvalue()), outputs, module)
 
 
 def unsupported(error: Exception, opset: int = OPSET) -> str:
-    """What the exporter could not do, in a few words: the operator where it names one."""
+    """What the exporter could not do, in a few words: the operator where it names one (and why, where it says)."""
     text = str(error)
     found = re.search(r"operator '([\w:.]+)'", text)
     if found:
         return f"ONNX export (opset {opset}) does not support {found.group(1)}"
+    found = re.search(r"export of operator ([\w:.]+)[,:]? *([^.\n]*)", text)
+    if found:
+        why = f" ({found.group(2).strip()})" if found.group(2).strip() else ""
+        return f"ONNX export (opset {opset}) does not support {found.group(1)}{why}"
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
     return f"ONNX export failed: {first[:200]}"
+
+
+@contextlib.contextmanager
+def _no_stdout():
+    """Standard output discarded, at the file descriptor: the TorchScript exporter prints its whole graph there
+    (from C++, whatever its logging settings) when it fails, and the build says the failure in one line."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def without_splats(model_bytes: bytes) -> bytes:
+    """The model with each large constant of one repeated value made by a ConstantOfShape instead.
+
+    Constant folding turns `zeros_like` of a fixed-shape tensor (an SAE's TopK code starts from one) into the
+    whole tensor of zeros: at 14x14 positions and thousands of features, megabytes of zeros in the download."""
+    model = onnx.load_from_string(model_bytes)
+    nodes = []
+    for node in model.graph.node:
+        values = _constant_value(node)
+        if values is None or values.size < SPLAT or not np.all(values == values.flat[0]):
+            nodes.append(node)
+            continue
+        shape = f"{node.output[0]}_shape"
+        nodes.append(helper.make_node("Constant", [], [shape], name=f"{node.name}_shape",
+                                      value=numpy_helper.from_array(np.array(values.shape, np.int64))))
+        nodes.append(helper.make_node("ConstantOfShape", [shape], list(node.output), name=node.name,
+                                      value=numpy_helper.from_array(values.reshape(-1)[:1].copy())))
+    model.graph.ClearField("node")
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _constant_value(node) -> np.ndarray | None:
+    """The tensor a Constant node holds as its `value`, else None."""
+    if node.op_type != "Constant":
+        return None
+    found = [attribute.t for attribute in node.attribute if attribute.name == "value"]
+    return numpy_helper.to_array(found[0]) if found else None
 
 
 def _kind(network: Network, layer: str) -> str:

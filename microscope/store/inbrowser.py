@@ -58,7 +58,9 @@ class ExportedModel(JsonRecord):
     outputs: list[ExportedOutput]  # in the file's order, logits last
     weights_dtype: str  # "float16": weights stored in half precision, computed in float32; else "float32"
     tolerance: float  # the largest relative error any output may have for the float16 file to be kept
-    max_error: dict[str, float]  # output name -> max |onnxruntime - torch float32| / max |torch|, measured
+    max_error: dict[str, float]  # output name -> max |onnxruntime - torch float32| / max |torch|, measured (an SAE's
+    # TopK code: where both chose the feature)
+    code_changes: dict[str, float]  # an SAE code's name -> the share of its chosen (position, feature) pairs that differ
     check_photos: int  # photos the error was measured on (0: seeded noise images, no photos were given)
     onnx_bytes: int
     files: dict[str, FileStamp]  # model.onnx

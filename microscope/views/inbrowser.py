@@ -84,7 +84,7 @@ class InBrowserView(Computed):
         if isinstance(exported, NotExportable):  # (the plan said it; a worker of another kind may meet it here)
             log.warning(left_out(spec["model"], exported))
             return
-        names = [output.name for output in exported.outputs]
+        names = [(output.name, output.kind) for output in exported.outputs]
         images, photos = _check_inputs(network, spec["photos"])
         with torch.no_grad():
             expected = [[value.numpy() for value in exported.module(image[None])] for image in torch.from_numpy(images)]
@@ -126,9 +126,11 @@ def _choose(onnx32: bytes, names, images, expected, wanted: str, model: str) -> 
     if wanted == "float16" or halved.agrees():
         return ("float16", onnx16), halved
     worst = max(halved.max_error, key=halved.max_error.get)
-    log.warning("Try an image: %s keeps float32 weights (float16's worst output, %s, is off by %.2g of its "
-                "largest value%s)", model, worst, halved.max_error[worst], "" if halved.same_top else
-                "; the top 5 changed")
+    changed = max(halved.changed.items(), key=lambda item: item[1], default=None)
+    log.info("Try an image: %s keeps float32 weights (with float16 weights %s is off by %.2g of its largest value%s%s)",
+             model, worst, halved.max_error[worst], "" if changed is None else
+             f", {changed[0]} changes {100 * changed[1]:.1f} % of its code", "" if halved.same_top else
+             ", and the top 5 change")
     return ("float32", onnx32), compare(onnx32, INPUT_NAME, names, images, expected)
 
 
@@ -144,6 +146,7 @@ def write_export(store: Store, spec: dict, network, outputs, chosen: tuple[str, 
         input_size=pre.crop, preprocessing=InputPreparation(pre.channel_order, float(pre.scale), list(pre.mean),
                                                             list(pre.std), pre.resize, pre.crop),
         outputs=outputs, weights_dtype=dtype, tolerance=TOLERANCE, max_error=comparison.max_error,
+        code_changes=comparison.changed,
         check_photos=photos, onnx_bytes=len(data), files={Store.file_key(onnx_file, onnx_file.parent): stamp}))
 
 
