@@ -158,6 +158,15 @@ def caricature(**values):
     _compute(values, ["caricature"])
 
 
+@main.command(name="export-onnx")
+@common_options
+@images_options(what="A dataset: a few of its photos check the float16 file against float32 (default: noise).")
+@view_options("inbrowser")
+def export_onnx(**values):
+    """The network as ONNX for the site's "Try an image" page: every layer with pages, the SAEs' codes, the logits."""
+    _compute(values, ["inbrowser"])
+
+
 @main.command()
 @model_option
 @weights_option

@@ -87,6 +87,12 @@ def assert_agree(a_root: Path, b_root: Path) -> None:
             assert a.keys() == b.keys(), name
             for key in a:
                 arrays_agree(a[key], b[key], f"{name} {key}")
+        elif name.endswith("/inbrowser/record.json"):  # the ONNX file's measured error (about 1e-6 to 1e-3 of
+            # each output's largest value) is a difference of torch's sums, which another thread count rounds otherwise
+            errors = a.pop("max_error"), b.pop("max_error")
+            assert errors[0].keys() == errors[1].keys(), name
+            assert all(abs(errors[0][key] - errors[1][key]) <= 1e-5 for key in errors[0]), (name, errors)
+            values_agree(a, b, name, VALUE_RTOL, VALUE_RTOL)
         elif name.endswith(".json"):
             render = "/featurevis/" in name
             values_agree(a, b, name, RENDER_RTOL if render else VALUE_RTOL, RENDER_STATS_RTOL if render else VALUE_RTOL)

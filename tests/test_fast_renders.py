@@ -97,7 +97,7 @@ def test_preview_then_the_full_build_refines_the_site_in_place(tmp_path):
     # The plan and its estimate come first, before the work: the renders are worth timing, 6 photos are not.
     assert re.fullmatch(r"plan: dataset examples 1 layers \(not timed\), feature visualization 8 renders "
                         r"\((\d+ s|\d+ min)\), circuit \d layer pairs \(not timed\), caricatures and deepdreams 1 layers "
-                        r"\((not timed|\d+ s)\); about (\d+ s|\d+ min) on this "
+                        r"\((not timed|\d+ s)\), try an image 1 models \(not timed\); about (\d+ s|\d+ min) on this "
                         r"machine \(cpu, \d+ threads\)", lines[0]), lines[0]
     assert "build: 1 layer(s): features_4" in lines  # the middle of the tiny model's layers, as none was given
     store = Store(tmp_path / "store")

@@ -180,8 +180,9 @@ FLOORS = [
     ["microscope.network", "microscope.web"],
     ["microscope.activations", "microscope.concepts"],  # what activations keep, and what units are
     ["microscope.examples", "microscope.featurevis", "microscope.circuits", "microscope.sae"],
-    # atlas icons and caricatures are feature visualizations of other objectives (featurevis below)
-    ["microscope.atlas", "microscope.caricature"],
+    # atlas icons and caricatures are feature visualizations of other objectives (featurevis below); the
+    # in-browser export is the network (with the SAEs' encoders as layers) as ONNX for the "Try an image" page
+    ["microscope.atlas", "microscope.caricature", "microscope.inbrowser"],
     ["microscope.views"],
     ["microscope.site"],
     ["microscope.run"],

@@ -102,7 +102,11 @@ class NodeExtractor(nn.Module):
         _disable_inplace(self.graph_module)
 
     def forward(self, rgb01: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = self.graph_module(self.preprocessing(rgb01))
+        return self.normalised(self.preprocessing(rgb01))
+
+    def normalised(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The layers from an input already preprocessed (what an exported network takes: inbrowser/export.py)."""
+        outputs = self.graph_module(x)
         found = {}
         for layer in self.layers:
             parts = [outputs[node] for node in layer.nodes]

@@ -59,7 +59,14 @@ class LayerExtractor(nn.Module):
         return self.base.graph_module
 
     def forward(self, rgb01: torch.Tensor) -> dict[str, torch.Tensor]:
-        found = self.base(rgb01)
+        return self.layers_of(self.base(rgb01))
+
+    def normalised(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The layers from an input already preprocessed (the model's `Preprocessing` done by the caller)."""
+        return self.layers_of(self.base.normalised(x))
+
+    def layers_of(self, found: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each asked-for layer from the base layers' activations: derived ones computed from their source."""
         result = {}
         for layer in self.layers:
             if layer.name in self.sources:

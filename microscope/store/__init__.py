@@ -1,4 +1,4 @@
-"""The artifact store: typed records (schema.py, atlas.py, caricature.py, circuits.py, concepts.py, sae.py) at the paths store.py
+"""The artifact store: typed records (schema.py, atlas.py, caricature.py, circuits.py, concepts.py, inbrowser.py, sae.py) at the paths store.py
 owns, written atomically (files.py)."""
 from microscope.store.atlas import AtlasCells, AtlasIcons, AtlasLayout, AtlasResult, AtlasStage, AtlasVectors
 from microscope.store.caricature import ActiveUnit, CaricaturePhoto, CaricatureResult
@@ -6,6 +6,7 @@ from microscope.store.circuits import CircuitArrays, CircuitRefusal, CircuitResu
 from microscope.store.concepts import ConceptInfo, ConceptScore, LayerConcepts, UnitConcepts, UnitSimilarity
 from microscope.store.files import (FileStamp, atomic_save_npz, atomic_write_bytes, atomic_write_json,
                                     atomic_write_text, load_npz, usable_folder)
+from microscope.store.inbrowser import ExportedModel, ExportedOutput, InputPreparation
 from microscope.store.sae import SaeResult, SaeVectors, SaeWeights, VectorShard
 from microscope.store.schema import (DatasetIndex, DatasetRef, ExamplesResult, ExamplesSummary, LayerInfo, ModelRecord,
                                      PassShard, PatchIndex, PatchSettings, RenderConfig, RenderImage, RenderRecord,
@@ -15,7 +16,8 @@ from microscope.store.typed import RecordError
 
 __all__ = ["AtlasCells", "AtlasIcons", "AtlasLayout", "AtlasResult", "AtlasStage", "AtlasVectors", "ActiveUnit", "CaricaturePhoto",
            "CaricatureResult", "CircuitArrays",
-           "CircuitRefusal", "CircuitResult", "ConceptInfo", "ConceptScore", "LayerConcepts", "UnitConcepts", "UnitSimilarity", "DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary",
+           "CircuitRefusal", "CircuitResult", "ConceptInfo", "ConceptScore", "LayerConcepts", "UnitConcepts", "UnitSimilarity", "DatasetIndex", "DatasetRef", "ExamplesResult", "ExamplesSummary", "ExportedModel",
+           "ExportedOutput", "InputPreparation",
            "FileStamp", "LayerInfo", "ModelRecord", "PATCHES", "PassShard", "PatchIndex", "PatchSettings",
            "RecordError", "RenderConfig", "RenderImage", "RenderRecord", "SaeResult", "SaeVectors", "SaeWeights",
            "Store", "ThumbSettings", "ThumbStamps", "VectorShard", "ViewSettings", "atomic_save_npz",

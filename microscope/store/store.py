@@ -30,8 +30,10 @@
     <root>/<model>/<layer>/sae/<weights>/checkpoint.npz        trainer state while training
     <root>/<model>/<layer>/sae/<weights>/weights.npz           SaeWeights
     <root>/<model>/<layer>/sae/<weights>/result.json           SaeResult, written last
+    <root>/<model>/inbrowser/model.onnx                         the network exported for the "Try an image" page
+    <root>/<model>/inbrowser/record.json                        ExportedModel, written last
 
-The records are in schema.py, atlas.py, caricature.py, circuits.py, concepts.py and sae.py. Model and layer folders are
+The records are in schema.py, atlas.py, caricature.py, circuits.py, concepts.py, inbrowser.py and sae.py. Model and layer folders are
 `names.segment(name)`: the name itself when it is a safe folder name; every other part a caller
 chooses goes through `segment` too, so no name leads outside the root. A record's `files` name the
 data files it stamps by their path relative to the record's folder (`Store.file_key`).
@@ -53,6 +55,7 @@ from microscope.store.caricature import CaricatureResult
 from microscope.store.circuits import CircuitRefusal, CircuitResult
 from microscope.store.concepts import LayerConcepts
 from microscope.store.files import FileStamp, atomic_save_npz, atomic_write_json, load_npz
+from microscope.store.inbrowser import ExportedModel
 from microscope.store.sae import SaeResult, SaeVectors
 from microscope.store.schema import DatasetIndex, ExamplesResult, ModelRecord, RenderRecord, ThumbStamps
 from microscope.store.typed import JsonRecord
@@ -81,6 +84,7 @@ RECORD_FILES = (
     ("*/*/caricature/result.json", CaricatureResult),
     ("*/*/sae/*/result.json", SaeResult),
     ("*/*/sae/*/vectors/*/vectors.json", SaeVectors),
+    ("*/inbrowser/record.json", ExportedModel),
 )
 PASS_SHARD_FILES = "*/passes/*/*.npz"  # an unfinished examples pass's checkpoints
 
@@ -316,6 +320,18 @@ class Store:
     def vector_shard_file(vectors_dir: Path, first: int, last: int, part: str) -> Path:
         """The `part` ("train" or "held") vectors of images [first, last) in a `sae_vectors_dir`."""
         return vectors_dir / f"{int(first):09d}-{int(last):09d}.{segment(part)}.npy"
+
+    # The network exported for the browser -------------------------------------------------------
+
+    def inbrowser_dir(self, model: str) -> Path:
+        """The model exported to ONNX for the "Try an image" page (record in store/inbrowser.py)."""
+        return self.model_dir(model) / "inbrowser"
+
+    def inbrowser_onnx_file(self, model: str) -> Path:
+        return self.inbrowser_dir(model) / "model.onnx"
+
+    def inbrowser_record_file(self, model: str) -> Path:
+        return self.inbrowser_dir(model) / "record.json"
 
     # What the records vouch for, for a check of the whole store (microscope/run/verify.py) ------------
 

@@ -13,10 +13,12 @@ from microscope.views.circuits import VIEW as CIRCUITS
 from microscope.views.concepts import VIEW as CONCEPTS
 from microscope.views.examples import VIEW as EXAMPLES
 from microscope.views.featurevis import VIEW as FEATUREVIS
+from microscope.views.inbrowser import VIEW as INBROWSER
 from microscope.views.sae import VIEW as SAE
 from microscope.views.shown import SHOWN
 
-VIEWS: dict[str, Computed] = {view.name: view for view in (FEATUREVIS, EXAMPLES, CONCEPTS, SAE, CIRCUITS, CARICATURE, ATLAS)}
+VIEWS: dict[str, Computed] = {view.name: view for view in (FEATUREVIS, EXAMPLES, CONCEPTS, SAE, CIRCUITS, CARICATURE, ATLAS,
+                                                                 INBROWSER)}
 
 
 def register(view: Computed) -> None:

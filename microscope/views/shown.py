@@ -8,9 +8,11 @@ from microscope.circuits.panel import SHOWN as CIRCUITS
 from microscope.concepts.panel import SHOWN as CONCEPTS
 from microscope.examples.panel import SHOWN as EXAMPLES
 from microscope.featurevis.panel import SHOWN as FEATUREVIS
+from microscope.inbrowser.panel import SHOWN as INBROWSER
 from microscope.sae.panel import SHOWN as SAE
 from microscope.view import Shown
 
-SHOWN: dict[str, Shown] = {shown.name: shown for shown in (FEATUREVIS, EXAMPLES, CONCEPTS, SAE, CIRCUITS, CARICATURE, ATLAS)}
+SHOWN: dict[str, Shown] = {shown.name: shown for shown in (FEATUREVIS, EXAMPLES, CONCEPTS, SAE, CIRCUITS, CARICATURE, ATLAS,
+                                                                INBROWSER)}
 
 __all__ = ["SHOWN"]
