@@ -1,7 +1,7 @@
-"""The show half of the in-browser export, as yet: a model-wide result that no unit or layer page shows.
+"""The show half of the in-browser export: a model-wide result that no unit or layer page shows.
 
-The "Try an image" page (issue 30, the page half) reads `stored.read_exported`; until it exists this half only
-names the view so that it can be registered (views/shown.py) and says nothing on any page.
+The model's "Try an image" page is the site's (site/try_page.py, from `stored.read_exported`); this half only
+names the view so that it is registered (views/shown.py) and says nothing on a layer or unit page.
 """
 from __future__ import annotations
 
