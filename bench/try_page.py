@@ -41,9 +41,13 @@ def python_maxima(network, layers: list[str], photo: Path) -> tuple[dict[str, np
     return maxima, out["logits"][0].numpy()
 
 
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # one line per request would bury the output
+        pass
+
+
 def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(Quiet, directory=str(folder))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/"

@@ -27,7 +27,11 @@ def blob_photos(root: Path, count: int, seed: int, side: int = 96) -> Path:
 
 def cli(*args, code: int = 0, env: dict | None = None) -> subprocess.CompletedProcess:
     """build.py with these arguments, in a process of its own (with `env`, if given); it must exit with
-    `code`, never a traceback."""
+    `code`, never a traceback. A `build` leaves the Try page out unless the test asks for it (`--try-page`):
+    its runtime and network would add some 60 MB to every site the suite builds (tests/test_try_page.py and
+    tests/test_inbrowser_export.py build it)."""
+    if args and args[0] == "build" and "--try-page" not in args:
+        args = (*args, "--try-page", "off")
     result = subprocess.run(command(*args), capture_output=True, text=True, env=env)
     assert result.returncode == code, result.stderr[-3000:]
     assert "Traceback" not in result.stderr

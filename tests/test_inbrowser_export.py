@@ -183,10 +183,13 @@ def test_the_view_stores_reuses_and_re_exports(tiny, tmp_path):
     smaller = read_exported(store, model)[0]
     assert "1 models computed" in fewer.stdout and smaller.key != record.key
     assert [o.name for o in smaller.outputs] == ["features_1", LOGITS]
-    export_cli(tiny, store.root, "--layers", "features_1", "--try-weights", "float32")
+    export_cli(tiny, store.root, "--layers", "features_1", "--try-page", "float32")
     exact = read_exported(store, model)[0]
     assert exact.key not in (record.key, smaller.key) and exact.weights_dtype == "float32"
     assert exact.onnx_bytes > 1.6 * smaller.onnx_bytes and max(exact.max_error.values()) <= F32_TOLERANCE
+    off = export_cli(tiny, store.root, "--layers", "features_1", "--try-page", "off")  # no page: no export left
+    assert "try an image: off, its stored export removed" in off.stdout
+    assert read_exported(store, model) is None and not store.inbrowser_onnx_file(model).exists()
 
 
 ODD_MODELS = textwrap.dedent('''
@@ -225,7 +228,7 @@ def test_an_unexportable_model_leaves_the_page_out_in_one_line(tmp_path, capfd):
     (tmp_path / "photos").mkdir()
     photos = blob_photos(tmp_path / "photos", 4, seed=4, side=48)
     store, model = Store(tmp_path / "store"), "odd-pooled"
-    result = cli("build", *QUICK_CARICATURES, "--model", f"{tmp_path / 'odd.py'}:pooled", "--weights", "random",
+    result = cli("build", *QUICK_CARICATURES, "--try-page", "auto", "--model", f"{tmp_path / 'odd.py'}:pooled", "--weights", "random",
                  "--units", "0-1", "--steps", "2", "--size", "32", "--objectives", "channel", "--top-k", "2",
                  "--images", photos, "--store", store.root, "--out", tmp_path / "site", "--quiet")
     line = (f"the Try-an-image page of {model} is left out: ONNX export (opset 17) does not support "
@@ -235,3 +238,6 @@ def test_an_unexportable_model_leaves_the_page_out_in_one_line(tmp_path, capfd):
     assert not store.inbrowser_dir(model).exists()
     assert all(store.examples_result_file(model, layer).is_file() for layer in ("1", "3"))  # the rest is built
     assert (tmp_path / "site" / "models" / model / "3" / "0" / "index.html").is_file()
+    assert not (tmp_path / "site" / "models" / model / "try.html").exists()  # no page, no link, no runtime
+    assert "try.html" not in (tmp_path / "site" / "models" / model / "index.html").read_text()
+    assert not (tmp_path / "site" / "static" / "ort").exists()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from generated import QUICK_CARICATURES, cli
 from microscope.data.images import Framing, load_rgb
@@ -41,7 +42,7 @@ def tried(tmp_path_factory, shared_dir):
     weights = shared_dir / "weights" / "bvlc_googlenet.npz"
     store, site = root / "store", root / "site"
     result = cli("build", "--model", MODEL, "--weights", weights, "--layers", ",".join(LAYERS), "--units", "0-1",
-                 "--steps", "2", "--size", "48", "--objectives", "channel", "--images", photos, *QUICK_CARICATURES,
+                 "--steps", "2", "--size", "48", "--objectives", "channel", "--images", photos, *QUICK_CARICATURES, "--try-page", "auto",
                  "--store", store, "--out", site, "--quiet")
     if not (site / "models" / MODEL / "try.html").is_file():
         pytest.skip("no Try page was built (the runtime could not be fetched?): " + result.stderr[-400:])
@@ -58,10 +59,14 @@ def python_outputs(network, layers, photo: Path) -> dict[str, torch.Tensor]:
     return {name: value[0].float() for name, value in out.items()}
 
 
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # one line per request would bury the output
+        pass
+
+
 class Server:
     def __init__(self, folder: Path):
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-        handler.log_message = lambda *args: None
+        handler = functools.partial(Quiet, directory=str(folder))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
@@ -158,8 +163,16 @@ def test_in_chromium_the_page_agrees_with_the_python_network(tried, browser):
     page.close()
 
 
+def open_page_without_webassembly(chromium, url: str):
+    page = chromium.new_page()
+    page.add_init_script("delete window.WebAssembly;")
+    page.goto(url)
+    page.wait_for_function("document.querySelector('[data-try]').dataset.state === 'unavailable'", timeout=30_000)
+    return page, None
+
+
 def test_bad_input_and_file_urls_say_what_is_needed(tried, browser):
-    _, site, photos, _ = tried
+    _, site, photos, network = tried
     chromium, url = browser
     page, errors = open_page(chromium, f"{url}models/{MODEL}/try.html")
     page.wait_for_function("document.querySelector('[data-try]').dataset.state === 'ready'", timeout=120_000)
@@ -169,7 +182,22 @@ def test_bad_input_and_file_urls_say_what_is_needed(tried, browser):
     page.wait_for_function("window.microscopeTry.error", timeout=30_000)
     assert "is not an image" in page.locator("#try-status").inner_text()
     assert page.locator("[data-try]").get_attribute("data-state") == "ready"  # another photo may follow
+    # A huge photo (downscaled first) and a grayscale one: results, the classes of their framing.
+    elephant = Image.open(photos / "n02504458_African_elephant.jpg").convert("RGB")
+    huge, gray = photos.parent / "huge.png", photos.parent / "gray.png"
+    elephant.resize((6000, 4000)).save(huge)
+    elephant.convert("L").save(gray)
+    for path in (huge, gray):
+        page.set_input_files("#try-file", str(path))
+        page.wait_for_function(f"window.microscopeTry.result && window.microscopeTry.result.name === {json.dumps(path.name)}",
+                               timeout=60_000)
+    assert page.evaluate("window.microscopeTry.result.classes[0].index") == \
+        int(np.argmax(python_outputs(network, LAYERS, gray)["logits"].numpy()))
+    assert errors == []
     page.close()
+    bare, _ = open_page_without_webassembly(chromium, f"{url}models/{MODEL}/try.html")
+    assert "needs a browser with WebAssembly" in bare.locator("#try-status").inner_text()
+    bare.close()
     offline, _ = open_page(chromium, (site / "models" / MODEL / "try.html").as_uri())
     text = offline.locator("#try-status").inner_text()
     assert "served over HTTP" in text and "build.py serve" in text

@@ -333,6 +333,16 @@ class Store:
     def inbrowser_record_file(self, model: str) -> Path:
         return self.inbrowser_dir(model) / "record.json"
 
+    def remove_export(self, model: str) -> bool:
+        """Delete the model's export (`--try-page off`), the record first so that no record outlives its file;
+        True if there was one."""
+        found = False
+        for path in (self.inbrowser_record_file(model), self.inbrowser_onnx_file(model)):
+            if path.is_file():
+                path.unlink()
+                found = True
+        return found
+
     # What the records vouch for, for a check of the whole store (microscope/run/verify.py) ------------
 
     @staticmethod
