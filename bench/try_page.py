@@ -110,7 +110,7 @@ def main() -> None:
     print(f"| page open to first result | {first:.1f} s |")
     print(f"| photo chosen to results: median / max | {statistics.median(seconds):.2f} / {max(seconds):.2f} s |")
     print(f"| top-1 class same as Python | {top1} of {n} |")
-    print("\n| layer | top-5 units same order | same set | max |page - python| / layer max |\n|---|---|---|---|")
+    print("\n| layer | top-5 units same order | same set | max abs(page - python) / layer max |\n|---|---|---|---|")
     for layer in layers:
         print(f"| {layer} | {same[layer][0]} of {n} | {same[layer][1]} of {n} | {worst[layer]:.1e} |")
 

@@ -92,7 +92,7 @@ def test_preview_then_the_full_build_refines_the_site_in_place(tmp_path):
     model = f"{root / 'tiny.py'}:tiny"
     common = ["--model", model, "--weights", root / "tiny.pth", "--images", root / "photos",
               "--store", tmp_path / "store", "--out", tmp_path / "site"]
-    result = cli("build", "--preview", *common, "--image-sample", "6")
+    result = cli("build", "--preview", *common, "--image-sample", "6", "--try-page", "auto")  # the default
     lines = result.stdout.splitlines()
     # The plan and its estimate come first, before the work: the renders are worth timing, 6 photos are not.
     assert re.fullmatch(r"plan: dataset examples 1 layers \(not timed\), feature visualization 8 renders "
