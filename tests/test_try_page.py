@@ -223,3 +223,29 @@ def test_the_page_is_usable_with_the_keyboard_and_passes_axe(tried, browser):
     assert [(v["id"], [n["target"] for n in v["nodes"]]) for v in found["violations"]] == []
     assert errors == []
     page.close()
+
+
+def test_try_json_lists_layers_with_pages_in_order_an_sae_after_its_layer():
+    """Only outputs whose layer has pages reach try.json; an SAE's features follow the layer they decompose;
+    the logits are named, not listed; paths are the layers' folders (names.segment)."""
+    from microscope.site.try_page import try_data
+    from microscope.store import ExportedModel, ModelRecord
+    from microscope.store.inbrowser import ExportedOutput, InputPreparation
+
+    outputs = [ExportedOutput("a", "a", "conv", 4, 8, 8), ExportedOutput("b c", "b c", "block", 6, 4, 4),
+               ExportedOutput("d", "d", "block", 2, 2, 2), ExportedOutput("a_sae", "a_sae", "sae", 16, 8, 8),
+               ExportedOutput("logits", "logits", "logits", 3, 1, 1)]
+    record = ExportedModel(key="k", model="m", weights_id="w", opset=17, input_name="image", input_size=32,
+                           preprocessing=InputPreparation("BGR", 255.0, [1.0, 2.0, 3.0], [1.0, 1.0, 1.0], 36, 32),
+                           outputs=outputs, weights_dtype="float16", tolerance=0.01, max_error={"a": 1e-3},
+                           code_changes={}, check_photos=4, onnx_bytes=1000, files={})
+    rows = [{"name": name, "href": f"{name}/index.html" if name != "d" else None} for name in ("a", "b c", "d", "a_sae")]
+    model = ModelRecord(name="m", title="M", description="", weights_id="w", input_size=32,
+                        categories=["x", "<b>y</b>", "z"], layers=[])
+    data = try_data(model, record, rows, [], {"wasm": "w.js", "webgpu": "g.js", "dir": "ort/"})
+    assert [layer["layer"] for layer in data["layers"]] == ["a", "a_sae", "b c"]  # d has no pages
+    spaced = data["layers"][2]
+    assert spaced["dir"].endswith("/") and " " not in spaced["dir"] and spaced["json"] == spaced["dir"] + "layer.json"
+    assert data["logits"] == "logits" and data["classes"][1] == "<b>y</b>"  # data: try.js writes it as text
+    assert data["preprocessing"] == {"channel_order": "BGR", "scale": 255.0, "mean": [1.0, 2.0, 3.0],
+                                     "std": [1.0, 1.0, 1.0], "resize": 36, "crop": 32}

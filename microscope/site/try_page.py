@@ -32,10 +32,17 @@ def try_files(model_dir: str) -> list[str]:
 
 
 def try_data(model: ModelRecord, record, rows: list[dict], examples: list[dict], runtime: dict) -> dict:
-    """try.json: the exported outputs whose layer has pages in the site (and the logits), in the model's order."""
+    """try.json: the exported outputs whose layer has pages in the site (and the logits), in the model's order,
+    an SAE's features right after the layer they decompose."""
     with_pages = {row["name"]: row for row in rows if row.get("href")}
+    order = {row["name"]: i for i, row in enumerate(rows)}
+
+    def place(output) -> tuple:
+        source = output.layer.removesuffix("_sae") if output.kind == "sae" else output.layer
+        return order.get(source, len(order)), output.kind == "sae"
+
     layers = []
-    for output in record.outputs:
+    for output in sorted(record.outputs, key=place):
         if output.kind == "logits" or output.layer not in with_pages:
             continue
         folder = segment(output.layer)
