@@ -217,6 +217,19 @@ def test_the_page_is_usable_with_the_keyboard_and_passes_axe(tried, browser):
     where.focus()
     page.keyboard.press("Enter")
     assert where.get_attribute("aria-pressed") == "true"
+    # A photo dropped on the page, then one pasted: each gives its results.
+    for event in ("drop", "paste"):
+        page.evaluate("""async (event) => {
+            const blob = await (await fetch(document.querySelector('.try-example').dataset.src)).blob();
+            const carried = new DataTransfer();
+            carried.items.add(new File([blob], event + '.webp', {type: blob.type}));
+            const made = event === 'drop'
+                ? new DragEvent('drop', {dataTransfer: carried, bubbles: true, cancelable: true})
+                : new ClipboardEvent('paste', {clipboardData: carried, bubbles: true, cancelable: true});
+            (event === 'drop' ? document.getElementById('try-drop') : document).dispatchEvent(made);
+        }""", event)
+        name = "drop.webp" if event == "drop" else "the pasted image"
+        page.wait_for_function(f"window.microscopeTry.result.name === {json.dumps(name)}", timeout=60_000)
     page.add_script_tag(path=str(AXE))
     found = page.evaluate("""async () => await axe.run(document, {
         runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}})""")
