@@ -81,7 +81,7 @@ def test_the_site_holds_no_local_path(built):
     photo = home / "private-album" / "p00.png"
     assert any(str(photo).encode() in data for data in searchable(photo)[1:])  # the search sees metadata
     files = [path for path in site.rglob("*") if path.is_file()]
-    assert len(files) > 40 and {path.suffix for path in files} >= {".html", ".json", ".js", ".jpg"}
+    assert len(files) > 40 and {path.suffix for path in files} >= {".html", ".json", ".js", ".jpg", ".onnx", ".wasm"}
     for path in files:
         for data in searchable(path):
             for needle in needles:
