@@ -27,9 +27,9 @@ PHOTOS = ("n01440764_tench", "n02085620_Chihuahua", "n03954731_plane", "n0775359
           "n04254680_soccer_ball")
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = Path(__file__).parent / "browser" / "node_modules" / "axe-core" / "axe.min.js"
-# float16 weights, float32 compute: the page's maxima within 2% of the unit's maximum over the photo set, in float32
-# on one side and onnxruntime-web's kernels on the other (tests/test_inbrowser_export.py holds the file to 1e-2).
-TOLERANCE = 0.02
+# float16 weights, float32 compute: the page's values within 1 % of the layer's largest - the export's own tolerance
+# (inbrowser/half.py), which the file met against torch before onnxruntime-web's kernels ran it (measured: 1.4e-3).
+TOLERANCE = 0.01
 
 
 @pytest.fixture(scope="module")
