@@ -27,7 +27,7 @@ from test_build import snapshot
 
 RAY = Path(sys.executable).with_name("ray")
 BUILD = ["build", *QUICK_CARICATURES, "--model", "inceptionv1-caffe", "--weights", "random", "--layers", "conv1,conv2", "--units", "0-5",
-         "--steps", "40", "--size", "64", "--objectives", "channel", "--batch-size", "2", "--top-k", "4", "--quiet"]
+         "--steps", "40", "--size", "64", "--objectives", "channel", "--batch-size", "2", "--top-k", "4", "--try-page", "off", "--quiet"]
 RENDERS = 12  # 6 units x 2 layers
 
 

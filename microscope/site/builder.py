@@ -35,7 +35,7 @@ from microscope.site.pages import LayerContext, build_layer, layer_units
 from microscope.site.estimate import ESTIMATE_KINDS, estimate_size, site_space_line
 from microscope.site.render import Renderer, static_files
 from microscope.site.search import concept_rows, search_index, search_script
-from microscope.site.try_page import PAGE as TRY_PAGE, try_files, write_try_page
+from microscope.site.try_page import PAGE as TRY_PAGE, SCRIPTS as TRY_SCRIPTS, try_files, write_try_page
 from microscope.store import ModelRecord, Store, usable_folder
 from microscope.store.lock import writing
 from microscope.inbrowser.stored import read_exported
@@ -168,8 +168,12 @@ def _write_site(store, out: Path, report: SiteReport, chosen, catalogues, models
     build = SiteBuild(store, writer, renderer, layers, label_map, progress, report)
     fresh = {name: _build_model(build, catalogues[name]) for name in chosen}
     site_models = _site_models(writer, fresh)  # every model in the site, including ones not rebuilt now
+    if models and writer.path("static/ort").is_dir():
+        build.runtime_links()  # the Try pages of models not built now still run on it
+    tried = bool(build.runtime and build.runtime[0])
     for path, content in static_files().items():
-        writer.write(f"static/{path}", content)
+        if tried or path not in TRY_SCRIPTS:  # a site without a Try page does not carry its scripts
+            writer.write(f"static/{path}", content)
     writer.write_text("index.html", renderer.render("home.html", root="", page_title="Microscope",
                                                     models=site_models, generator=GENERATOR))
     writer.write_text("404.html", renderer.render("404.html", root=None, page_title="Page not found"))
@@ -178,8 +182,6 @@ def _write_site(store, out: Path, report: SiteReport, chosen, catalogues, models
     writer.write_text("site.json", json.dumps({"generator": GENERATOR, "models": [
         {"name": m["name"], "title": m["title"], "url": m["url"], "json": m["json"]} for m in site_models]},
         indent=1) + "\n")
-    if models and writer.path("static/ort").is_dir():
-        build.runtime_links()  # the Try pages of models not built now still run on it
     if not layers:
         writer.prune("static")
         if not models:

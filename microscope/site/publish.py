@@ -25,6 +25,7 @@ DEFAULT_MESSAGE = "Publish microscope site"  # also the whole message of commits
 
 
 GIT_NO_SPACE = ("No space left on device", "Disk quota exceeded")  # git's words for ENOSPC, EDQUOT
+LOW_SPACE = 64 * 1024  # free bytes under which a git failure that does not say why is taken for a full disk
 
 
 class NoSpace(Exception):
@@ -46,9 +47,25 @@ def _git(args: list[str], cwd: Path, check: bool = True) -> subprocess.Completed
             common = _git(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd, check=False)
             folder = common.stdout.strip() or cwd  # (not the worktree's own folder inside it)
             raise NoSpace("the git folder", folder, full)
+        low = _full_folder(cwd)
+        if low is not None:  # git says only "couldn't write ...lock" when a ref or lock file finds no room
+            raise NoSpace(*low, "almost no free space")
         detail = output.strip().splitlines()
         raise UsageError(f"git {' '.join(args)} failed: {detail[-1] if detail else 'no output'}")
     return result
+
+
+def _full_folder(cwd: Path) -> tuple[str, str] | None:
+    """(where, folder) of a folder publishing writes to that has (almost) no free space, the temporary worktree's
+    first; None if both have room."""
+    common = _git(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd, check=False).stdout.strip()
+    for where, folder in (("the temporary folder", tempfile.gettempdir()), ("the git folder", common or str(cwd))):
+        try:
+            if shutil.disk_usage(folder).free < LOW_SPACE:
+                return where, folder
+        except OSError:  # a folder that is not there: not the one that is full
+            continue
+    return None
 
 
 def _identity(repo: Path) -> list[str]:

@@ -24,6 +24,7 @@ from microscope.store import ModelRecord
 PAGE = "try.html"  # beside the model's index.html (names.RESERVED keeps layer folders off it and off FOLDER)
 FOLDER = "try"
 EXAMPLES = 6  # example photos offered on the page
+SCRIPTS = ("try.js", "preprocess.js")  # the static files only a site with a Try page needs
 
 
 def try_files(model_dir: str) -> list[str]:
