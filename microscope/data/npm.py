@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from microscope.data.cache import cache_dir as default_cache_dir
+from microscope.data.cache import cache_dir as default_cache_dir, download_failure
 from microscope.errors import UsageError, no_space
 
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
@@ -137,7 +137,7 @@ def fetch_package(package: NpmPackage, cache_dir: Path | None = None, registry: 
         if no_space(error) is not None:
             raise UsageError(f"no space left in the download cache {root} for {url}; make room there "
                              "or set MICROSCOPE_CACHE to another folder") from None
-        raise UsageError(f"could not download {url} ({_reason(error)}); {by_hand}") from None
+        raise UsageError(f"could not download {url} ({download_failure(error)}); {by_hand}") from None
     finally:  # wrong checksum, Ctrl-C: no half file may stay in the cache
         Path(tarball).unlink(missing_ok=True)
     return folder
@@ -234,15 +234,5 @@ def _extract(tarball: Path, work: Path, package: NpmPackage, url: str) -> dict[s
         if isinstance(error, OSError) and error.errno is not None:
             raise  # the disk, not the tarball: said as a download that could not be written
         # Its integrity matched, so this is the tarball npm publishes under that pin: the pin is wrong.
-        raise UsageError(f"{url} is not a readable .tgz ({_reason(error)}); "
+        raise UsageError(f"{url} is not a readable .tgz ({download_failure(error)}); "
                          f"check the pinned version and integrity of {package.name}") from None
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, urllib.error.HTTPError):
-        text = f"HTTP {error.code} {error.reason}"
-    elif isinstance(error, urllib.error.URLError):
-        text = str(error.reason)
-    else:
-        text = str(error) or type(error).__name__
-    return " ".join(text.split())  # the message must stay on one line

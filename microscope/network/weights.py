@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from microscope.data.cache import cache_dir
+from microscope.data.cache import cache_dir, download_failure
 from microscope.errors import UsageError
 from microscope.models.spec import ModelSpec, WeightsSpec
 
@@ -104,20 +104,10 @@ def download(weights: WeightsSpec, path: Path, progress: bool = True) -> None:
         os.replace(tmp, path)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         Path(tmp).unlink(missing_ok=True)
-        raise UsageError(f"could not download {weights.url} ({_reason(error)}); {by_hand}") from None
+        raise UsageError(f"could not download {weights.url} ({download_failure(error)}); {by_hand}") from None
     except BaseException:  # wrong checksum, Ctrl-C: no half file may stay in the cache
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, urllib.error.HTTPError):
-        text = f"HTTP {error.code} {error.reason}"
-    elif isinstance(error, urllib.error.URLError):
-        text = str(error.reason)
-    else:
-        text = str(error) or type(error).__name__
-    return " ".join(text.split())  # the message must stay on one line
 
 
 def _fetch(weights: WeightsSpec, out, progress: bool) -> None:
