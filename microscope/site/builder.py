@@ -40,7 +40,7 @@ from microscope.store import ModelRecord, Store, usable_folder
 from microscope.store.lock import writing
 from microscope.inbrowser.stored import read_exported
 from microscope.views.shown import SHOWN
-from microscope.web.runtime import runtime_files
+from microscope.web.runtime import page_paths, runtime_files
 from microscope.web.images import PAGE_BUDGET
 
 log = logging.getLogger(__name__)
@@ -240,8 +240,7 @@ class SiteBuild:
             else:
                 for path, content in files.items():
                     self.writer.write(f"static/{path}", content)
-                self.runtime.append({"wasm": "../../static/ort/ort.wasm.min.js",
-                                     "webgpu": "../../static/ort/ort.min.js", "dir": "../../static/ort/"})
+                self.runtime.append(page_paths("../../static/"))  # from a model's folder
         return self.runtime[0]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from microscope.data.npm import LICENCE_FILE, NpmPackage, fetch_package
 
 RUNTIME_FOLDER = "ort"  # under the site's static/
+ENTRY_SCRIPTS = {"wasm": "ort.wasm.min.js", "webgpu": "ort.min.js"}  # the build a page loads, by its WebGPU adapter
 
 ONNXRUNTIME_WEB = NpmPackage(
     "onnxruntime-web", "1.31.1",
@@ -45,3 +46,10 @@ def runtime_files(package: NpmPackage = ONNXRUNTIME_WEB, cache_dir: Path | None 
     if len(flat) != len(names):
         raise ValueError(f"{package.name}: two kept files share a name, they cannot lie in one folder")
     return {f"{RUNTIME_FOLDER}/{base}": (folder / name).read_bytes() for base, name in flat.items()}
+
+
+def page_paths(static: str) -> dict[str, str]:
+    """What a page is told of the runtime (try.json's `runtime`): each build's script and the folder its .mjs and
+    .wasm lie in, under `static`, the relative URL of the site's static/ from the page."""
+    folder = f"{static}{RUNTIME_FOLDER}/"
+    return {**{kind: folder + name for kind, name in ENTRY_SCRIPTS.items()}, "dir": folder}
