@@ -351,3 +351,21 @@ def test_atlas_page_in_a_real_browser(server):
         assert page.locator("h1").inner_text().startswith(LAYER)
         assert errors == []
         browser.close()
+
+
+def test_the_sample_is_drawn_only_when_asked_and_kept_by_a_run_that_does_not_ask(built, photos, tmp_path):
+    """No --atlas-vectors: no sample is drawn (the pass pays nothing for it) and `atlas` says in one line what
+    to run; a later run without it keeps the layer a sample was drawn for instead of computing it again."""
+    store = tmp_path / "store"
+    cli("examples", *MODEL, "--layers", LAYER, "--top-k", "3", "--images", photos, "--store", store, "--quiet")
+    assert not Store(store).atlas_vectors_file("inceptionv1-caffe", LAYER).exists()
+    refused = cli("atlas", *MODEL, "--layers", LAYER, *ATLAS, "--images", photos, "--store", store, code=2)
+    assert "--atlas-vectors 100000" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    kept, _, _, _, _ = built
+    result = kept.read(kept.examples_result_file("inceptionv1-caffe", LAYER), ExamplesResult)
+    labels = kept.root.parent / "labels.csv"
+    again = cli("examples", *MODEL, "--layers", f"{LAYER},logits", "--top-k", "3", "--images", photos,
+                "--labels", labels, "--store", kept.root)
+    assert "0 layers computed, 2 reused" in again.stdout, again.stdout
+    assert kept.read(kept.examples_result_file("inceptionv1-caffe", LAYER), ExamplesResult).key == result.key
+    assert kept.read(kept.atlas_vectors_file("inceptionv1-caffe", LAYER), AtlasVectors) is not None

@@ -42,6 +42,7 @@ def built(photos, tmp_path_factory):
     trained = cli("sae", *MODEL, *TRAIN, "--images", photos, "--store", store)
     again = cli("sae", *MODEL, *TRAIN, "--images", photos, "--store", store)
     cli("build", *MODEL, *QUICK_CARICATURES, "--layers", f"{LAYER},{FEATURES}", "--units", "0-1", "--steps", "4", "--size", "48",
+        "--atlas-vectors", "200",
         "--objectives", "channel", "--top-k", str(TOP), "--images", photos, "--store", store, "--out", site, "--quiet")
     return Store(store), site, trained, again
 

@@ -26,7 +26,8 @@ def built(tmp_path_factory):
     root = model_and_photos(tmp_path_factory.mktemp("damage"), seed=5)
     args = ["build", *QUICK_CARICATURES, "--model", f"{root / 'tiny.py'}:tiny", "--weights", root / "tiny.pth", "--layers",
             "features_1,features_4", "--units", "0-1", "--steps", "2", "--size", "32", "--objectives", "channel",
-            "--top-k", "2", "--images", root / "photos", "--store", root / "pristine", "--out", root / "site", "--quiet"]
+            "--top-k", "2", "--atlas-vectors", "50", "--images", root / "photos", "--store", root / "pristine",
+            "--out", root / "site", "--quiet"]
     cli(*args)
     return root, args
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from microscope.atlas.layout import LayoutSettings, grid_cells, normalise, umap_layout
 from microscope.errors import UsageError
+from microscope.examples.config import ATLAS_SAMPLE
 from microscope.jobs import hash_json
 from microscope.store import AtlasLayout, AtlasResult, AtlasVectors, ExamplesResult, Store
 
@@ -44,8 +45,9 @@ def sample_of(store: Store, model: str, layer: str) -> tuple[AtlasVectors, objec
     vectors_file = store.atlas_vectors_file(model, layer)
     stamp = result.files.get(vectors_file.name) if result is not None else None
     if stamp is None:
-        raise UsageError(f"{layer} has no atlas sample in {store.root}; compute its dataset examples first "
-                         f"(build.py examples --layers {layer} --images DIR)")
+        raise UsageError(f"{layer} has no atlas sample in {store.root} (the examples pass draws one only when asked): "
+                         f"run build.py examples --layers {layer} --images DIR --atlas-vectors {ATLAS_SAMPLE}, "
+                         "with the --top-k it was built with")
     vectors = store.read(vectors_file, AtlasVectors, stamp)
     if vectors is None:
         raise UsageError(f"the atlas sample of {layer} is damaged; recompute its dataset examples")

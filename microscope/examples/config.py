@@ -19,6 +19,10 @@ VERSION = 3  # 2: patches packed (microscope/data/packs.py), shrunk before paddi
 # (concepts/scoring.py's rules are part of the result: bump it when they change)
 
 
+ATLAS_SAMPLE = 100_000  # the atlas sample a user should ask for (--atlas-vectors): UMAP lays it out in minutes
+SAMPLE_FIELDS = ("atlas_vectors", "atlas_positions")  # what only the atlas sample depends on
+
+
 @dataclass(frozen=True)
 class SummarySettings:
     """What a layer's stored result holds beyond its top k: the summary's histogram, bands, bottom
@@ -39,7 +43,8 @@ class SummarySettings:
     thumb_size: int = 160
     class_summary: int = 5  # classes listed per channel in top_classes (with labels)
     seed: int = 0  # of the band samples' priorities (and of the atlas sample's)
-    atlas_vectors: int = 100_000  # activation vectors kept per layer for its atlas; 0: none
+    atlas_vectors: int = 0  # activation vectors kept per layer for its atlas; 0: none (nobody asked: it costs
+    # the pass about 2 % and the summaries a large file per layer, bench/NOTES.md); ATLAS_SAMPLE when asked
     atlas_positions: int = 0  # inner positions drawn per image; 0: enough to fill atlas_vectors (at least 1)
     concept_images: int = 20_000  # images whose per-unit maxima are kept for the concept scores (a seeded sample)
     concept_min_images: int = 8  # a concept is scored only with this many images in each half (concepts/scoring.py)

@@ -17,11 +17,11 @@ import torch
 from microscope.data.images import ImageDataset, Framing, default_workers
 from microscope.errors import UsageError
 from microscope.examples import thumbs
-from microscope.examples.config import SummarySettings, identity
+from microscope.examples.config import SAMPLE_FIELDS, SummarySettings, identity
 from microscope.examples.stored import is_current
 from microscope.examples.stream import Shard
 from microscope.jobs import Job, hash_json, make_job, usable_cpus
-from microscope.store import DatasetIndex, PassShard, Store
+from microscope.store import DatasetIndex, ExamplesResult, PassShard, Store
 from microscope.store.typed import to_json
 from microscope.view import ViewPlan
 
@@ -71,7 +71,7 @@ def plan(request, session, settings, images: ImageDataset) -> ViewPlan:
     results = {}
     for layer in request.layers:
         found = identity(network, images, layer, settings.top_k, summary)
-        results[layer] = {"key": hash_json(found, digits=32), "identity": found}
+        results[layer] = with_sample(store, model, layer, {"key": hash_json(found, digits=32), "identity": found})
     todo = [layer for layer in request.layers if not is_current(store, model, layer, results[layer]["key"])]
     jobs = []
     if todo:
@@ -82,6 +82,21 @@ def plan(request, session, settings, images: ImageDataset) -> ViewPlan:
     jobs += thumbs_jobs(store, model, images, request.images, settings.view, summary, current,
                         after=[job.key for job in jobs])
     return ViewPlan(jobs, todo=len(todo), done=len(request.layers) - len(todo), what="layers")
+
+
+def with_sample(store: Store, model: str, layer: str, wanted: dict) -> dict:
+    """The stored result's key and identity where it is the wanted one plus an atlas sample (a build that does
+    not ask for a sample keeps the one an earlier run drew, instead of computing the layer again); else `wanted`."""
+    if wanted["identity"]["settings"]["atlas_vectors"]:
+        return wanted
+    stored = store.read(store.examples_result_file(model, layer), ExamplesResult)
+    if stored is None or not isinstance(stored.identity.get("settings"), dict):
+        return wanted
+    without = {**stored.identity, "settings": {**stored.identity["settings"], **{
+        name: wanted["identity"]["settings"][name] for name in SAMPLE_FIELDS}}}
+    if hash_json(without, digits=32) != wanted["key"]:
+        return wanted
+    return {"key": stored.key, "identity": stored.identity}
 
 
 def new_pass(request, settings, model: str, images: ImageDataset, results: dict) -> PassPlan:

@@ -25,6 +25,7 @@ from microscope.atlas.page import SHOWN
 from microscope.atlas.stored import icons_key, is_current, stage_key
 from microscope.data.images import ImageDataset, Framing
 from microscope.errors import UsageError
+from microscope.examples.config import ATLAS_SAMPLE
 from microscope.featurevis.batch import featurevis_extractor
 from microscope.jobs import make_job
 from microscope.settings import Settings, setting
@@ -96,8 +97,11 @@ class AtlasView(Computed):
             raise UsageError("none of the chosen layers can have an atlas (SAE features have no sample of their own); "
                              "choose conv or block layers, e.g. inception_4c")
         settings: AtlasSettings = request.settings[self.name]
-        if "examples" in request.views:
-            return  # the sample is drawn by this very run
+        if "examples" in request.views:  # the sample is drawn by this very run, if it is asked for
+            if not request.settings["examples"].atlas_vectors:
+                raise UsageError(f"an atlas is made from a sample its dataset examples draw; add --atlas-vectors "
+                                 f"{ATLAS_SAMPLE} (none is drawn unless asked)")
+            return
         images = {"folder": str(request.images.folder), "labels": request.images.labels, "sample": request.images.sample}
         for name in layers:
             sample, _ = sample_of(session.store, network.spec.name, name)

@@ -19,7 +19,7 @@ import torch
 from microscope.data.images import ImageDataset, Framing
 from microscope.errors import UsageError
 from microscope.examples import planning, steps
-from microscope.examples.config import SummarySettings
+from microscope.examples.config import ATLAS_SAMPLE, SummarySettings
 from microscope.examples.panel import SHOWN
 from microscope.network.catalogue import catalogue
 from microscope.settings import Settings, setting
@@ -35,7 +35,8 @@ class ExamplesSettings(Settings):
     workers: int | None = setting(None, "--workers", "Image decoding processes (default: up to 4).", low=0,
                                   keyed=False)
     atlas_vectors: int = setting(SummarySettings.atlas_vectors, "--atlas-vectors",
-                                 "Activation vectors sampled per layer for its activation atlas (0: none).", low=0)
+                                 "Activation vectors sampled per layer for its activation atlas (default 0: none; "
+                                 f"`build.py atlas` needs one: ask for {ATLAS_SAMPLE:,}).", low=0)
     concept_min_images: int = setting(SummarySettings.concept_min_images, "--concept-min-images",
                                       "Concept labels: images a concept needs in each half of a labelled dataset "
                                       "(one chooses a unit's concepts, the other scores them).", low=1)
