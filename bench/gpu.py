@@ -16,7 +16,8 @@ step timer (microscope/featurevis/batch.py `step_seconds`). Stages, each against
   examples                images per second of the examples pass (bench/examples.py `stage`: the whole
                           view through the pipeline) over the photos; against a bare decode + forward of
                           the same photos (ImageDataset.batches, one process decoding, the network
-                          truncated after the same layers).
+                          truncated after the same layers). On CUDA both decode plain JPEGs on the device
+                          (microscope/data/jpeg.py), the pass because run_shard picks it there.
   SAE                     training steps per second (microscope/sae/train.py) on random vectors of the
                           layer's width, batch 512; no baseline.
   atlas icons             icons per second (the icon objective `direction_neuron`, Lucid's transforms, the
@@ -188,10 +189,15 @@ def time_examples(network, plan: Plan, photos: Path, scratch: Path) -> dict:
     result = EXAMPLES.stage(network, dataset, layers, bares, 10**9, stores, batch_size, 0, 0)
     extractor = network.extractor(layers)
 
+    # Decoded as the pass decodes: plain JPEGs on the device on CUDA (pinned, non-blocking copies for the rest),
+    # by this process's Pillow on the CPU - so the ratio compares like with like.
+    cuda = network.device.type == "cuda"
+
     def bare():
         with torch.inference_mode():
-            for batch in dataset.batches(batch_size, workers=0):
-                rgb = batch.images.to(network.device).float().div_(255)
+            for batch in dataset.batches(batch_size, workers=0, pin_memory=cuda,
+                                         decode_on=network.device if cuda else None):
+                rgb = batch.images.to(network.device, non_blocking=True).float().div_(255)
                 extractor(rgb.contiguous(memory_format=torch.channels_last))
     seconds = synced(network.device, bare)
     return {"pass": result["pass"], "pass_s": result["pass_s"], "after": result["after"], "images": len(dataset),

@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 
 from microscope.errors import UsageError
 from microscope.data.files import NotRegular, content_digest, find_images, open_regular
+from microscope.data.jpeg import decode_on as decode_jpegs, plain_jpeg
 from microscope.data.labels import csv_labels, folder_labels
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,10 @@ class Framing:
 
     def tensor(self, image: Image.Image) -> torch.Tensor:
         """The view as a uint8 tensor (3, crop, crop); callers convert with `.float() / 255`."""
-        pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        return self.frame(torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1))
+
+    def frame(self, pixels: torch.Tensor) -> torch.Tensor:
+        """A decoded photo (3, H, W) uint8, on any device, as the view (3, crop, crop) on the same device."""
         height, width = pixels.shape[1:]
         short = min(width, height)
         target = self.resize if self.resize is not None else max(short, self.crop)
@@ -85,17 +89,30 @@ class Framing:
         return pixels[:, top:top + self.crop, left:left + self.crop].contiguous()
 
 
-
 def resize_rgb(pixels: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
     """(3, H, W) uint8 -> (3, height, width) uint8, "bilinear" or "bicubic", antialiased.
 
-    torch's uint8 kernel (the one torchvision's tensor `Resize` uses) on a channels-last input:
-    within 1 grey level of Pillow's filters of the same name, and faster. The result is
-    channels-last too: `.permute(1, 2, 0)` of it is a contiguous (height, width, 3) array.
+    On the CPU, torch's uint8 kernel (the one torchvision's tensor `Resize` uses) on a channels-last
+    input: within 1 grey level of Pillow's filters of the same name, and faster. Elsewhere (CUDA has
+    no uint8 antialiased kernel) `resize_float`. The result is channels-last too: `.permute(1, 2, 0)`
+    of it is a contiguous (height, width, 3) array.
     """
+    if pixels.device.type != "cpu":
+        return resize_float(pixels, height, width, mode)
     batch = pixels[None].contiguous(memory_format=torch.channels_last)
     resized = torch.nn.functional.interpolate(batch, size=(height, width), mode=mode, antialias=True)
     return resized.contiguous(memory_format=torch.channels_last)[0]  # (it is, except in corner cases)
+
+
+def resize_float(pixels: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
+    """`resize_rgb` through float32 and back (rounded, clamped: bicubic overshoots), on any device.
+
+    The same antialiased filter as the uint8 kernel, rounded once at the end instead of in fixed point:
+    within 1 grey level of it (tests/test_device_decode.py measures it on the CPU).
+    """
+    batch = pixels[None].contiguous(memory_format=torch.channels_last).float()
+    resized = torch.nn.functional.interpolate(batch, size=(height, width), mode=mode, antialias=True)
+    return resized.round_().clamp_(0, 255).to(torch.uint8).contiguous(memory_format=torch.channels_last)[0]
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -218,7 +235,7 @@ class ImageDataset(torch.utils.data.Dataset):
             return None, error.reason
 
     def batches(self, batch_size: int = 32, workers: int | None = None, first: int = 0, last: int | None = None,
-                pin_memory: bool = False, only=None) -> Iterator["Batch"]:
+                pin_memory: bool = False, only=None, decode_on: torch.device | None = None) -> Iterator["Batch"]:
         """The images [first, last) decoded in `workers` processes, in fixed chunks of indices.
 
         Batch b holds the readable images of indices [first + b * batch_size, first + (b + 1) *
@@ -226,22 +243,46 @@ class ImageDataset(torch.utils.data.Dataset):
         can restart at any batch (`first`). Unreadable files are left out of their batch (a batch
         may come back empty) and named in its `skipped`, with one warning line each. With `only` (sorted
         indices), the batches hold those images alone, batch_size at a time.
+
+        With `decode_on` (a device), the workers only read plain JPEGs' bytes (microscope/data/jpeg.py)
+        and this process decodes and frames them on that device, a batch at a time; other files are
+        decoded by the workers as without it. The batches are the same (indices, skipped, order), their
+        images on that device: exactly the workers' on the CPU, within a grey level or so on CUDA.
         """
         if batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {batch_size}")
-        workers = default_workers() if workers is None else workers
+        workers = default_workers(decode_on) if workers is None else workers
         if workers < 0:
             raise UsageError(f"number of loader workers must be 0 or more, got {workers}")
         last = len(self) if last is None else min(last, len(self))
         chunks = [list(range(start, min(last, start + batch_size))) for start in range(first, last, batch_size)] \
             if only is None else [list(only[start:start + batch_size]) for start in range(0, len(only), batch_size)]
-        loader = torch.utils.data.DataLoader(_Decoded(self), batch_sampler=chunks, num_workers=workers,
-                                             collate_fn=_collate, pin_memory=pin_memory)
-        for indices, images, bad in loader:
+        items, collate = (_Decoded(self), _collate) if decode_on is None else (_Read(self), _collate_read)
+        loader = torch.utils.data.DataLoader(items, batch_sampler=chunks, num_workers=workers,
+                                             collate_fn=collate, pin_memory=pin_memory)
+        for loaded in loader:
+            indices, images, bad = loaded if decode_on is None else self._on_device(torch.device(decode_on), *loaded)
             skipped = [(self.files[index], reason) for index, reason in bad]
             for index, reason in bad:
                 log.warning("skipped unreadable image %s: %s", self.path(index), reason)
             yield Batch(indices, images, skipped)
+
+    def _on_device(self, device: torch.device, decoded_indices: torch.Tensor, decoded: torch.Tensor,
+                   jpeg_indices: list[int], jpegs: list[torch.Tensor], bad: list):
+        """A batch of `_collate_read` as (indices, images on `device`, bad): the JPEGs decoded there."""
+        views = dict(zip(decoded_indices.tolist(), decoded.to(device, non_blocking=True)))
+        for index, view in zip(jpeg_indices, decode_jpegs(device, jpegs, self.view.frame)):
+            if view is None:  # the device decoder refused it: Pillow reads it, or says why not
+                view, reason = self.load(index)
+                if view is None:
+                    bad.append((index, reason))
+                    continue
+                view = view.to(device)
+            views[index] = view
+        order = sorted(views)
+        images = torch.stack([views[index] for index in order]) if order else \
+            torch.empty(0, 3, 0, 0, dtype=torch.uint8, device=device)
+        return torch.tensor(order, dtype=torch.long), images, sorted(bad)
 
     def fingerprint(self) -> str:
         """16 hex digits identifying the images (paths, sizes, contents), for caching results.
@@ -262,12 +303,24 @@ class ImageDataset(torch.utils.data.Dataset):
 @dataclass
 class Batch:
     indices: torch.Tensor  # (n,) int64 dataset indices of the readable images
-    images: torch.Tensor  # (n, 3, crop, crop) uint8
+    images: torch.Tensor  # (n, 3, crop, crop) uint8, on the CPU (pinned if asked) or the decoding device
     skipped: list[tuple[str, str]]  # (path relative to the dataset root, reason) of unreadable files
 
 
-def default_workers() -> int:
-    return min(4, os.cpu_count() or 1)
+def default_workers(device: torch.device | None = None) -> int:
+    """Loader processes when none are asked for.
+
+    On the CPU, 4 at most: the forward pass and the accumulators share the cores with them, and more
+    decoders only take cores from those (bench/NOTES.md). On CUDA the forward runs on the device and the
+    cores would idle: when photos are not plain JPEGs (PNG, WebP, rotated or CMYK JPEGs) the workers
+    decode with Pillow, some 200 ImageNet photos a second each, far below the device's thousands, so
+    every core but the one feeding the device decodes (16 at most: each worker holds a copy of torch,
+    a few hundred MB). With plain JPEGs decoded on the device the extra workers only read files.
+    """
+    cores = os.cpu_count() or 1
+    if device is not None and torch.device(device).type == "cuda":
+        return max(1, min(16, cores - 1))
+    return min(4, cores)
 
 
 class _Decoded(torch.utils.data.Dataset):
@@ -291,3 +344,33 @@ def _collate(items):
     images = torch.stack([image for _, image in good]) if good else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
     return indices, images, bad
 
+
+class _Read(_Decoded):
+    """Item i as (i, image, reason, jpeg): a plain JPEG's bytes (image and reason None), else decoded here."""
+
+    def __getitem__(self, index: int):
+        jpeg = _plain_bytes(self.dataset.path(index))
+        if jpeg is not None:
+            return index, None, None, jpeg
+        image, reason = self.dataset.load(index)
+        return index, image, reason, None
+
+
+def _plain_bytes(path: Path) -> torch.Tensor | None:
+    """The file's bytes as a uint8 tensor if it is a plain JPEG; None for any other file (or none at all)."""
+    try:
+        with open_regular(path) as f:
+            head = f.read(2)
+            if head != b"\xff\xd8":  # not a JPEG: Pillow's, without reading the rest twice
+                return None
+            data = head + f.read()
+    except (OSError, NotRegular):
+        return None  # load_rgb says why, in the words the worker path uses
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if plain_jpeg(data) else None
+
+
+def _collate_read(items):
+    """(indices and images decoded by Pillow, indices and bytes of the plain JPEGs, bad), in index order."""
+    indices, images, bad = _collate([(index, image, reason) for index, image, reason, jpeg in items if jpeg is None])
+    jpegs = [(index, jpeg) for index, _, _, jpeg in items if jpeg is not None]
+    return indices, images, [index for index, _ in jpegs], [jpeg for _, jpeg in jpegs], bad

@@ -229,7 +229,8 @@ def seconds(plan: ViewPlan, session) -> float | None:
     if images < CALIBRATE_FROM * pass_plan.batch_size:  # the calibration would cost too much of the work
         return None
     forward, decode = pass_costs(session, pass_plan)
-    decoders = max(1, pass_plan.workers if pass_plan.workers is not None else default_workers())
+    decoders = max(1, pass_plan.workers if pass_plan.workers is not None else
+                   default_workers(session.network().device))
     cut = sum(job.work for job in plan.jobs if job.step == "patches")
     return images * (forward + decode / decoders) + cut * decode / max(1, usable_cpus())
 

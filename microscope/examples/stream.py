@@ -112,8 +112,15 @@ class PassSettings:
     top_k: int
     settings: SummarySettings
     batch_size: int
-    workers: int
+    workers: int | None
     checkpoint_every: int = 50
+    # Plain JPEGs decoded on the network's device (microscope/data/jpeg.py): None, on CUDA only. On the
+    # CPU the loader's processes decode in parallel, which one process decoding cannot beat; tests force it.
+    device_decode: bool | None = None
+
+    def decodes_on(self, device: torch.device) -> torch.device | None:
+        on = device.type == "cuda" if self.device_decode is None else self.device_decode
+        return device if on else None
 
 
 def new_state(network, layers, shapes: dict, top_k: int, settings: SummarySettings,
@@ -176,10 +183,13 @@ def run_shard(network, dataset, shard: Shard, options: PassSettings, store: Stor
         load_state(state, saved)
         log.info("resuming the examples pass after batch %d from %s", done, shard.partial)
     update = LayerUpdates(state, twins, shapes, network.device)
+    cuda = network.device.type == "cuda"
     try:
         with torch.inference_mode():
+            # On CUDA, pinned batches copy to the device while it computes (non_blocking below).
             batches = dataset.batches(options.batch_size, options.workers,
-                                      first=shard.first + done * options.batch_size, last=shard.last)
+                                      first=shard.first + done * options.batch_size, last=shard.last,
+                                      pin_memory=cuda, decode_on=options.decodes_on(network.device))
             for done, batch in enumerate(batches, done + 1):
                 skipped.extend(batch.skipped)
                 if len(batch.indices):
@@ -187,6 +197,10 @@ def run_shard(network, dataset, shard: Shard, options: PassSettings, store: Stor
                     outputs = extractor(rgb.contiguous(memory_format=torch.channels_last))
                     update(outputs, batch.indices.to(network.device))
                     if views is not None:
+                        # Views decoded on the device come back to the CPU for the cache, only with one: 3 x
+                        # crop^2 bytes each (150 KB at 224 px, ~5 MB a batch of 32, well under a millisecond
+                        # over PCIe), but the copy waits for the work queued before it, so this process
+                        # cannot run ahead of the device's forward pass to decode the next batch meanwhile.
                         views.put(batch.indices, batch.images)
                 if done % options.checkpoint_every == 0 and done < total:  # the last state is the shard itself
                     store.write(shard.partial, shard_record(shard, done, total, skipped, state))

@@ -32,8 +32,8 @@ VIEW_SIZE = (224, 224)  # resize, crop: the square the model sees of every photo
 class ExamplesSettings(Settings):
     top_k: int = setting(48, "--top-k", "Dataset examples kept per unit.", low=1, old=("--top",))
     image_batch_size: int = setting(32, "--image-batch-size", "Images per batch of the dataset pass.", low=1)
-    workers: int | None = setting(None, "--workers", "Image decoding processes (default: up to 4).", low=0,
-                                  keyed=False)
+    workers: int | None = setting(None, "--workers", "Image decoding processes (default: up to 4; on CUDA, "
+                                  "all cores but one, up to 16).", low=0, keyed=False)
     atlas_vectors: int = setting(SummarySettings.atlas_vectors, "--atlas-vectors",
                                  "Activation vectors sampled per layer for its activation atlas (default 0: none; "
                                  f"`build.py atlas` needs one: ask for {ATLAS_SAMPLE:,}).", low=0)
