@@ -68,6 +68,7 @@ sys.path.insert(0, str(ROOT))
 
 from microscope.featurevis.batch import UnitBatch, featurevis_extractor, optimised_layer, relative_pixels, step_seconds  # noqa: E402,E501
 from microscope.featurevis.objectives import direction_neuron  # noqa: E402
+from microscope.jobs import usable_cpus  # noqa: E402
 from microscope.featurevis.param import FourierImage  # noqa: E402
 from microscope.featurevis.recipe import RECIPES  # noqa: E402
 from microscope.featurevis.registry import DEFAULT_OBJECTIVES, UNIT_OBJECTIVES  # noqa: E402
@@ -283,6 +284,17 @@ def rows(fv: dict, ex: dict, sae: dict, icons: dict, site: dict, channels: dict,
              units * site["per_page"])]
 
 
+def cpu_share(table: list, ex: dict, site: dict, channels: dict) -> str:
+    """The projected seconds of the work left to the CPU cores after the device's: the examples stage after its
+    pass (summaries, patch cutting and encoding, thumbnails: forked over the cores) and the site's pages."""
+    measured_units = sum(channels[layer] for layer in ex["layers"])
+    after = ex["after"] * sum(channels[layer] for layer in BLOCKS) / measured_units
+    pages = sum(channels.values()) * site["per_page"]
+    total = sum(row[4] for row in table if row[4] is not None)
+    return (f"CPU work after the device's: examples after the pass {hours(after)}, site pages {hours(pages)}; "
+            f"{(after + pages) / total:.1%} of the projected total, on {usable_cpus()} cores")
+
+
 def print_table(table: list) -> None:
     print("| stage | measured | baseline | ratio | projected, whole InceptionV1 |")
     print("|---|---|---|---|---|")
@@ -325,7 +337,9 @@ def main() -> None:
         sae = time_sae(plan, {layer: channels[layer] for layer in SAE_LAYERS})
         icons = time_icons(network, plan, args.layer)
         site = time_site(ex["store"], scratch / "site")
-    print_table(rows(fv, ex, sae, icons, site, channels, args.photo_count))
+    table = rows(fv, ex, sae, icons, site, channels, args.photo_count)
+    print_table(table)
+    print(cpu_share(table, ex, site, channels))
 
 
 if __name__ == "__main__":

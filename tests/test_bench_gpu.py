@@ -36,6 +36,12 @@ def test_quick_run_prints_every_stage_and_a_total_that_adds_up(tmp_path):
         projected.append(seconds(projection))
         assert projected[-1] > 0, stage
     total = rows[-1]
-    assert total[0] == "**total**" and out.rstrip().endswith(total[-1] + " |")
+    assert total[0] == "**total**" and f"{total[-1]} |\n" in out
     # each projection is printed to 0.1 s: the sum of the printed ones may differ by 0.05 s per row
     assert abs(seconds(total[-1]) - sum(projected)) <= 0.05 * len(projected) + 1e-6
+    # The last line: the CPU's share, its parts no more than the examples and site rows they come from.
+    share = re.fullmatch(r"CPU work after the device's: examples after the pass (.+), site pages (.+); "
+                         r"([\d.]+)% of the projected total, on \d+ cores", out.rstrip().splitlines()[-1])
+    after, pages = seconds(share.group(1)), seconds(share.group(2))
+    assert after <= seconds(by_stage["examples pass"][4]) + 0.05 and abs(pages - seconds(by_stage["site"][4])) <= 0.05
+    assert abs(float(share.group(3)) - 100 * (after + pages) / seconds(total[-1])) < 0.5
