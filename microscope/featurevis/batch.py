@@ -116,11 +116,13 @@ def unit_response(extractor: LayerExtractor, images: torch.Tensor, layer: str,
     return response.mean(dim=1).cpu().numpy(), response.max(dim=1).values.cpu().numpy()
 
 
-def step_seconds(network: Network, extractor: LayerExtractor, batch: UnitBatch, steps: int = 5) -> float:
+def step_seconds(network: Network, extractor: LayerExtractor, batch: UnitBatch, steps: int = 5,
+                 step_extractor=None) -> float:
     """Seconds per optimisation step of `batch` on this machine: the median of `steps` real steps (the first
     warms up allocators and kernels), made without transforms and scaled by `relative_pixels` - each new
     image size costs the convolution libraries a slow first step, and a few transformed steps would all
-    be such. Writes nothing."""
+    be such. `step_extractor`: as render_batch's (a compiled network compiles in the first step, not
+    counted). Writes nothing."""
     marks = []
 
     def mark():
@@ -128,7 +130,8 @@ def step_seconds(network: Network, extractor: LayerExtractor, batch: UnitBatch, 
             torch.cuda.synchronize(network.device)  # CUDA returns before the step is done
         marks.append(time.perf_counter())
     plain = replace(batch.recipe, transforms=NO_TRANSFORMS, polish_share=0.0)
-    render_batch(network, extractor, replace(batch, steps=steps, recipe=plain), on_step=mark)
+    render_batch(network, extractor, replace(batch, steps=steps, recipe=plain), on_step=mark,
+                 step_extractor=step_extractor)
     return float(np.median(np.diff(marks))) * relative_pixels(batch.recipe, batch.size, batch.steps)
 
 
