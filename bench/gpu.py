@@ -9,10 +9,14 @@ Meant for one GPU (under 8 minutes there); `--device cpu --quick` runs in about 
 step timer (microscope/featurevis/batch.py `step_seconds`). Stages, each against its floor:
 
   feature visualization   seconds per element-step (one image of one unit, one optimisation step) of
-                          `render_batch` at the view's batch size (64 on CUDA, 8 on CPU) and precision
-                          (bf16 on CUDA), on `--layer`; against a bare forward+backward of the same
-                          extractor on a batch of that size, same precision; and against torch-lucent's
-                          `render_vis` (one channel per call), when `lucent` is importable.
+                          `render_batch` at the view's batch size (on CUDA measured for the layer:
+                          featurevis/sizing.py; 8 on CPU) and precision (bf16 on CUDA), on `--layer`;
+                          against a bare forward+backward of the same extractor on a batch of that size,
+                          same precision; and against torch-lucent's `render_vis` (one channel per call),
+                          when `lucent` is importable. The same steps through the network compiled
+                          (featurevis/compiled.py, what `build` does on CUDA) beside the eager ones, with
+                          the compilation's own seconds (not under --quick on a CPU: compiling there takes
+                          longer than the whole run).
   examples                images per second of the examples pass (bench/examples.py `stage`: the whole
                           view through the pipeline) over the photos; against a bare decode + forward of
                           the same photos (ImageDataset.batches, one process decoding, the network
@@ -57,7 +61,7 @@ import importlib.util
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,13 +70,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from microscope.featurevis.batch import UnitBatch, featurevis_extractor, optimised_layer, relative_pixels, step_seconds  # noqa: E402,E501
+from microscope.featurevis.batch import (UnitBatch, featurevis_extractor, optimised_layer, relative_pixels,  # noqa: E402
+                                         render_batch, step_seconds)
+from microscope.featurevis.compiled import compiled_extractor  # noqa: E402
 from microscope.featurevis.objectives import direction_neuron  # noqa: E402
 from microscope.jobs import usable_cpus  # noqa: E402
 from microscope.featurevis.param import FourierImage  # noqa: E402
-from microscope.featurevis.recipe import RECIPES  # noqa: E402
+from microscope.featurevis.recipe import NO_TRANSFORMS, RECIPES  # noqa: E402
 from microscope.featurevis.registry import DEFAULT_OBJECTIVES, UNIT_OBJECTIVES  # noqa: E402
 from microscope.featurevis.render import render, resolve_precision  # noqa: E402
+from microscope.featurevis.sizing import measured_batch_size  # noqa: E402
 from microscope.featurevis.transform import TransformRecipe, output_size  # noqa: E402
 from microscope.network.catalogue import catalogue  # noqa: E402
 from microscope.network.loaded import load_network  # noqa: E402
@@ -144,15 +151,17 @@ def bare_seconds(network, layer: str, batch: int, side: int, steps: int, dtype=N
         return synced(network.device, run) / (batch * steps)
 
 
-def time_featurevis(network, plan: Plan, layer: str, layers: list) -> dict:
+def time_featurevis(network, plan: Plan, layer: str, layers: list, compiled: bool) -> dict:
     device = network.device
     dtype = resolve_precision("auto", device)
-    batch = 64 if device.type == "cuda" else 8  # the view's default (microscope/views/featurevis.py)
     lucid, fast = RECIPES["lucid"], RECIPES["fast"]
     target = optimised_layer(network, layer)
     extractor = featurevis_extractor(network, [target, layer] if target != layer else [layer])  # as the view's
-    units = UnitBatch(layer, target, UNIT_OBJECTIVES["channel"], tuple(range(batch)), lucid.default_steps, plan.size,
-                      0, lucid, dtype)
+    channels = {info.name: info.channels for info in layers}.get(layer) or catalogue(network, [layer])[0].channels
+    template = UnitBatch(layer, target, UNIT_OBJECTIVES["channel"], (0,), lucid.default_steps, plan.size, 0, lucid,
+                         dtype)
+    batch = measured_batch_size(network, extractor, template, channels)  # the view's (microscope/views/featurevis.py)
+    units = replace(template, units=tuple(i % channels for i in range(batch)))
     step = step_seconds(network, extractor, units, steps=plan.fv_steps) / batch  # lucid's average step
     scale = relative_pixels(lucid, plan.size, lucid.default_steps)
     weights = {info.name: bare_seconds(network, info.name, batch, plan.size, 1, dtype) for info in layers}
@@ -161,7 +170,19 @@ def time_featurevis(network, plan: Plan, layer: str, layers: list) -> dict:
         name: seconds / weights[layer] for name, seconds in weights.items()},
         "fast": step / scale * relative_pixels(fast, plan.size, fast.default_steps)}
     result["lucent"] = time_lucent(network, plan, layer)
+    result["compiled"] = time_compiled(network, plan, extractor, units) if compiled else None
     return result
+
+
+def time_compiled(network, plan: Plan, extractor, units: UnitBatch) -> dict:
+    """Seconds per element-step of the same steps through the compiled network (lucid's average step),
+    and the seconds of the first step (nearly all of it compiling: forward and backward, this one shape)."""
+    stepper = compiled_extractor(extractor)
+    plain = replace(units.recipe, transforms=NO_TRANSFORMS, polish_share=0.0)  # step_seconds's shape
+    compiling = synced(network.device, lambda: render_batch(network, extractor, replace(units, steps=1, recipe=plain),
+                                                              step_extractor=stepper))
+    step = step_seconds(network, extractor, units, steps=plan.fv_steps, step_extractor=stepper) / len(units.units)
+    return {"lucid": step, "compile_s": compiling}
 
 
 def time_lucent(network, plan: Plan, layer: str) -> float | None:
@@ -260,6 +281,12 @@ def rows(fv: dict, ex: dict, sae: dict, icons: dict, site: dict, channels: dict,
         fv_rows.append((f"feature vis., {name} recipe ({steps} steps, batch {fv['batch']})",
                         f"{fv[name] * 1e3:.3f} ms / element-step", f"bare fwd+bwd {fv['bare'] * 1e3:.3f} ms",
                         f"{fv[name] / fv['bare']:.2f}x", projected))
+    compiled = fv["compiled"]
+    fv_rows.append((f"feature vis., lucid recipe, compiled (batch {fv['batch']})",
+                    "not timed (--quick on a CPU: compiling costs more than the run)" if compiled is None else
+                    f"{compiled['lucid'] * 1e3:.3f} ms / element-step (compiling {compiled['compile_s']:.0f} s)",
+                    f"eager {fv['lucid'] * 1e3:.3f} ms",
+                    "-" if compiled is None else f"{fv['lucid'] / compiled['lucid']:.2f}x faster", None))
     lucent = fv["lucent"]
     lucent_row = ("torch-lucent, lucid recipe (batch 1)",
                   "not installed" if lucent is None else f"{lucent * 1e3:.3f} ms / channel-step",
@@ -332,7 +359,8 @@ def main() -> None:
           f"(see the docstring)\n", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        fv = time_featurevis(network, plan, args.layer, layers)
+        # Compiling on a CPU (a C++ compiler run, a minute or more on a laptop) would be most of a --quick run.
+        fv = time_featurevis(network, plan, args.layer, layers, compiled=not (args.quick and device == "cpu"))
         ex = time_examples(network, plan, args.photos, scratch)
         sae = time_sae(plan, {layer: channels[layer] for layer in SAE_LAYERS})
         icons = time_icons(network, plan, args.layer)

@@ -26,6 +26,9 @@ def test_quick_run_prints_every_stage_and_a_total_that_adds_up(tmp_path):
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines()
             if line.startswith("| ") and not line.startswith("| stage")]
     by_stage = {stage: next(row for row in rows if row[0].startswith(stage)) for stage in STAGES}
+    # The compiled row beside the eager one: not timed by a quick run on a CPU (compiling would be most of it).
+    compiled = next(row for row in rows if row[0].startswith("feature vis., lucid recipe, compiled"))
+    assert "batch 8" in compiled[0] and compiled[1].startswith("not timed") and "not in the total" in compiled[4]
     projected = []
     for stage, (_, measured, _, _, projection) in by_stage.items():
         if stage == "torch-lucent":  # a comparison, not a stage of the build

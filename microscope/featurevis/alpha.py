@@ -39,7 +39,7 @@ class AlphaSteps:
 
     def composite(self, rgba: torch.Tensor, step: int) -> torch.Tensor:
         under = background(self.seed, step, tuple(rgba.shape[2:]), self.numbers.background_sd)
-        return composite(rgba, under.to(rgba.device, rgba.dtype))
+        return composite(rgba, to_device(under, rgba.device).to(rgba.dtype))
 
     def penalised(self, value: torch.Tensor, rgba: torch.Tensor, step: int) -> torch.Tensor:
         """(N,) objective minus the opacity penalty, scaled by each element's own |objective| (detached)."""
@@ -47,6 +47,15 @@ class AlphaSteps:
             return value
         opacity = rgba[:, 3].float().mean(dim=(1, 2))
         return value - self.numbers.penalty * value.detach().abs() * opacity
+
+
+def to_device(cpu: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`cpu` on `device` without making the host wait for the GPU's queue: the background is drawn on the CPU
+    (the same pixels on every device), and a copy from pageable memory would be a synchronisation at every
+    step; from pinned memory it is queued like a kernel (torch keeps the pinned block until it is done)."""
+    if device.type != "cuda":
+        return cpu.to(device)
+    return cpu.pin_memory().to(device, non_blocking=True)
 
 
 MEASURE_STEPS = -1  # measurement backgrounds are drawn as steps -1, -2, ...: never a render step's

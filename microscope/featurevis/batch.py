@@ -71,8 +71,11 @@ class Rendered:
     activation_max: np.ndarray  # (N,)   the means over the measurement backgrounds, see alpha.py)
 
 
-def render_batch(network: Network, extractor: LayerExtractor, batch: UnitBatch, on_step=None) -> Rendered:
-    """Optimise the batch; `on_step()` after every step. Elements of a unit are consecutive."""
+def render_batch(network: Network, extractor: LayerExtractor, batch: UnitBatch, on_step=None,
+                 step_extractor=None) -> Rendered:
+    """Optimise the batch; `on_step()` after every step. Elements of a unit are consecutive.
+    `step_extractor`: what the steps run instead of `extractor` (the same network compiled: compiled.py);
+    the saved pixels are always measured by `extractor` itself."""
     per_unit = batch.objective.images(batch.recipe)
     seeds = [element_seed(batch.seed, batch.layer, unit, batch.objective.name, i)
              for unit in batch.units for i in range(per_unit)]
@@ -86,7 +89,8 @@ def render_batch(network: Network, extractor: LayerExtractor, batch: UnitBatch, 
     # Lucid's steps with transforms, then the recipe's polish steps without them (none in Lucid's).
     polish = recipe.polish_steps(batch.steps)
     stages = [(0, batch.steps - polish, recipe.transforms), (batch.steps - polish, polish, NO_TRANSFORMS)]
-    results = [render(extractor, objective, image, steps, transform_seed=element_seed(batch.seed, "transforms"),
+    stepper = extractor if step_extractor is None else step_extractor
+    results = [render(stepper, objective, image, steps, transform_seed=element_seed(batch.seed, "transforms"),
                       transforms=transforms, learning_rate=recipe.learning_rate,
                       autocast_dtype=batch.autocast_dtype, channels_last=True, on_step=on_step,
                       alpha=alpha, first_step=first)
@@ -112,11 +116,13 @@ def unit_response(extractor: LayerExtractor, images: torch.Tensor, layer: str,
     return response.mean(dim=1).cpu().numpy(), response.max(dim=1).values.cpu().numpy()
 
 
-def step_seconds(network: Network, extractor: LayerExtractor, batch: UnitBatch, steps: int = 5) -> float:
+def step_seconds(network: Network, extractor: LayerExtractor, batch: UnitBatch, steps: int = 5,
+                 step_extractor=None) -> float:
     """Seconds per optimisation step of `batch` on this machine: the median of `steps` real steps (the first
     warms up allocators and kernels), made without transforms and scaled by `relative_pixels` - each new
     image size costs the convolution libraries a slow first step, and a few transformed steps would all
-    be such. Writes nothing."""
+    be such. `step_extractor`: as render_batch's (a compiled network compiles in the first step, not
+    counted). Writes nothing."""
     marks = []
 
     def mark():
@@ -124,7 +130,8 @@ def step_seconds(network: Network, extractor: LayerExtractor, batch: UnitBatch, 
             torch.cuda.synchronize(network.device)  # CUDA returns before the step is done
         marks.append(time.perf_counter())
     plain = replace(batch.recipe, transforms=NO_TRANSFORMS, polish_share=0.0)
-    render_batch(network, extractor, replace(batch, steps=steps, recipe=plain), on_step=mark)
+    render_batch(network, extractor, replace(batch, steps=steps, recipe=plain), on_step=mark,
+                 step_extractor=step_extractor)
     return float(np.median(np.diff(marks))) * relative_pixels(batch.recipe, batch.size, batch.steps)
 
 

@@ -22,7 +22,12 @@ COLOR_CORRELATION_NORMALIZED = (
 ).astype(np.float32)
 
 
-def decorrelated_to_rgb(t: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) decorrelated coordinates -> (N, 3, H, W) unbounded RGB: rgb[c] = sum_k M[c, k] t[k]."""
-    matrix = torch.as_tensor(COLOR_CORRELATION_NORMALIZED, dtype=t.dtype, device=t.device)
-    return torch.einsum("ck,nkhw->nchw", matrix, t)
+# Made a tensor once: a tensor made from the NumPy array at every call would be a host-to-device copy at
+# every optimisation step on a GPU (FourierImage keeps its own copy on its device, as a buffer).
+COLOR_MATRIX = torch.from_numpy(COLOR_CORRELATION_NORMALIZED)
+
+
+def decorrelated_to_rgb(t: torch.Tensor, matrix: torch.Tensor = COLOR_MATRIX) -> torch.Tensor:
+    """(N, 3, H, W) decorrelated coordinates -> (N, 3, H, W) unbounded RGB: rgb[c] = sum_k M[c, k] t[k].
+    `matrix`: COLOR_MATRIX, already on `t`'s device (`.to` is then free)."""
+    return torch.einsum("ck,nkhw->nchw", matrix.to(t.device, t.dtype), t)

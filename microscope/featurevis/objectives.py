@@ -59,17 +59,40 @@ def as_4d(activation: torch.Tensor) -> torch.Tensor:
     return activation[:, :, None, None] if activation.dim() == 2 else activation
 
 
-def _select_units(activation: torch.Tensor, units: int | Sequence[int]) -> torch.Tensor:
+class _OnDevice:
+    """Tensors an objective needs at every step, made (or moved) once per device, dtype and batch size.
+
+    An objective is called at every optimisation step; a tensor made there from a Python list, or moved
+    there from the CPU, is a host-to-device copy per step, and the GPU's queue waits on the host for it.
+    """
+
+    def __init__(self):
+        self._made: dict = {}
+
+    def get(self, key, make):
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
+
+
+def _select_units(activation: torch.Tensor, units: int | Sequence[int], made: _OnDevice) -> torch.Tensor:
     """(N, C, H, W) -> (N, H, W): element i's channel units[i] (or the same channel for all)."""
     activation = as_4d(activation)
-    n = activation.shape[0]
-    if isinstance(units, int):
-        index = torch.full((n,), units, dtype=torch.long, device=activation.device)
-    else:
-        if len(units) != n:
-            raise ValueError(f"{len(units)} units given for a batch of {n}")
-        index = torch.as_tensor(list(units), dtype=torch.long, device=activation.device)
-    return activation[torch.arange(n, device=activation.device), index].float()
+    n, device = activation.shape[0], activation.device
+    if not isinstance(units, int) and len(units) != n:
+        raise ValueError(f"{len(units)} units given for a batch of {n}")
+
+    def index():
+        chosen = [units] * n if isinstance(units, int) else list(units)
+        return torch.arange(n, device=device), torch.as_tensor(chosen, dtype=torch.long, device=device)
+    rows, channels = made.get(("units", n, device), index)
+    return activation[rows, channels].float()
+
+
+def _vector(vector, like: torch.Tensor, made: _OnDevice) -> torch.Tensor:
+    """`vector` as a tensor of `like`'s dtype on its device (once: see _OnDevice)."""
+    return made.get(("vector", like.dtype, like.device),
+                    lambda: torch.as_tensor(vector, dtype=like.dtype, device=like.device))
 
 
 def _describe(units) -> str:
@@ -78,14 +101,17 @@ def _describe(units) -> str:
 
 def channel(layer: str, units: int | Sequence[int]) -> Objective:
     """Mean over all positions of a channel: the unit's response to the whole image."""
-    return Objective(lambda a: _select_units(a[layer], units).mean(dim=(1, 2)), [layer],
+    made = _OnDevice()
+    return Objective(lambda a: _select_units(a[layer], units, made).mean(dim=(1, 2)), [layer],
                      f"channel({layer}, {_describe(units)})")
 
 
 def neuron(layer: str, units: int | Sequence[int], y: int | None = None, x: int | None = None) -> Objective:
     """One position of a channel, by default the centre (bottom-right of the middle four when even)."""
+    made = _OnDevice()
+
     def value(a: Activations) -> torch.Tensor:
-        selected = _select_units(a[layer], units)
+        selected = _select_units(a[layer], units, made)
         height, width = selected.shape[1:]
         return selected[:, height // 2 if y is None else y, width // 2 if x is None else x]
     return Objective(value, [layer], f"neuron({layer}, {_describe(units)})")
@@ -93,7 +119,8 @@ def neuron(layer: str, units: int | Sequence[int], y: int | None = None, x: int 
 
 def class_logit(label: int | Sequence[int], layer: str = "logits") -> Objective:
     """A class's score before softmax (maximising the probability instead would just suppress others)."""
-    return Objective(lambda a: _select_units(a[layer], label).mean(dim=(1, 2)), [layer],
+    made = _OnDevice()
+    return Objective(lambda a: _select_units(a[layer], label, made).mean(dim=(1, 2)), [layer],
                      f"class_logit({layer}, {_describe(label)})")
 
 
@@ -104,10 +131,11 @@ def direction(layer: str, vector: torch.Tensor, cossim_pow: float = 0.0) -> Obje
     0.1) to that power, which favours images pointing the activation *along* the direction rather than
     merely making it long (Lucid's `direction` with cossim_pow; useful for dictionary features).
     """
+    made = _OnDevice()
+
     def value(a: Activations) -> torch.Tensor:
         activation = as_4d(a[layer]).float()
-        vec = torch.as_tensor(vector, dtype=activation.dtype, device=activation.device)
-        vec = vec.expand(activation.shape[0], -1)[:, :, None, None]
+        vec = _vector(vector, activation, made).expand(activation.shape[0], -1)[:, :, None, None]
         dot = (activation * vec).sum(dim=1)
         if cossim_pow == 0:
             return dot.mean(dim=(1, 2))
@@ -120,10 +148,12 @@ def direction(layer: str, vector: torch.Tensor, cossim_pow: float = 0.0) -> Obje
 def direction_neuron(layer: str, vector: torch.Tensor, cossim_pow: float = 2.0) -> Objective:
     """`direction` at the centre position only: dot(a, v) * max(0.1, cos(a, v))^cossim_pow - the
     activation atlas's objective (Lucid), one mean vector `v` ((C,) or (N, C)) per batch element."""
+    made = _OnDevice()
+
     def value(a: Activations) -> torch.Tensor:
         activation = as_4d(a[layer]).float()
         centre = activation[:, :, activation.shape[2] // 2, activation.shape[3] // 2]
-        vec = torch.as_tensor(vector, dtype=centre.dtype, device=centre.device).expand(centre.shape[0], -1)
+        vec = _vector(vector, centre, made).expand(centre.shape[0], -1)
         dot = (centre * vec).sum(dim=1)
         cossim = dot / ((centre.norm(dim=1) + 1e-4) * (vec.norm(dim=1) + 1e-4))
         return dot * cossim.clamp(min=0.1) ** cossim_pow

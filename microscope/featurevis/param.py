@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from microscope.featurevis.color import decorrelated_to_rgb
+from microscope.featurevis.color import COLOR_MATRIX, decorrelated_to_rgb
 
 
 def rfft2_frequencies(height: int, width: int) -> torch.Tensor:
@@ -58,6 +58,7 @@ class FourierImage(nn.Module):
         spectra = [initial_spectrum(seed, self.height, self.width, sd, 4 if alpha else 3) for seed in seeds]
         self.spectrum = nn.Parameter(torch.stack(spectra))
         self.register_buffer("scale", spectrum_scale(self.height, self.width, decay_power), persistent=False)
+        self.register_buffer("color", COLOR_MATRIX.clone(), persistent=False)  # on the image's device with it
 
     def decorrelated(self) -> torch.Tensor:
         """The image before colour mixing and sigmoid: (N, 3 or 4, H, W) decorrelated coordinates."""
@@ -67,7 +68,7 @@ class FourierImage(nn.Module):
 
     def forward(self) -> torch.Tensor:
         t = self.decorrelated()
-        rgb = decorrelated_to_rgb(t[:, :3]) if self.decorrelate else t[:, :3]
+        rgb = decorrelated_to_rgb(t[:, :3], self.color) if self.decorrelate else t[:, :3]
         if t.shape[1] == 3:
             return torch.sigmoid(rgb)
         return torch.sigmoid(torch.cat([rgb, t[:, 3:]], dim=1))  # the alpha plane is not colour-mixed

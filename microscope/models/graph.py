@@ -96,13 +96,16 @@ class NodeExtractor(nn.Module):
     def __init__(self, module: nn.Module, preprocessing: Preprocessing, layers: list[LayerSpec]):
         super().__init__()
         self.preprocessing = preprocessing
+        mean, std = preprocessing.constants()  # buffers: they move with the module to its device, once
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
         self.layers = list({layer.name: layer for layer in layers}.values())
         nodes = sorted({node for layer in self.layers for node in layer.nodes})
         self.graph_module = create_feature_extractor(module, return_nodes=nodes)
         _disable_inplace(self.graph_module)
 
     def forward(self, rgb01: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.normalised(self.preprocessing(rgb01))
+        return self.normalised(self.preprocessing(rgb01, (self.mean, self.std)))
 
     def normalised(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The layers from an input already preprocessed (what an exported network takes: inbrowser/export.py)."""

@@ -23,13 +23,19 @@ class Preprocessing:
     resize: int = 256  # evaluation view: shorter side resized to `resize`, centre crop `crop`
     crop: int = 224
 
-    def __call__(self, rgb01: torch.Tensor) -> torch.Tensor:
+    def __call__(self, rgb01: torch.Tensor, constants: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """`constants`: `self.constants()` already on the images' device (a module keeps them as buffers:
+        made here from the tuples, they would be a host-to-device copy at every call, on a GPU)."""
         x = rgb01
         if self.channel_order == "BGR":
             x = x.flip(1)
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x * self.scale - mean) / std
+        mean, std = constants if constants is not None else self.constants()
+        return (x * self.scale - mean.to(x.device, x.dtype)) / std.to(x.device, x.dtype)
+
+    def constants(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and the std as (1, 3, 1, 1) float32 tensors on the CPU."""
+        return (torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1),
+                torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1))
 
 
 @dataclass(frozen=True)

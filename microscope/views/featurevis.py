@@ -17,10 +17,12 @@ from PIL import Image
 
 from microscope.errors import UsageError
 from microscope.featurevis.batch import UnitBatch, featurevis_extractor, optimised_layer, render_batch, step_seconds
+from microscope.featurevis.compiled import COMPILE_CHOICES, compiled_extractor, compiles
 from microscope.featurevis.panel import SHOWN
 from microscope.featurevis.recipe import PRECISIONS, RECIPES, Recipe
 from microscope.featurevis.registry import DEFAULT_OBJECTIVES, UNIT_OBJECTIVES
 from microscope.featurevis.render import resolve_precision
+from microscope.featurevis.sizing import measured_batch_size
 from microscope.featurevis.stored import is_rendered
 from microscope.jobs import make_job
 from microscope.network.catalogue import catalogue
@@ -49,8 +51,11 @@ class FeatureVisSettings(Settings):
     steps: int | None = setting(None, "--steps", "Feature-vis optimisation steps (default: the recipe's, 512 for "
                                 "lucid, 128 for fast).", low=1)
     size: int = setting(224, "--size", "Feature-vis image size in pixels.", low=MIN_SIZE)
-    batch_size: int | None = setting(None, "--batch-size", "Units rendered at once (default: 8 on CPU, 64 on GPU).",
+    batch_size: int | None = setting(None, "--batch-size", "Images optimised at once (default: 8 on CPU; on a GPU "
+                                     "the most whose step fits in half its memory, measured per layer, up to 512).",
                                      low=1, keyed=False)
+    compile: str = setting("auto", "--compile", "Compile the network of feature-vis renders with torch.compile "
+                           "(auto: on CUDA only).", choices=COMPILE_CHOICES, keyed=False)
     image_format: str = setting("png", "--image-format", "Image format of stored renders.", choices=IMAGE_FORMATS,
                                 old=("--format",))
     # The network's precision while optimising (PRECISIONS). No flag: "auto" takes bf16 on CUDA and fp32
@@ -92,9 +97,9 @@ class FeatureVisView(Computed):
         network, store = session.network(), session.store
         model = network.spec.name
         autocast = resolve_precision(settings.precision, network.device)
-        batch_size = settings.batch_size or (64 if network.device.type == "cuda" else 8)
         recipe, steps = settings.chosen_recipe, settings.steps_to_run
         model_record = store.read_model(model)
+        compiled = compiles(settings.compile, network.device)
         jobs, reused, todo_count = [], 0, 0
         for layer in request.layers:
             units = request.units.resolve(model_record.layer(layer).channels, layer)
@@ -107,23 +112,34 @@ class FeatureVisView(Computed):
                                   derived=network.derived_key(layer))
             for name in settings.objectives:
                 objective_config = _for_objective(config, recipe, name)
+                missing = {u for u in units if not is_rendered(store, objective_config, u, name)}
+                reused += len(units) - len(missing)
+                todo_count += len(missing)
+                if not missing:
+                    continue  # nothing to cut: a finished layer costs no measurement of its batch size
+                batch_size = settings.batch_size or _batch_size(session, config, model_record.layer(layer).channels)
                 # Batches are cut from the whole unit list, and a partly stored batch is rendered whole (only
                 # its missing units written): a unit's pixels depend on the batch it shares (its kernels'
                 # summation order), so a resumed build must batch it exactly as an unbroken one did.
                 per_batch = max(1, batch_size // UNIT_OBJECTIVES[name].images(recipe))
                 for start in range(0, len(units), per_batch):
                     batch = units[start:start + per_batch]
-                    missing = [u for u in batch if not is_rendered(store, objective_config, u, name)]
-                    reused += len(batch) - len(missing)
-                    todo_count += len(missing)
-                    if missing:
-                        spec = {"config": to_json(objective_config), "objective": name, "units": batch, "write": missing}
-                        jobs.append(make_job(self.name, "render", layer, spec, work=steps, pieces=len(missing)))
+                    write = [u for u in batch if u in missing]
+                    if write:
+                        spec = {"config": to_json(objective_config), "objective": name, "units": batch, "write": write}
+                        if compiled:  # only then: the jobs' keys (their spec's hash) stay as they were elsewhere
+                            spec["compile"] = True
+                        jobs.append(make_job(self.name, "render", layer, spec, work=steps, pieces=len(write)))
         return ViewPlan(jobs, todo=todo_count, done=reused, what="renders")
 
     def run(self, job, session, report) -> None:
         config, extractor, batch = _job_batch(job, session)
-        rendered = render_batch(session.network(), extractor, batch, on_step=lambda: report(1))
+        step_extractor = None
+        if job.spec.get("compile"):  # one compiled module per extractor, kept: its compiled shapes are reused
+            key = ("featurevis compiled", config.optimised_layer, config.layer)
+            step_extractor = session.memo(key, lambda: compiled_extractor(extractor))
+        rendered = render_batch(session.network(), extractor, batch, on_step=lambda: report(1),
+                                step_extractor=step_extractor)
         write_renders(session.store, config, batch, rendered, only=job.spec.get("write"))
 
     def estimate(self, plan, request, session) -> float | None:
@@ -159,15 +175,31 @@ def _for_objective(config: RenderConfig, recipe: Recipe, name: str) -> RenderCon
 
 def _job_batch(job, session):
     """A render job's config, the network truncated for it (kept in the session), and its batch."""
-    network = session.network()
     config = from_json(RenderConfig, job.spec["config"])
+    return config, _extractor(session, config), _unit_batch(session, config, job.spec["objective"],
+                                                           tuple(job.spec["units"]))
+
+
+def _extractor(session, config: RenderConfig):
+    """The network truncated after the config's layers, made once per session."""
+    network = session.network()
     layers = [config.optimised_layer, config.layer] if config.optimised_layer != config.layer else [config.layer]
-    extractor = session.memo(("featurevis extractor", *layers), lambda: featurevis_extractor(network, layers))
-    autocast = resolve_precision("bf16" if config.precision == "bf16" else "fp32", network.device)
-    batch = UnitBatch(config.layer, config.optimised_layer, UNIT_OBJECTIVES[job.spec["objective"]],
-                      tuple(job.spec["units"]), config.steps, config.size, config.seed,
-                      Recipe.from_dict(config.recipe), autocast)
-    return config, extractor, batch
+    return session.memo(("featurevis extractor", *layers), lambda: featurevis_extractor(network, layers))
+
+
+def _unit_batch(session, config: RenderConfig, objective: str, units: tuple[int, ...]) -> UnitBatch:
+    autocast = resolve_precision("bf16" if config.precision == "bf16" else "fp32", session.network().device)
+    return UnitBatch(config.layer, config.optimised_layer, UNIT_OBJECTIVES[objective], units, config.steps,
+                     config.size, config.seed, Recipe.from_dict(config.recipe), autocast)
+
+
+def _batch_size(session, config: RenderConfig, channels: int) -> int:
+    """Images per batch for a layer's renders (featurevis/sizing.py): measured once per layer, size and
+    precision in a session (two real steps on CUDA), like the estimate's calibration."""
+    network = session.network()
+    key = ("featurevis batch size", config.layer, config.optimised_layer, config.size, config.precision)
+    return session.memo(key, lambda: measured_batch_size(
+        network, _extractor(session, config), _unit_batch(session, config, "channel", (0,)), channels))
 
 
 def _elements(job) -> int:
