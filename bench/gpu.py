@@ -14,7 +14,7 @@ step timer (microscope/featurevis/batch.py `step_seconds`). Stages, each against
                           against a bare forward+backward of the same extractor on a batch of that size,
                           same precision; and against torch-lucent's `render_vis` (one channel per call),
                           when `lucent` is importable. The same steps through the network compiled
-                          (featurevis/compiled.py, what `build` does on CUDA) beside the eager ones, with
+                          (featurevis/compiled.py, `build --compile on`) beside the eager ones, with
                           the compilation's own seconds (not under --quick on a CPU: compiling there takes
                           longer than the whole run).
   examples                images per second of the examples pass (bench/examples.py `stage`: the whole

@@ -54,8 +54,9 @@ class FeatureVisSettings(Settings):
     batch_size: int | None = setting(None, "--batch-size", "Images optimised at once (default: 8 on CPU; on a GPU "
                                      "the most whose step fits in half its memory, measured per layer, up to 512).",
                                      low=1, keyed=False)
-    compile: str = setting("auto", "--compile", "Compile the network of feature-vis renders with torch.compile "
-                           "(auto: on CUDA only).", choices=COMPILE_CHOICES, keyed=False)
+    compile: str = setting("off", "--compile", "Compile the network of feature-vis renders with torch.compile "
+                           "(tens of seconds per layer and image size; see bench/gpu.py).", choices=COMPILE_CHOICES,
+                           keyed=False)
     image_format: str = setting("png", "--image-format", "Image format of stored renders.", choices=IMAGE_FORMATS,
                                 old=("--format",))
     # The network's precision while optimising (PRECISIONS). No flag: "auto" takes bf16 on CUDA and fp32
