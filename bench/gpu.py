@@ -226,7 +226,7 @@ def time_examples(network, plan: Plan, photos: Path, scratch: Path) -> dict:
             "bare": len(dataset) / seconds, "layers": layers, "store": next(stores.iterdir())}
 
 
-def time_sae(plan: Plan, widths: dict[str, int]) -> dict[str, float]:
+def time_sae(plan: Plan, widths: dict[str, int], device: torch.device) -> dict[str, float]:
     """Training steps per second at each layer's width (8 x expansion, k 32, batch 512: the view's defaults)."""
     rates = {}
     rng = np.random.default_rng(0)
@@ -234,7 +234,7 @@ def time_sae(plan: Plan, widths: dict[str, int]) -> dict[str, float]:
         vectors = Vectors([np.maximum(rng.normal(size=(2048, width)), 0).astype(np.float32)])
         settings = TrainSettings(features=8 * width, k=32, steps=plan.sae_steps, checkpoint_every=10**9)
         began = time.perf_counter()
-        train(vectors, settings)
+        train(vectors, settings, device=device)
         rates[layer] = plan.sae_steps / (time.perf_counter() - began)
     return rates
 
@@ -362,7 +362,7 @@ def main() -> None:
         # Compiling on a CPU (a C++ compiler run, a minute or more on a laptop) would be most of a --quick run.
         fv = time_featurevis(network, plan, args.layer, layers, compiled=not (args.quick and device == "cpu"))
         ex = time_examples(network, plan, args.photos, scratch)
-        sae = time_sae(plan, {layer: channels[layer] for layer in SAE_LAYERS})
+        sae = time_sae(plan, {layer: channels[layer] for layer in SAE_LAYERS}, network.device)
         icons = time_icons(network, plan, args.layer)
         site = time_site(ex["store"], scratch / "site")
     table = rows(fv, ex, sae, icons, site, channels, args.photo_count)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from microscope.errors import UsageError
+from microscope.sae.model import TopKSAE, losses
 from microscope.sae.train import TrainSettings, Vectors, batch_indices, evaluate, train
 
 
@@ -170,3 +171,44 @@ def test_bad_settings_are_one_line(features, k, match):
 def test_too_few_vectors_for_a_batch_is_one_line():
     with pytest.raises(UsageError, match="only 10 training vectors"):
         train(Vectors([np.ones((10, 4), dtype=np.float32)]), TrainSettings(features=8, k=2, steps=1))
+
+
+def test_training_steps_never_wait_for_the_device():
+    """Between the first and the last step nothing is read back from the device (no `.item()`, no mask
+    indexing that counts on the host): on a GPU the steps queue up. The batch itself is read on the host by
+    design (Vectors.rows) and copied over, so tensors made from NumPy data are not counted here."""
+    from test_render_loop import READ_BACK, HostCalls
+    rng = np.random.default_rng(0)
+    vectors = Vectors([rng.normal(size=(600, 16)).astype(np.float32)])
+    settings = TrainSettings(features=32, k=4, batch_size=64, steps=8, checkpoint_every=10**6, curve_every=10**6)
+    mode = HostCalls()
+    with mode:
+        trained = train(vectors, settings, on_step=lambda step, fvu: mode.step(), device="cpu")
+    assert trained.steps == 8 and len(trained.curve) == 1  # the curve's one point: the last step's, read then
+    waits = [(step, name) for step, name in mode.calls if 1 <= step < mode.steps - 1 and name in READ_BACK]
+    # On a CPU, one question a step (is any latent dead? then AuxK runs), which a GPU does not ask (below).
+    assert [name for _, name in waits] == ["__bool__"] * (mode.steps - 2)
+
+
+@pytest.mark.parametrize("dead_latents", [0, 3, 20])
+def test_auxk_without_asking_the_host_gives_the_same_losses(dead_latents):
+    """What a GPU step computes (AuxK always, times 0 when no latent is dead; no value read back) equals
+    what a CPU step computes (AuxK skipped when none is dead), losses and gradients alike."""
+    from test_render_loop import READ_BACK, HostCalls
+    rng = np.random.default_rng(dead_latents)
+    x = torch.from_numpy(rng.normal(size=(64, 16)).astype(np.float32))
+    dead = torch.zeros(32, dtype=torch.bool)
+    dead[torch.from_numpy(rng.permutation(32)[:dead_latents])] = True
+    found = {}
+    for ask_host in (True, False):
+        sae = TopKSAE(16, 32, 4, torch.Generator().manual_seed(1))
+        mode = HostCalls()
+        with mode:
+            error, aux, _ = losses(sae, x, dead, 8, ask_host=ask_host)
+        (error + 0.5 * aux).backward()
+        found[ask_host] = (error.item(), aux.item(), [p.grad.clone() for p in sae.parameters()],
+                           [name for _, name in mode.calls if name in READ_BACK])
+    assert found[False][3] == []  # nothing read back
+    assert found[True][:2] == found[False][:2] and (found[True][1] == 0) == (dead_latents == 0)
+    for a, b in zip(found[True][2], found[False][2]):
+        assert torch.equal(a, b)

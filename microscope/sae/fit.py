@@ -9,6 +9,8 @@ is removed then.
 """
 from __future__ import annotations
 
+import math
+
 import time
 from dataclasses import dataclass
 
@@ -35,7 +37,7 @@ class Fitted:
 
 
 def train_and_evaluate(folder, record: SaeVectors, training: TrainSettings, checkpoint=None,
-                       on_step=None) -> Fitted:
+                       on_step=None, device="cpu") -> Fitted:
     """Train on a store's vectors of a layer, stopping early on half the held-out images, and evaluate
     on the other half and on the training vectors (the `sae` command and bench/sae_stored.py)."""
     train_parts, held_parts = load_parts(folder, record)
@@ -43,7 +45,8 @@ def train_and_evaluate(folder, record: SaeVectors, training: TrainSettings, chec
     train_set, held = Vectors(train_parts), Vectors(held_parts)
     validation_rows, test_rows = held_out_halves(record)
     validation = held.subset(validation_rows[spread(len(validation_rows), VALIDATION_ROWS)])
-    trained = train(train_set, training, checkpoint=checkpoint, validation=validation, on_step=on_step)
+    trained = train(train_set, training, checkpoint=checkpoint, validation=validation, on_step=on_step,
+                    device=device)
     seconds_training = time.perf_counter() - began
     began = time.perf_counter()
     evaluation = evaluate(trained, held.subset(test_rows))
@@ -61,7 +64,8 @@ def fit(network, dataset, spec: dict, store: Store, report) -> SaeResult:
         raise UsageError(f"the activation vectors of {layer} are missing from the store; run the command again")
     training = TrainSettings(**spec["training"])
     fitted = train_and_evaluate(vectors_folder, record, training, checkpoint,
-                                on_step=lambda step, fvu: report(1, f"FVU {fvu:.3f}"))
+                                on_step=lambda step, fvu: report(1, None if math.isnan(fvu) else f"FVU {fvu:.3f}"),
+                                device=network.device)
     trained, evaluation = fitted.trained, fitted.evaluation
     report(training.steps - trained.steps)  # the steps early stopping saved
     sae = trained.sae

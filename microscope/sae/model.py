@@ -60,7 +60,8 @@ class TopKSAE(nn.Module):
             self.W_dec.grad -= along * self.W_dec
 
 
-def losses(sae: TopKSAE, x: torch.Tensor, dead: torch.Tensor, k_aux: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def losses(sae: TopKSAE, x: torch.Tensor, dead: torch.Tensor, k_aux: int,
+           ask_host: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(normalised reconstruction error, auxiliary error, code) of a batch `x` (n, width).
 
     Both errors are divided by the batch's total variance, so they read as fractions of variance
@@ -70,11 +71,16 @@ def losses(sae: TopKSAE, x: torch.Tensor, dead: torch.Tensor, k_aux: int) -> tup
     variance = (x - x.mean(dim=0)).square().sum().clamp_min(1e-12)
     residual = x - reconstruction
     error = residual.square().sum() / variance
+    # AuxK: the dead latents' k_aux largest (alive ones masked to -inf, which the code's ReLU makes 0: with
+    # fewer dead latents than k_aux the rest of the top k adds nothing), and no loss at all when none is dead.
+    # With `ask_host` (on a CPU, where reading a value costs nothing) the whole term is skipped when none is
+    # dead - a third of a step on a CPU; on a GPU asking would make every step wait for the device, so the
+    # term is computed and multiplied by 0 instead. Both give the same numbers.
     aux = torch.zeros((), device=x.device)
-    dead_count = int(dead.sum())
-    if dead_count:
-        masked = pre.masked_fill(~dead, float("-inf"))
-        z_aux = sae.sparse(masked, min(k_aux, dead_count)).nan_to_num(0.0)
-        predicted = z_aux @ sae.W_dec.t()
-        aux = (residual.detach() - predicted).square().sum() / variance
+    if ask_host and not bool(dead.any()):
+        return error, aux, z
+    masked = pre.masked_fill(~dead, float("-inf"))
+    z_aux = sae.sparse(masked, min(k_aux, pre.shape[-1])).nan_to_num(0.0)
+    predicted = z_aux @ sae.W_dec.t()
+    aux = (residual.detach() - predicted).square().sum() / variance * dead.any()
     return error, aux, z

@@ -46,7 +46,7 @@ class EarlyStopping:
     @torch.no_grad()
     def fvu_and_dead(self, sae) -> tuple[float, float]:
         error = 0.0
-        fired = torch.zeros(sae.features, dtype=torch.bool)
+        fired = torch.zeros(sae.features, dtype=torch.bool, device=self.x.device)
         for first in range(0, len(self.x), CHUNK):
             x = self.x[first:first + CHUNK]
             code = sae.encode(x)
@@ -87,7 +87,7 @@ class EarlyStopping:
                   "stop/curve": np.array(self.curve, np.float64).reshape(-1, 2),
                   "stop/dead_curve": np.array(self.dead_curve, np.float64).reshape(-1, 2)}
         for name, value in (self.best or {}).items():
-            arrays[f"stop/best/{name}"] = value.numpy()
+            arrays[f"stop/best/{name}"] = value.cpu().numpy()
         return arrays
 
     def load(self, arrays, names) -> None:

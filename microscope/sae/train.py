@@ -142,9 +142,15 @@ def input_scale(vectors: Vectors, rows: int = 65_536) -> tuple[float, torch.Tens
 
 
 def train(vectors: Vectors, settings: TrainSettings, checkpoint: Path | None = None,
-          on_step: Callable[[int, float], None] | None = None, validation: Vectors | None = None) -> Trained:
-    """Train (or finish a checkpointed run); `on_step(step, fvu)` after every step."""
+          on_step: Callable[[int, float], None] | None = None, validation: Vectors | None = None,
+          device: torch.device | str = "cpu") -> Trained:
+    """Train (or finish a checkpointed run) on `device`; `on_step(step, fvu)` after every step, with the FVU
+    of the latest curve point (read from the device every curve_every steps: a step never waits for it).
+
+    The weights are initialised on the CPU from the seed and then moved, so every device starts alike; the
+    returned SAE is on the CPU. Batches are read on the CPU and copied (pinned, non-blocking) to the device."""
     settings.check(vectors.width)
+    device = torch.device(device)
     if len(vectors) < settings.batch_size:
         raise UsageError(f"only {len(vectors)} training vectors for a batch of {settings.batch_size}; "
                          "use more images or more positions per image")
@@ -153,9 +159,11 @@ def train(vectors: Vectors, settings: TrainSettings, checkpoint: Path | None = N
     sae = TopKSAE(vectors.width, settings.features, settings.k, torch.Generator().manual_seed(settings.seed))
     with torch.no_grad():
         sae.b_pre.copy_(mean / scale)
+    sae.to(device)
     optimiser = torch.optim.Adam(sae.parameters(), lr=settings.lr)
-    last_fired = torch.zeros(settings.features, dtype=torch.long)
-    stopping = EarlyStopping(None if validation is None else validation.rows(np.arange(len(validation))) / scale,
+    last_fired = torch.zeros(settings.features, dtype=torch.long, device=device)
+    stopping = EarlyStopping(None if validation is None else
+                             (validation.rows(np.arange(len(validation))) / scale).to(device),
                              settings.patience, settings.dead_limit)
     curve: list[tuple[int, float]] = []
     step = 0
@@ -163,20 +171,20 @@ def train(vectors: Vectors, settings: TrainSettings, checkpoint: Path | None = N
         step, curve = _load(checkpoint, settings, sae, optimiser, last_fired, stopping)
     dead_steps = max(1, math.ceil(settings.dead_after / settings.batch_size))
     aux_k = settings.aux_k or max(1, vectors.width // 2)
+    fvu = math.nan
     while step < settings.steps and not stopping.stopped:
-        x = vectors.rows(batch_indices(len(vectors), settings.batch_size, settings.seed, step)) / scale
+        x = _to(vectors.rows(batch_indices(len(vectors), settings.batch_size, settings.seed, step)), device) / scale
         dead = (step - last_fired) >= dead_steps
-        error, aux, code = losses(sae, x, dead, aux_k)
+        error, aux, code = losses(sae, x, dead, aux_k, ask_host=device.type == "cpu")
         optimiser.zero_grad(set_to_none=True)
         (error + settings.aux_coefficient * aux).backward()
         sae.remove_parallel_gradient()
         optimiser.step()
         sae.normalise_decoder()
-        fired = (code != 0).any(dim=0)
-        last_fired[fired] = step + 1
+        last_fired.masked_fill_((code != 0).any(dim=0), step + 1)  # (indexing by a mask would wait on the device)
         step += 1
-        fvu = float(error.detach())
         if step % settings.curve_every == 0 or step == settings.steps:
+            fvu = float(error.detach())
             curve.append((step, fvu))
         if on_step is not None:
             on_step(step, fvu)
@@ -186,19 +194,24 @@ def train(vectors: Vectors, settings: TrainSettings, checkpoint: Path | None = N
             _save(checkpoint, settings, sae, optimiser, last_fired, step, curve, stopping)
     stopping.restore_best(sae)
     best = stopping.best_step if stopping.best is not None else step
-    return Trained(sae.eval(), scale, curve, step, stopping.curve, best, stopping.dead_curve)
+    return Trained(sae.eval().cpu(), scale, curve, step, stopping.curve, best, stopping.dead_curve)
+
+
+def _to(rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch read on the CPU, on `device`: through pinned memory to a GPU, so the copy does not block."""
+    return rows if device.type == "cpu" else rows.pin_memory().to(device, non_blocking=True)
 
 
 def _save(path: Path, settings, sae, optimiser, last_fired, step, curve, stopping) -> None:
-    arrays = {f"param/{name}": value.detach().numpy() for name, value in sae.named_parameters()}
+    arrays = {f"param/{name}": value.detach().cpu().numpy() for name, value in sae.named_parameters()}
     arrays.update(stopping.arrays())
     names = dict(sae.named_parameters())
     for name, parameter in names.items():
         state = optimiser.state[parameter]
-        arrays[f"adam/{name}/exp_avg"] = state["exp_avg"].numpy()
-        arrays[f"adam/{name}/exp_avg_sq"] = state["exp_avg_sq"].numpy()
-        arrays[f"adam/{name}/step"] = state["step"].numpy()
-    arrays["last_fired"] = last_fired.numpy()
+        arrays[f"adam/{name}/exp_avg"] = state["exp_avg"].cpu().numpy()
+        arrays[f"adam/{name}/exp_avg_sq"] = state["exp_avg_sq"].cpu().numpy()
+        arrays[f"adam/{name}/step"] = state["step"].cpu().numpy()
+    arrays["last_fired"] = last_fired.cpu().numpy()
     arrays["curve"] = np.array(curve, dtype=np.float64).reshape(-1, 2)
     arrays["step"] = np.array(step)
     arrays["settings"] = np.array(repr(sorted(asdict(settings).items())))
@@ -214,9 +227,9 @@ def _load(path: Path, settings, sae, optimiser, last_fired, stopping) -> tuple[i
         with torch.no_grad():
             for name, parameter in sae.named_parameters():
                 parameter.copy_(torch.from_numpy(arrays[f"param/{name}"]))
-        for name, parameter in sae.named_parameters():
-            optimiser.state[parameter] = {key: torch.from_numpy(np.array(arrays[f"adam/{name}/{key}"]))
-                                          for key in ("exp_avg", "exp_avg_sq", "step")}
+        for name, parameter in sae.named_parameters():  # Adam keeps its step count on the CPU, its moments beside
+            optimiser.state[parameter] = {key: torch.from_numpy(np.array(arrays[f"adam/{name}/{key}"])).to(
+                "cpu" if key == "step" else parameter.device) for key in ("exp_avg", "exp_avg_sq", "step")}
         last_fired.copy_(torch.from_numpy(arrays["last_fired"]))
         curve = [(int(s), float(v)) for s, v in arrays["curve"]]
         stopping.load(arrays, [name for name, _ in sae.named_parameters()])
