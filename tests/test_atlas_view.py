@@ -369,3 +369,15 @@ def test_the_sample_is_drawn_only_when_asked_and_kept_by_a_run_that_does_not_ask
     assert "0 layers computed, 2 reused" in again.stdout, again.stdout
     assert kept.read(kept.examples_result_file("inceptionv1-caffe", LAYER), ExamplesResult).key == result.key
     assert kept.read(kept.atlas_vectors_file("inceptionv1-caffe", LAYER), AtlasVectors) is not None
+
+
+def test_examples_and_atlas_in_one_run_need_a_sample_asked_for(photos, tmp_path):
+    """Through the library, both views in one run: without --atlas-vectors the atlas says in one line what to add,
+    before anything is computed."""
+    from microscope.run.pipeline import run_views
+    from microscope.run.session import Images
+    network = load_network("inceptionv1-caffe", weights="random", seed=0, progress=False)
+    with pytest.raises(UsageError, match="add --atlas-vectors 100000") as refused:
+        run_views(network, ["examples", "atlas"], store=tmp_path / "store", layers=[LAYER],
+                  images=Images(str(photos), None))
+    assert "\n" not in str(refused.value) and not (tmp_path / "store" / "inceptionv1-caffe" / LAYER).exists()
