@@ -182,7 +182,7 @@ def test_bad_input_is_one_line(built, photos, tmp_path):
     store, *_ = built
     for args, words in (
             (["--layers", "logits"], "has no spatial grid"),
-            (["--layers", "inception_4a"], "compute its dataset examples first"),
+            (["--layers", "inception_4a"], "--atlas-vectors 100000"),
             (["--layers", LAYER, "--grid", "100"], "it needs at least 2500"),
             (["--layers", LAYER, "--icon-size", "8"], "--icon-size 8 is too small")):
         result = cli("atlas", *MODEL, *args, "--images", photos, "--store", store.root, code=2)
