@@ -1,12 +1,13 @@
 """Where the examples pass spends its time besides the forward: each accumulator, per layer, per batch.
 
-    .venv/bin/python bench/examples_profile.py [--count 256] [--batch-size 32] [--layers L,L] [--weights PATH]
+    .venv/bin/python bench/examples_profile.py [--count 96] [--dataset-size 4000] [--batch-size 32] [--layers L,L]
+                                               [--atlas-vectors 0] [--weights PATH]
 
-Decodes the first --count photos of ../shared (imagenet-sample, then imagenet-val-1300), runs the network
+Decodes the first --count photos of ../shared/data/imagenet-sample, runs the network
 truncated after the layers once per batch (timed: the bare forward, as the pass runs it, channels_last,
 inference mode), and then feeds each layer's activations to its accumulator (microscope/examples/
-accumulator.py) with the pass's default settings for a dataset of --dataset-size photos (default 4,000: the
-atlas sample then draws 25 positions per image). Every part of an update is timed on its own, on one
+accumulator.py) with the pass's default settings for a dataset of --dataset-size photos (default 4,000), and
+with --atlas-vectors N the atlas sample too (100,000: 25 positions per image of 4,000). Every part of an update is timed on its own, on one
 thread as the pass runs them (stream.one_thread): the part's method is wrapped on the accumulator instance,
 and "extremes" is what is left of the update (amax, amin, the histogram's maximum, the sums).
 
@@ -72,9 +73,8 @@ def instrument(accumulator, totals: dict) -> None:
         accumulator.correlation.update = Timed(accumulator.correlation.update, "correlation", totals)
 
 
-def photos(count: int) -> ImageDataset:
-    folder = SHARED / "data" / "imagenet-sample"
-    return ImageDataset(folder, view=Framing(224, 224))
+def photos() -> ImageDataset:
+    return ImageDataset(SHARED / "data" / "imagenet-sample", view=Framing(224, 224))
 
 
 def main() -> None:
@@ -82,13 +82,14 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=96, help="photos run through (imagenet-sample's first)")
     parser.add_argument("--dataset-size", type=int, default=4000, help="photos the pass is sized for (atlas sample)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--atlas-vectors", type=int, default=0, help="the atlas sample's size (0: none, the default)")
     parser.add_argument("--layers", default=BLOCKS)
     parser.add_argument("--weights", default=str(SHARED / "weights" / "bvlc_googlenet.npz"))
     args = parser.parse_args()
     layers = args.layers.split(",")
     network = load_network("inceptionv1-caffe", weights=args.weights, device="cpu")
-    dataset = photos(args.count)
-    settings = SummarySettings()
+    dataset = photos()
+    settings = SummarySettings(atlas_vectors=args.atlas_vectors)
     print(f"profile of the examples pass's accumulators: {len(layers)} layers, {args.count} photos in batches of "
           f"{args.batch_size}, sized for a dataset of {args.dataset_size} (atlas {settings.atlas_vectors} vectors, "
           f"concepts {settings.concept_images} images, correlation {settings.correlation_positions} positions), "
