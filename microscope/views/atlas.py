@@ -8,7 +8,8 @@ and `collect` (icons.json, once every slice is stored). Each stage keys its reco
 it, so a new sample, new settings or new weights recompute exactly the stages they change.
 
 `build` does not make atlases (`in_build = False`): a layer's atlas is about as much compute as its
-unit renders; `build.py atlas --layers ... --images DIR` makes them after `build`, and later builds
+unit renders; `build.py atlas --layers ... --images DIR` makes them after a `build` (or `examples`) run with
+`--atlas-vectors N`, which draws the sample (none is drawn unless asked), and later builds
 and `site` show them. On the site: a panel on the layer page links to `<layer>/atlas/`, a page of
 its own (the show half, atlas/page.py, writes it; templates/atlas.html, static/atlas.js).
 """
