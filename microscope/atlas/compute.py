@@ -47,7 +47,7 @@ def sample_of(store: Store, model: str, layer: str) -> tuple[AtlasVectors, objec
     if stamp is None:
         raise UsageError(f"{layer} has no atlas sample in {store.root} (the examples pass draws one only when asked): "
                          f"run build.py examples --layers {layer} --images DIR --atlas-vectors {ATLAS_SAMPLE}, "
-                         "with the --top-k it was built with")
+                         "and the other options it was built with (--top-k, --image-sample)")
     vectors = store.read(vectors_file, AtlasVectors, stamp)
     if vectors is None:
         raise UsageError(f"the atlas sample of {layer} is damaged; recompute its dataset examples")
