@@ -6,6 +6,7 @@ computed the same way) and ranks with numpy.
 """
 import dataclasses
 import math
+import os
 
 import numpy as np
 import pytest
@@ -232,6 +233,21 @@ def test_patches_cut_by_worker_processes_equal_those_of_one_process(network, pho
     chunks = {(layer, int(i) // 4) for layer in LAYERS for name in ("top_index", "bottom_index", "band_index")
               for i in one[layer][name].ravel() if i >= 0}
     assert sum(path.name.endswith(".idx.npz") for path in files[many]) == len(chunks) >= 2 * 4
+
+
+def test_forked_workers_never_run_the_network(network, photos, tmp_path, monkeypatch):
+    """Summaries and patches go to forked processes (2 layers, 6 packs), which must not run the network: on
+    CUDA a forked process cannot. Every convolution writes down the process that ran it."""
+    ran = tmp_path / "pids"
+    convolve = torch.nn.Conv2d._conv_forward
+
+    def said(self, *args):
+        with open(ran, "a") as out:
+            out.write(f"{os.getpid()}\n")
+        return convolve(self, *args)
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", said)
+    examples(network, photos, tmp_path / "store", processes=2, settings=dataclasses.replace(SETTINGS, pack_images=4))
+    assert set(ran.read_text().split()) == {str(os.getpid())}
 
 
 def test_cached_views_give_the_same_packs_as_decoding_again(network, dataset, computed, tmp_path):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from microscope.activations import correlation as correlation_module
 from microscope.activations import maxima as maxima_module
 from microscope.activations.correlation import Correlation
 from microscope.activations.maxima import ImageMaxima, sampled_images
@@ -39,8 +40,10 @@ def run(parts, make, batch=4):
 SHARDS = [[(0, N)], [(0, 12), (12, N)], [(20, N), (0, 7), (7, 20)]]
 
 
+@pytest.mark.parametrize("block", [256, 4, 1])  # one block of units, two uneven ones, one per unit
 @pytest.mark.parametrize("parts", SHARDS)
-def test_correlation_merged_from_shards_equals_one_pass_and_numpy(parts):
+def test_correlation_merged_from_shards_equals_one_pass_and_numpy(parts, block, monkeypatch):
+    monkeypatch.setattr(correlation_module, "BLOCK", block)  # only blocks on and above the diagonal are summed
     make = lambda: Correlation(C, positions=5, seed=3, height=H, width=W)  # noqa: E731
     whole, merged = run([(0, N)], make), run(parts, make)
     assert merged.count == whole.count == N * 5

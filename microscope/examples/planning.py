@@ -131,8 +131,8 @@ def pass_jobs(store: Store, plan: PassPlan) -> list[Job]:
             passes.append(make_job("examples", "pass", "", {**spec, "first": first, "last": last},
                                    after=[index.key], work=math.ceil((last - first) / plan.batch_size)))
     shard_keys = [make_job("examples", "pass", "", {**spec, "first": f, "last": l}).key for f, l in plan.shards]
-    summaries = [make_job("examples", "summary", layer, spec, after=[index.key, *shard_keys], gpu=False)
-                 for layer in plan.layers]
+    summaries = [make_job("examples", "summary", layer, spec, after=[index.key, *shard_keys], fan_out=True)
+                 for layer in plan.layers]  # CPU work, a process per layer where there are cores (see steps.py)
     chunks = [make_job("examples", "patches", "", {**spec, "chunk": chunk}, after=[s.key for s in summaries],
                        work=min(per_pack, n_images - chunk * per_pack), fan_out=True)
               for chunk in range(math.ceil(n_images / per_pack))]

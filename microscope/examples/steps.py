@@ -4,7 +4,7 @@ the layers of one pass:
 1. `index`: datasets/<fingerprint>/images.json - what image i means;
 2. `pass`: each shard of the images through the network, updating every layer's accumulators,
    checkpointed (stream.py); the result is the shard's state (a PassShard record);
-3. `summary` (per layer): the shards merged exactly, then summary.npz. Only now is the layer's old
+3. `summary` (per layer, a process each where there are cores): the shards merged exactly, then summary.npz. Only now is the layer's old
    result given up: result.json goes, pending.json names this pass (patches of another pass go);
 4. `patches` (per chunk of images, 64 by default): receptive-field patches of every layer, packed, and the
    thumbnails of the chunk's example images (with their stamps, thumbs.py);
@@ -57,8 +57,15 @@ def open_dataset(session, plan: PassPlan) -> ImageDataset:
 
 
 def index_images(session, plan: PassPlan) -> None:
-    """The "index" step: the dataset the pass was planned with (the folder scanned again, elsewhere), written."""
+    """The "index" step: the dataset the pass was planned with (the folder scanned again, elsewhere), written.
+
+    It runs first, in the process that later forks the summaries and patches (LocalExecutor): what those
+    need of the network is made here, once, and inherited, since a forked worker must not run the network
+    (on CUDA it cannot). Elsewhere (Ray) every job's process makes its own when it needs it."""
     write_index(session.store, plan.model, pass_dataset(session, plan), plan.summary_settings())
+    if not session.distributed:
+        pass_shapes(session, plan)
+        geometry(session, plan)
 
 
 def write_index(store: Store, model: str, dataset: ImageDataset, settings: SummarySettings) -> None:
@@ -105,6 +112,12 @@ def shard_records(session, plan: PassPlan) -> list[PassShard]:
     return records
 
 
+def pass_shapes(session, plan: PassPlan) -> dict:
+    """(channels, height, width) of each of the pass's activations at the view's size."""
+    return session.memo(("shapes", plan.key), lambda: activation_shapes(session.network(), list(plan.layers),
+                                                                         plan.view[1]))
+
+
 def geometry(session, plan: PassPlan) -> dict:
     """The pass's layers' catalogue entries at the view's size, on the pass's own graph."""
     network = session.network()
@@ -117,7 +130,7 @@ def summarize(session, plan: PassPlan, layer: str) -> None:
     network, store = session.network(), session.store
     records = shard_records(session, plan)
     settings = plan.summary_settings()
-    shapes = session.memo(("shapes", plan.key), lambda: activation_shapes(network, list(plan.layers), plan.view[1]))
+    shapes = pass_shapes(session, plan)
     dataset = open_dataset(session, plan)
     accumulator = merge_shards(network, records, shapes, plan.top_k, settings, layer, n_images=len(dataset),
                                labelled=dataset.labels is not None)
@@ -143,7 +156,8 @@ def summarize(session, plan: PassPlan, layer: str) -> None:
         atlas_file.unlink(missing_ok=True)
     write_unit_records(store, plan, layer, accumulator, dataset)
     session.memo(("summary", plan.key, layer), lambda: summary)
-    # What the patch jobs need, made here: forked workers inherit it instead of each tracing the graph again.
+    # What the patch jobs need, kept for them where this process cuts them too (summaries run inline, on one
+    # core); summaries run in forked workers leave it to each patch worker, which reads the stored summary.
     patches_of(session, plan, layer)
 
 

@@ -124,19 +124,20 @@ class PassSettings:
 
 
 def new_state(network, layers, shapes: dict, top_k: int, settings: SummarySettings,
-              n_images: int | None = None, labelled: bool = False) -> dict[str, LayerAccumulator]:
-    """Empty accumulators; `n_images` (the dataset's size) sets how many positions of each image the
-    atlas draws when the settings leave it to the pass, and which images the concepts' sample keeps
-    (only for a `labelled` dataset: concepts are what the maxima are kept for)."""
+              n_images: int | None = None, labelled: bool = False, device=None) -> dict[str, LayerAccumulator]:
+    """Empty accumulators on `device` (default: the network's); `n_images` (the dataset's size) sets how many
+    positions of each image the atlas draws when the settings leave it to the pass, and which images the
+    concepts' sample keeps (only for a `labelled` dataset: concepts are what the maxima are kept for)."""
+    device = network.device if device is None else torch.device(device)
     return {layer: LayerAccumulator(shapes[layer][0], shapes[layer][2], top_k=top_k,
                                     histogram_bins=settings.histogram_bins, band_bins=settings.band_bins,
-                                    band_samples=settings.band_samples, seed=settings.seed, device=network.device,
+                                    band_samples=settings.band_samples, seed=settings.seed, device=device,
                                     exact_twin=network.layer(layer).relu_of_twin,
                                     atlas=None if network.derived_key(layer) is not None else AtlasSampling.for_layer(
                                         settings.atlas_vectors, settings.atlas_positions, settings.seed,
                                         shapes[layer][1], shapes[layer][2], n_images),
                                     maxima=_maxima(shapes[layer][0], settings, n_images if labelled else None),
-                                    correlation=_correlation(shapes[layer], settings, network.device))
+                                    correlation=_correlation(shapes[layer], settings, device))
             for layer in layers}  # a derived layer (SAE features) is a function of its source: its atlas is the source's
 
 
@@ -230,12 +231,15 @@ def load_state(state: dict[str, LayerAccumulator], record: PassShard) -> None:
 
 def merge_shards(network, records: list[PassShard], shapes: dict, top_k: int, settings: SummarySettings,
                  layer: str, n_images: int | None = None, labelled: bool = False) -> LayerAccumulator:
-    """One layer's state from the shards of a pass (in any order): exactly one pass's state."""
+    """One layer's state from the shards of a pass (in any order): exactly one pass's state, on the CPU.
+
+    The summaries run in processes that must not touch the device (forked by the local executor, which
+    CUDA does not survive), and merging arrays of a few hundred numbers per unit is no work for a CPU."""
     position = records[0].info()["layers"].index(layer)
     prefix = f"{position}/"
 
     def state_of(record: PassShard) -> LayerAccumulator:
-        accumulator = new_state(network, [layer], shapes, top_k, settings, n_images, labelled)[layer]
+        accumulator = new_state(network, [layer], shapes, top_k, settings, n_images, labelled, device="cpu")[layer]
         accumulator.load_state_arrays({k[len(prefix):]: v for k, v in record.state.items() if k.startswith(prefix)})
         return accumulator
 
