@@ -1,7 +1,7 @@
 """Throughput of the examples stage against a bare forward pass of the same truncated network.
 
     .venv/bin/python bench/examples.py [--images DIR,DIR] [--count N] [--batch-size 32] [--workers N]
-                                       [--decode-count 640]
+                                       [--decode-count 1280]
                                        [--bare-every 4] [--device cpu|cuda] [--weights PATH|random]
 
 For one layer (inception_4a) and for all nine inception blocks, side by side in one run:
@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=0, help="use the first N images (0: all)")
     parser.add_argument("--bare-every", type=int, default=4, help="a bare batch after every N batches of the pass")
     parser.add_argument("--bare-count", type=int, default=256, help="images the bare batches cycle through")
-    parser.add_argument("--decode-count", type=int, default=640,
+    parser.add_argument("--decode-count", type=int, default=1280,
                         help="photos over which decoding's cost is measured (0: not measured)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=default_workers())

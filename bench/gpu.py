@@ -70,6 +70,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from microscope.examples.planning import default_batch  # noqa: E402
 from microscope.featurevis.batch import (UnitBatch, featurevis_extractor, optimised_layer, relative_pixels,  # noqa: E402
                                          render_batch, step_seconds)
 from microscope.featurevis.compiled import compiled_extractor  # noqa: E402
@@ -202,7 +203,7 @@ def time_examples(network, plan: Plan, photos: Path, scratch: Path) -> dict:
     """The examples stage (bench/examples.py `stage`) against a bare decode + forward of the same photos."""
     dataset = EXAMPLES.joined([photos], 0, scratch)
     layers = list(plan.example_layers)
-    batch_size = 32
+    batch_size = default_batch(network.device)  # as build picks it
     decoded = torch.stack([dataset.load(i)[0] for i in range(min(len(dataset), batch_size))])
     # No bare batches inside the pass (every: never); the bare decode + forward is timed below instead.
     bares = [EXAMPLES.BareForward(network, decoded, layers, batch_size)]

@@ -18,6 +18,7 @@ from microscope.errors import UsageError
 from microscope.examples.config import SummarySettings
 from microscope.data.patches import PAD_COLOUR, cut_patches
 from microscope.examples.patches import LayerPatches, PatchFormat, cut_chunk
+from microscope.examples.stream import PassSettings, Shard, run_shard
 from microscope.examples.viewcache import ViewCache
 from microscope.run.executors import LocalExecutor
 from microscope.data.images import ImageDataset, Framing
@@ -248,6 +249,20 @@ def test_forked_workers_never_run_the_network(network, photos, tmp_path, monkeyp
     monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", said)
     examples(network, photos, tmp_path / "store", processes=2, settings=dataclasses.replace(SETTINGS, pack_images=4))
     assert set(ran.read_text().split()) == {str(os.getpid())}
+
+
+def test_the_pass_leaves_every_readable_view_in_the_cache(network, dataset, tmp_path):
+    """The views reach the cache one batch late (stream.LateViews): the last batch's too, each the view the
+    network saw; the broken file has none."""
+    store = Store(tmp_path / "store")
+    views = ViewCache.create(tmp_path / "pass.views", len(dataset), dataset.view.crop)
+    shard = Shard("key", tuple(LAYERS), 0, len(dataset), store.shard_file(MODEL, "key", 0, len(dataset)))
+    run_shard(network, dataset, shard, PassSettings(TOP, SETTINGS, BATCH, 0), store, views=views)
+    for index in range(len(dataset)):
+        image = dataset.load(index)[0]
+        assert (views.get(index) is None) == (image is None)
+        if image is not None:
+            assert np.array_equal(views.get(index), image.permute(1, 2, 0).numpy())
 
 
 def test_cached_views_give_the_same_packs_as_decoding_again(network, dataset, computed, tmp_path):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from microscope.activations.positions import SampleSettings, vectors_of
+from microscope.activations.positions import SampleSettings, sampled_vectors
 
 BLOCK = 256
 MAX_UNITS = 2048  # above it, C^2 float64 sums (32 MB at 2,048) are too big for every shard's state
@@ -29,13 +29,13 @@ class Correlation:
         self.sum = torch.zeros(channels, dtype=torch.float64, device=device)
         self.products = torch.zeros(channels, channels, dtype=torch.float64, device=device)
 
-    def update(self, activation: torch.Tensor, indices: torch.Tensor) -> None:
-        """activation: (N, C, H, W), or (N, C) for a layer without a grid (its one position)."""
+    def update(self, activation: torch.Tensor, indices) -> None:
+        """activation: (N, C, H, W), or (N, C) for a layer without a grid (its one position); indices: the
+        images' dataset indices, on the host (nothing is read back from the device)."""
         if activation.dim() == 2:
             vectors = activation.double()
         else:
-            vectors = torch.from_numpy(vectors_of(activation, indices.cpu(), self.sampling)[0]).to(self.sum.device)
-            vectors = vectors.double()
+            vectors = sampled_vectors(activation, indices, self.sampling).double()
         self.count += vectors.shape[0]
         self.sum += vectors.sum(0)
         for start in range(0, vectors.shape[1], BLOCK):  # block rows, from their diagonal block on

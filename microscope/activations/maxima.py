@@ -26,18 +26,19 @@ class ImageMaxima:
     """The per-image maxima of the sampled images, in the order they were seen (`result` sorts them)."""
 
     def __init__(self, chosen: np.ndarray, channels: int):
-        self.chosen = torch.from_numpy(chosen)
+        self.chosen = np.asarray(chosen, dtype=bool)
         self.channels = channels
         self.index: list[np.ndarray] = []
         self.values: list[np.ndarray] = []
 
-    def update(self, top: torch.Tensor, indices: torch.Tensor) -> None:
-        """top: (N, C) maxima over positions of the batch's images `indices`."""
-        keep = self.chosen[indices.cpu()]
-        if keep.any():
-            rows = torch.nonzero(keep)[:, 0]
-            self.index.append(indices.cpu()[rows].numpy().astype(np.int64))
-            self.values.append(top[rows.to(top.device)].float().cpu().numpy())
+    def update(self, top: torch.Tensor, indices) -> None:
+        """top: (N, C) maxima over positions of the batch's images `indices` (host data). The kept rows stay
+        on top's device until the state is read (`result`): nothing is read back per batch."""
+        indices = np.asarray(indices, dtype=np.int64)
+        rows = np.flatnonzero(self.chosen[indices])
+        if rows.size:
+            self.index.append(indices[rows])
+            self.values.append(top.index_select(0, torch.from_numpy(rows).to(top.device, non_blocking=True)).float())
 
     def merge(self, other: "ImageMaxima") -> None:
         self.index += other.index
@@ -46,7 +47,8 @@ class ImageMaxima:
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(image indices (M,) ascending, maxima (C, M) float32)."""
         index = np.concatenate(self.index) if self.index else np.zeros(0, np.int64)
-        values = np.concatenate(self.values) if self.values else np.zeros((0, self.channels), np.float32)
+        values = torch.cat([torch.as_tensor(v).cpu() for v in self.values]).numpy() if self.values else \
+            np.zeros((0, self.channels), np.float32)
         order = np.argsort(index, kind="stable")
         return index[order], np.ascontiguousarray(values[order].T)
 

@@ -55,16 +55,30 @@ def positions(image: int, height: int, width: int, settings: SampleSettings) -> 
     return flat // inner_w + settings.edge, flat % inner_w + settings.edge
 
 
-def vectors_of(activation: torch.Tensor, indices: torch.Tensor, settings: SampleSettings) -> tuple[np.ndarray, ...]:
-    """A batch's sampled vectors: (vectors (n*P, C) float32, image (n*P,), y, x)."""
-    _, channels, height, width = activation.shape
+def batch_positions(indices, height: int, width: int, settings: SampleSettings) -> tuple[np.ndarray, ...]:
+    """(row in the batch, image, y, x) of every sampled position of a batch of images `indices` (host data)."""
     ys, xs, images = [], [], []
-    for image in indices.tolist():
+    for image in np.asarray(indices).tolist():
         y, x = positions(image, height, width, settings)
         ys.append(y)
         xs.append(x)
         images.append(np.full(len(y), image))
-    y, x = np.concatenate(ys), np.concatenate(xs)
-    batch = np.repeat(np.arange(len(indices)), settings.positions_per_image)
+    batch = np.repeat(np.arange(len(images)), settings.positions_per_image)
+    return batch, np.concatenate(images), np.concatenate(ys), np.concatenate(xs)
+
+
+def sampled_vectors(activation: torch.Tensor, indices, settings: SampleSettings) -> torch.Tensor:
+    """A batch's sampled vectors (n*P, C), left on the activation's device: the positions are made on the
+    host from the indices and copied over, nothing is read back."""
+    _, _, height, width = activation.shape
+    batch, _, y, x = batch_positions(indices, height, width, settings)
+    where = torch.from_numpy(np.stack([batch, y, x])).to(activation.device, non_blocking=True)
+    return activation[where[0], :, where[1], where[2]]
+
+
+def vectors_of(activation: torch.Tensor, indices: torch.Tensor, settings: SampleSettings) -> tuple[np.ndarray, ...]:
+    """A batch's sampled vectors on the host: (vectors (n*P, C) float32, image (n*P,), y, x)."""
+    _, _, height, width = activation.shape
+    batch, images, y, x = batch_positions(indices.cpu(), height, width, settings)
     values = activation[torch.from_numpy(batch), :, torch.from_numpy(y), torch.from_numpy(x)]
-    return values.float().cpu().numpy(), np.concatenate(images), y, x
+    return values.float().cpu().numpy(), images, y, x

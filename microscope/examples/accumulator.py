@@ -18,6 +18,15 @@ then P's maximum is found on P and A's non-zero fraction is counted on A.
 
 Memory is fixed by k, the histogram and band sizes - never by the number of images. Activations are
 read in a (batch, positions, channels) view, which is free for channels_last tensors.
+
+On CUDA the updates are `sync_free`: no value goes back to the host, so the host queues batch after
+batch while the device works. Where the CPU takes sparse paths (argmax positions gathered for the few
+pairs a batch adds to the top k, only the band bins an item enters re-sorted, a histogram re-gridded
+only when its range grew: choices that read a count back), the device computes every pair, every bin
+and every grid, the same results (tests/test_accumulator_device.py); faults (non-finite activations) are
+noted on the device and raised when the state is read (`check`, at every checkpoint). The dataset indices
+come from the loader, on the host: what depends on them alone (the sampled positions of the similar
+units, the concepts' images) is made there and copied over.
 """
 from __future__ import annotations
 
@@ -105,21 +114,26 @@ class LayerAccumulator:
     def __init__(self, channels: int, width: int, *, top_k: int, histogram_bins: int = 128,
                  band_bins: int = 32, band_samples: int = 8, seed: int = 0,
                  device: torch.device | str = "cpu", exact_twin: bool = True, atlas: AtlasSampling | None = None,
-                 maxima: ImageMaxima | None = None, correlation: Correlation | None = None):
+                 maxima: ImageMaxima | None = None, correlation: Correlation | None = None,
+                 sync_free: bool | None = None):
         self.width = width  # of the activation grid, to turn flat positions into (y, x)
         self.maxima, self.correlation = maxima, correlation  # what concepts and similar units need
         self.atlas = atlas
         self.reservoir = Reservoir.empty(atlas.capacity, channels, atlas.seed) if atlas else None
         self.exact_twin = exact_twin
+        self.sync_free = torch.device(device).type == "cuda" if sync_free is None else sync_free
         self.positive = torch.zeros(channels, dtype=torch.int64, device=device)  # counted when not exact_twin
-        self.top = TopExamples(channels, top_k, device)
-        self.bottom = TopExamples(channels, top_k, device)  # ranks -min, so the lowest minimum first
-        self.bands = BandSampler(channels, band_bins, band_samples, seed, device)
-        self.histogram = GridHistogram(channels, histogram_bins, device)
+        self.top = TopExamples(channels, top_k, device, sync_free=self.sync_free)
+        self.bottom = TopExamples(channels, top_k, device, sync_free=self.sync_free)  # ranks -min: lowest first
+        self.bands = BandSampler(channels, band_bins, band_samples, seed, device, sync_free=self.sync_free)
+        self.histogram = GridHistogram(channels, histogram_bins, device, sync_free=self.sync_free)
         self.total = torch.zeros(channels, dtype=torch.float64, device=device)
         self.images = 0
 
     def update(self, activation: torch.Tensor, pre_relu: torch.Tensor | None, indices: torch.Tensor) -> None:
+        """One batch: its activation, pre-ReLU twin (or None) and the images' dataset indices (on the host)."""
+        host = indices.cpu()
+        indices = host.to(activation.device, non_blocking=True)
         values = positions_last(activation)
         low = values if pre_relu is None else positions_last(pre_relu)
         # Extremes without their positions are much cheaper; the argmax/argmin (first in row-major
@@ -130,26 +144,29 @@ class LayerAccumulator:
         self.bottom.update(-bottom, indices, bottom_at)
         self.bands.update(top, indices, top_at)
         if self.exact_twin:
-            self.histogram.update(low, bottom.amin(0), self._maximum(top, low, pre_relu is not None))
+            self.histogram.update(low, bottom.amin(0), self._maximum(top, low, pre_relu is not None, self.sync_free))
         else:
             self.histogram.update(low, bottom.amin(0), low.amax(dim=(0, 1)))
             self.positive += (values > 0).sum(dim=(0, 1))
         self.total += values.sum(dim=1).sum(0, dtype=torch.float64)
         self.images += activation.shape[0]
-        if self.reservoir is not None:
-            self.reservoir.offer(*self.atlas.draw(activation, indices))
+        if self.reservoir is not None:  # (drawn on the host: only with --atlas-vectors)
+            self.reservoir.offer(*self.atlas.draw(activation, host))
         if self.maxima is not None:
-            self.maxima.update(top, indices)
+            self.maxima.update(top, host)
         if self.correlation is not None:
-            self.correlation.update(activation, indices)
+            self.correlation.update(activation, host)
 
     @staticmethod
-    def _maximum(top: torch.Tensor, low: torch.Tensor, twin: bool) -> torch.Tensor:
+    def _maximum(top: torch.Tensor, low: torch.Tensor, twin: bool, sync_free: bool = False) -> torch.Tensor:
         """Batch maximum of `low` per channel, from the top scores where they tell it (saves a pass).
 
-        With a twin, A = relu(P): max P = max A wherever max A > 0; other channels are read from P.
+        With a twin, A = relu(P): max P = max A wherever max A > 0; other channels are read from P
+        (sync_free: P's maximum is read for all, rather than ask which channels need it).
         """
         high = top.amax(0)
+        if twin and sync_free:
+            return torch.where(high > 0, high, low.amax(dim=(0, 1)))
         if twin:
             silent = torch.nonzero(high <= 0)[:, 0]
             if silent.numel():
@@ -157,8 +174,14 @@ class LayerAccumulator:
                 high[silent] = low[:, :, silent].amax(dim=(0, 1))
         return high
 
+    def check(self) -> None:
+        """Raise what sync-free updates noted (a non-finite activation): one small read-back."""
+        self.histogram.check()
+        self.bands.histogram.check()
+
     def summary(self, bands=DEFAULT_BANDS) -> dict[str, np.ndarray]:
         """The arrays of summary.npz (see microscope/store/schema.py, ExamplesSummary)."""
+        self.check()
         out = {}
         for name, kept, sign in (("top", self.top, 1.0), ("bottom", self.bottom, -1.0)):
             empty = kept.index < 0
@@ -205,6 +228,7 @@ class LayerAccumulator:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The whole state as flat numpy arrays ("top/key", ..., "total", "images"), for the store."""
+        self.check()
         arrays = {f"{name}/{key}": value.cpu().numpy()
                   for name in self.PARTS for key, value in getattr(self, name).state_dict().items()}
         arrays["total"] = self.total.cpu().numpy()

@@ -15,7 +15,9 @@ same one whatever the batch size, the order, or where a run was resumed. When th
 merge (the range grew), their keepers merge the same way.
 
 Memory: channels x bins x per_bin entries, fixed (e.g. 832 x 32 x 8). Per batch, only bins that
-receive an item beating their current worst priority are re-sorted.
+receive an item beating their current worst priority are re-sorted - or, `sync_free` (a GPU: see
+accumulator.py), every bin's keepers and every item of the batch in one sort, which reads nothing back
+and keeps the same samples.
 """
 from __future__ import annotations
 
@@ -57,8 +59,9 @@ def _unpack_payload(payload: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class BandSampler:
     def __init__(self, channels: int, bins: int = 32, per_bin: int = 8, seed: int = 0,
-                 device: torch.device | str = "cpu"):
-        self.histogram = GridHistogram(channels, bins, device)
+                 device: torch.device | str = "cpu", sync_free: bool = False):
+        self.histogram = GridHistogram(channels, bins, device, sync_free=sync_free)
+        self.sync_free = sync_free
         self.per_bin, self.seed = per_bin, seed
         # Keepers of each bin, sorted by key (smallest first); the dataset index is the key's low 31 bits.
         self.key = torch.full((channels, bins, per_bin), EMPTY, dtype=torch.int64, device=device)
@@ -74,10 +77,16 @@ class BandSampler:
         scores = scores.float()
         indices = indices.to(self.key.device)
         remap = self.histogram.update(scores, *torch.aminmax(scores, dim=0))
+        key = priorities(self.seed, channels, indices)
+        binned = self.histogram.bin_of(scores)
+        if self.sync_free:  # (in range unless a score was not finite: a fault the histogram noted)
+            binned = binned.clamp_(0, bins - 1)
+        group = torch.arange(channels, device=key.device) * bins + binned
+        if self.sync_free:
+            self._update_every_bin(remap, scores, key, group, locate)
+            return
         if remap is not None:
             self._follow(remap)
-        key = priorities(self.seed, channels, indices)
-        group = torch.arange(channels, device=key.device) * bins + self.histogram.bin_of(scores)
         accept = key < self.key.view(channels * bins, -1)[group, -1]  # beats the bin's worst keeper
         row, channel = torch.nonzero(accept, as_tuple=True)
         if row.numel():
@@ -120,6 +129,35 @@ class BandSampler:
             key, payload = self.key[merged].reshape(-1), self.payload[merged].reshape(-1)
             self.key[merged] = EMPTY
             self._merge(group.reshape(-1), key, payload)
+
+    def _update_every_bin(self, remap: torch.Tensor, scores: torch.Tensor, key: torch.Tensor, group: torch.Tensor,
+                          locate) -> None:
+        """Every keeper to its bin on the new grid and every item of the batch to its bin, merged in one sort.
+
+        An item that beats no keeper of its bin ranks below `per_bin` and is dropped, as the sparse path
+        never takes it: the same keepers (and payloads) either way, without a read-back."""
+        channels, bins, per_bin = self.key.shape
+        rows, _ = scores.shape
+        moved = torch.arange(channels, device=remap.device)[:, None] * bins + remap.clamp(0, bins - 1)
+        row = torch.arange(rows, device=key.device)[:, None].expand(rows, channels).reshape(-1)
+        channel = torch.arange(channels, device=key.device).expand(rows, channels).reshape(-1)
+        payload = _pack_payload(scores.reshape(-1), locate(row, channel))
+        group = torch.cat([moved[:, :, None].expand(-1, -1, per_bin).reshape(-1), group.reshape(-1)])
+        key = torch.cat([self.key.reshape(-1), key.reshape(-1)])
+        payload = torch.cat([self.payload.reshape(-1), payload])
+        order = torch.sort(key).indices
+        order = order[torch.sort(group[order], stable=True).indices]
+        group, key, payload = group[order], key[order], payload[order]
+        ones = torch.ones(1, dtype=torch.int64, device=group.device).expand(group.numel())
+        counts = torch.zeros(channels * bins, dtype=torch.int64, device=group.device).index_add_(0, group, ones)
+        rank = torch.arange(group.numel(), device=group.device) - (torch.cumsum(counts, 0) - counts)[group]
+        # Every bin has its per_bin keepers (empty ones included) among the entries: all its slots are written.
+        # What is not kept goes to one slot past the end, dropped.
+        slot = torch.where(rank < per_bin, group * per_bin + rank, channels * bins * per_bin)
+        self.key = torch.full((channels * bins * per_bin + 1,), EMPTY, dtype=torch.int64, device=key.device).scatter_(
+            0, slot, key)[:-1].view(channels, bins, per_bin)
+        self.payload = torch.zeros(channels * bins * per_bin + 1, dtype=torch.int64, device=key.device).scatter_(
+            0, slot, payload)[:-1].view(channels, bins, per_bin)
 
     def _merge(self, group: torch.Tensor, key: torch.Tensor, payload: torch.Tensor) -> None:
         """Merge entries bound for bins `group` (channel * bins + bin) into those bins' keepers."""

@@ -15,6 +15,11 @@ keys are exact in float32 - see `_count`), and `low` is the grid cell of the min
 bounds only grow as values arrive, which is what keeps the final state independent of the order.
 
 All state is a few (channels,) and (channels, bins) tensors on the device of the activations.
+
+`sync_free` (what a GPU needs: see accumulator.py) updates without reading a value back: the exponent
+is picked from the few candidates the search could reach, the counts are moved at every batch (an
+identity map where the grid stayed), and what would have raised at once (a non-finite value, a lost
+count) is noted on the device and raised by `check()`, which reads it. Same counts, same grid.
 """
 from __future__ import annotations
 
@@ -22,11 +27,15 @@ import torch
 
 # 2**-20 ~ 1e-6: the finest bin width. A channel that never varies (a dead ReLU) keeps it.
 MIN_EXPONENT = -20
+# From the first candidate exponent (the current one, the magnitude bound or the log2 guess, whichever is
+# highest) the one that fits is at most 3 steps up (4 with log2's rounding): these many are tried at once.
+CANDIDATES = 6
+NON_FINITE, LOST = 0, 1  # the faults a sync-free histogram notes
 _MAGIC, _MAGIC_BITS = 2**23, 0x4B000000  # the float32 2**23 and its bits
 
 
 class GridHistogram:
-    def __init__(self, channels: int, bins: int = 128, device: torch.device | str = "cpu"):
+    def __init__(self, channels: int, bins: int = 128, device: torch.device | str = "cpu", sync_free: bool = False):
         if channels * bins >= 2**22:  # keys must stay exact in float32 (see _count)
             raise ValueError(f"{channels} channels x {bins} bins is too many for one histogram")
         self.bins = bins
@@ -37,6 +46,8 @@ class GridHistogram:
         self.vmax = torch.full((channels,), float("-inf"), dtype=torch.float64, device=device)
         self._offsets = torch.arange(channels, device=device) * bins
         self._keys: torch.Tensor | None = None  # scratch for bin keys, kept from batch to batch (see _count)
+        self.sync_free = sync_free
+        self.faults = torch.zeros(2, dtype=torch.bool, device=device)  # NON_FINITE, LOST (sync_free only)
 
     @property
     def channels(self) -> int:
@@ -55,6 +66,11 @@ class GridHistogram:
             return None
         if vmin is None or vmax is None:
             vmin, vmax = torch.aminmax(flat, dim=0)
+        if self.sync_free:
+            self.faults[NON_FINITE] |= ~(torch.isfinite(vmin).all() & torch.isfinite(vmax).all())
+            remap = self._refit(torch.minimum(self.vmin, vmin.double()), torch.maximum(self.vmax, vmax.double()))
+            self.counts += self._count(values)
+            return remap
         if not bool(torch.isfinite(vmin).all() & torch.isfinite(vmax).all()):
             raise ValueError("activations contain inf or nan; cannot histogram them")
         remap = self._fit(torch.minimum(self.vmin, vmin.double()), torch.maximum(self.vmax, vmax.double()))
@@ -82,8 +98,38 @@ class GridHistogram:
         keys = self._keys[:values.numel()].view(values.shape)
         torch.mul(values, scale, out=keys)
         keys = keys.ceil_().add_(shift).view(torch.int32).sub_(_MAGIC_BITS)
-        counts = torch.bincount(keys.reshape(-1), minlength=self.channels * self.bins)
+        size = self.channels * self.bins
+        if self.sync_free:  # bincount reads the largest key back to size its output
+            keys = keys.reshape(-1).clamp_(0, size - 1)  # in range unless a value was not finite (a fault)
+            ones = torch.ones(1, dtype=torch.int64, device=keys.device).expand(keys.numel())
+            return torch.zeros(size, dtype=torch.int64, device=keys.device).index_add_(0, keys, ones).view(
+                self.channels, self.bins)
+        counts = torch.bincount(keys.reshape(-1), minlength=size)
         return counts.view(self.channels, self.bins)
+
+    def _refit(self, vmin: torch.Tensor, vmax: torch.Tensor) -> torch.Tensor:
+        """`_fit` without a read-back: always returns the old-bin -> new-bin map, and moves the counts."""
+        first = self._first_candidate(vmin, vmax)
+        seen = torch.isfinite(vmax - vmin)
+        tried = first[None] + torch.arange(CANDIDATES, device=first.device)[:, None]  # (CANDIDATES, channels)
+        fits = ~seen | (_cell(vmax, tried) - _cell(vmin, tried) < self.bins)
+        self.faults[LOST] |= ~fits[-1].all()
+        exponent = first + fits.to(torch.int8).argmax(0)  # the first that fits, as the search finds it
+        low = _cell(vmin, exponent)
+        cells = self.low[:, None] + torch.arange(self.bins, device=self.low.device)
+        remap = torch.div(cells, torch.pow(2, exponent - self.exponent)[:, None], rounding_mode="floor") - low[:, None]
+        self.faults[LOST] |= (((remap < 0) | (remap >= self.bins)) & (self.counts > 0)).any()
+        self.counts = torch.zeros_like(self.counts).scatter_add_(1, remap.clamp(0, self.bins - 1), self.counts)
+        self.exponent, self.low, self.vmin, self.vmax = exponent, low, vmin, vmax
+        return remap
+
+    def check(self) -> None:
+        """Raise what a sync-free update noted (reads two flags back: at a checkpoint, not every batch)."""
+        faults = self.faults.tolist()
+        if faults[NON_FINITE]:
+            raise ValueError("activations contain inf or nan; cannot histogram them")
+        if faults[LOST]:
+            raise AssertionError("histogram window lost counts; this is a bug")
 
     def merge(self, other: "GridHistogram") -> tuple[torch.Tensor | None, torch.Tensor]:
         """Fold in the histogram of another part of the data, exactly.
@@ -127,6 +173,18 @@ class GridHistogram:
                            at_least: torch.Tensor | None = None) -> torch.Tensor:
         """The smallest exponent >= the current one (and >= `at_least`) at which [vmin, vmax] spans
         at most `bins` cells."""
+        seen = torch.isfinite((vmax - vmin).clamp_min(0))
+        exponent = self._first_candidate(vmin, vmax, at_least)
+        for _ in range(64):
+            too_wide = seen & (_cell(vmax, exponent) - _cell(vmin, exponent) >= self.bins)
+            if not bool(too_wide.any()):
+                return exponent
+            exponent = exponent + too_wide.to(torch.int64)
+        raise AssertionError("histogram exponent did not converge; this is a bug")
+
+    def _first_candidate(self, vmin: torch.Tensor, vmax: torch.Tensor,
+                         at_least: torch.Tensor | None = None) -> torch.Tensor:
+        """Where the search for the exponent starts: no lower one can fit, or may be used."""
         spread = (vmax - vmin).clamp_min(0)
         seen = torch.isfinite(spread)
         magnitude = torch.where(seen, torch.maximum(vmin.abs(), vmax.abs()), torch.zeros_like(vmin))
@@ -137,13 +195,7 @@ class GridHistogram:
         exponent = torch.maximum(self.exponent, floor)
         if at_least is not None:
             exponent = torch.maximum(exponent, at_least)
-        exponent = torch.where(seen, torch.maximum(exponent, guess), exponent)
-        for _ in range(64):
-            too_wide = seen & (_cell(vmax, exponent) - _cell(vmin, exponent) >= self.bins)
-            if not bool(too_wide.any()):
-                return exponent
-            exponent = exponent + too_wide.to(torch.int64)
-        raise AssertionError("histogram exponent did not converge; this is a bug")
+        return torch.where(seen, torch.maximum(exponent, guess), exponent)
 
     def edges(self) -> torch.Tensor:
         """(channels, bins + 1) float64 bin edges; bin i is (edges[i], edges[i + 1]]."""

@@ -19,7 +19,7 @@ from microscope.errors import UsageError
 from microscope.examples import thumbs
 from microscope.examples.config import SAMPLE_FIELDS, SummarySettings, identity
 from microscope.examples.stored import is_current
-from microscope.examples.stream import Shard
+from microscope.examples.stream import LayerUpdates, Shard, activation_shapes, extracted, new_state
 from microscope.jobs import Job, hash_json, make_job, usable_cpus
 from microscope.store import DatasetIndex, ExamplesResult, PassShard, Store
 from microscope.store.typed import to_json
@@ -75,7 +75,8 @@ def plan(request, session, settings, images: ImageDataset) -> ViewPlan:
     todo = [layer for layer in request.layers if not is_current(store, model, layer, results[layer]["key"])]
     jobs = []
     if todo:
-        pass_plan = new_pass(request, settings, model, images, {layer: results[layer] for layer in todo})
+        pass_plan = new_pass(request, settings, model, images, {layer: results[layer] for layer in todo},
+                             network.device)
         session.memo(("dataset", pass_plan.fingerprint, pass_plan.view), lambda: images)
         jobs = pass_jobs(store, pass_plan)
     current = [layer for layer in request.layers if layer not in todo]
@@ -99,10 +100,10 @@ def with_sample(store: Store, model: str, layer: str, wanted: dict) -> dict:
     return {"key": stored.key, "identity": stored.identity}
 
 
-def new_pass(request, settings, model: str, images: ImageDataset, results: dict) -> PassPlan:
+def new_pass(request, settings, model: str, images: ImageDataset, results: dict, device=None) -> PassPlan:
     """The pass that computes the layers of `results` (layer -> {"key", "identity"}), cut into as many
-    shards as --shards says (default: as many as the executor runs at once)."""
-    batch = settings.image_batch_size
+    shards as --shards says (default: as many as the executor runs at once), on `device`'s batches."""
+    batch = settings.image_batch_size or default_batch(device)
     return PassPlan(model=model, fingerprint=images.fingerprint(), folder=str(request.images.folder),
                     labels=request.images.labels, sample=request.images.sample, view=tuple(settings.view),
                     key=hash_json({"results": [found["key"] for found in results.values()], "batch_size": batch}),
@@ -110,6 +111,13 @@ def new_pass(request, settings, model: str, images: ImageDataset, results: dict)
                     shards=tuple(shard_ranges(len(images), settings.shards or request.slots, batch)),
                     top_k=settings.top_k, settings=settings.summary_settings().as_json(), batch_size=batch,
                     workers=settings.workers, checkpoint_every=settings.checkpoint_every)
+
+
+def default_batch(device) -> int:
+    """Images per batch of the pass when --image-batch-size is not given. On CUDA a batch's forward takes a few
+    milliseconds and the accumulators' updates launch about the same number of kernels whatever its size:
+    larger batches share that out (results do not depend on the batch size, see stream.py)."""
+    return 256 if getattr(device, "type", "cpu") == "cuda" else 32
 
 
 def shard_ranges(n_images: int, shards: int, batch_size: int) -> list[tuple[int, int]]:
@@ -219,8 +227,8 @@ def pass_dataset(session, plan: PassPlan) -> ImageDataset:
 
 
 def seconds(plan: ViewPlan, session) -> float | None:
-    """The plan's time here. The pass: one timed forward batch and a few decoded images, scaled to the
-    images it reads; the patches: the same decoding again for the images they cut from."""
+    """The plan's time here. The pass: one timed batch of its work (forward and updates) and a few decoded
+    images, scaled to the images it reads; the patches: the same decoding again for the images they cut from."""
     passes = [job for job in plan.jobs if job.step == "pass"]
     if not passes:  # thumbnails to write again: quick
         return None
@@ -228,29 +236,40 @@ def seconds(plan: ViewPlan, session) -> float | None:
     images = sum(job.spec["last"] - job.spec["first"] for job in passes)
     if images < CALIBRATE_FROM * pass_plan.batch_size:  # the calibration would cost too much of the work
         return None
-    forward, decode = pass_costs(session, pass_plan)
+    work, decode = pass_costs(session, pass_plan)
     decoders = max(1, pass_plan.workers if pass_plan.workers is not None else
                    default_workers(session.network().device))
     cut = sum(job.work for job in plan.jobs if job.step == "patches")
-    return images * (forward + decode / decoders) + cut * decode / max(1, usable_cpus())
+    return images * (work + decode / decoders) + cut * decode / max(1, usable_cpus())
 
 
 def pass_costs(session, plan: PassPlan, samples: int = 8) -> tuple[float, float]:
-    """Seconds per image of the pass's forward (one warm-up batch, one timed) and of decoding one image
-    (`samples` images spread over the dataset)."""
+    """Seconds per image of the pass's work on the device (forward on its own graph, twins included, and
+    every accumulator's update: one warm-up batch, one timed) and of decoding one image (`samples` images
+    spread over the dataset). The timed batch is the pass's second: nearly every pair still enters the
+    top k, so the CPU's sparse updates cost what they cost early in a pass, somewhat more than later."""
     network, dataset = session.network(), pass_dataset(session, plan)
-    crop = plan.view[1]
-    batch = torch.rand(plan.batch_size, 3, crop, crop, device=network.device)
-    layers = list(plan.layers)
-    with torch.no_grad():
-        network.activations(batch[:2], layers)
-        began = time.perf_counter()
-        network.activations(batch, layers)
-        if network.device.type == "cuda":
-            torch.cuda.synchronize(network.device)
-        forward = (time.perf_counter() - began) / plan.batch_size
+    layers, crop, size = list(plan.layers), plan.view[1], plan.batch_size
+    twins = {layer: network.layer(layer).pre_relu for layer in layers}
+    shapes = activation_shapes(network, layers, crop)
+    state = new_state(network, layers, shapes, plan.top_k, plan.summary_settings(), n_images=len(dataset),
+                      labelled=dataset.labels is not None)
+    extractor, update = network.extractor(extracted(network, layers)), LayerUpdates(state, twins, shapes,
+                                                                                   network.device)
+    try:
+        with torch.inference_mode():
+            for batch in range(2):
+                images = torch.rand(size, 3, crop, crop, device=network.device).contiguous(
+                    memory_format=torch.channels_last)
+                began = time.perf_counter()
+                update(extractor(images), torch.arange(batch * size, (batch + 1) * size) % max(1, len(dataset)))
+                if network.device.type == "cuda":
+                    torch.cuda.synchronize(network.device)
+                work = (time.perf_counter() - began) / size
+    finally:
+        update.close()
     chosen = sorted({int(i) for i in torch.linspace(0, len(dataset) - 1, samples).tolist()})
     began = time.perf_counter()
     for index in chosen:
         dataset.load(index)
-    return forward, (time.perf_counter() - began) / len(chosen)
+    return work, (time.perf_counter() - began) / len(chosen)

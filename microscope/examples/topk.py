@@ -34,8 +34,8 @@ def unpack(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class TopExamples:
     """Highest scores per channel, with the image index and a payload (the argmax position)."""
 
-    def __init__(self, channels: int, k: int, device: torch.device | str = "cpu"):
-        self.k = k
+    def __init__(self, channels: int, k: int, device: torch.device | str = "cpu", sync_free: bool = False):
+        self.k, self.sync_free = k, sync_free  # sync_free: the payloads of every pair, no read-back (a GPU)
         empty = torch.full((channels, k), float("-inf"), device=device)
         self.key = pack(empty, torch.full((channels, k), -1, dtype=torch.int64, device=device))
         self.position = torch.full((channels, k), -1, dtype=torch.int64, device=device)
@@ -57,6 +57,11 @@ class TopExamples:
         key = torch.cat([self.key, pack(scores.t(), indices[None, :])], dim=1)
         self.key, best = torch.topk(key, self.k, dim=1, sorted=True)
         position = self.position.gather(1, best.clamp(max=self.k - 1))
+        if self.sync_free:  # located for every kept pair, new or not, then chosen
+            channel = torch.arange(best.shape[0], device=best.device)[:, None].expand_as(best)
+            found = locate((best - self.k).clamp(min=0).reshape(-1), channel.reshape(-1)).view_as(best)
+            self.position = torch.where(best >= self.k, found.to(torch.int64), position)
+            return
         channel, rank = torch.nonzero(best >= self.k, as_tuple=True)
         if channel.numel():
             position[channel, rank] = locate(best[channel, rank] - self.k, channel).to(torch.int64)

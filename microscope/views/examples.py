@@ -31,7 +31,8 @@ VIEW_SIZE = (224, 224)  # resize, crop: the square the model sees of every photo
 @dataclass(frozen=True)
 class ExamplesSettings(Settings):
     top_k: int = setting(48, "--top-k", "Dataset examples kept per unit.", low=1, old=("--top",))
-    image_batch_size: int = setting(32, "--image-batch-size", "Images per batch of the dataset pass.", low=1)
+    image_batch_size: int | None = setting(None, "--image-batch-size", "Images per batch of the dataset pass "
+                                           "(default: 32 on a CPU, 256 on CUDA).", low=1)
     workers: int | None = setting(None, "--workers", "Image decoding processes (default: up to 4; on CUDA, "
                                   "all cores but one, up to 16).", low=0, keyed=False)
     atlas_vectors: int = setting(SummarySettings.atlas_vectors, "--atlas-vectors",
