@@ -42,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -112,13 +113,14 @@ class BareForward:
 
 
 def decode_cost(network, dataset: ImageDataset, names: list[str], batch_size: int, workers: int, count: int,
-                scratch: Path, rounds: int = 2) -> tuple[float, int]:
+                scratch: Path, rounds: int = 3) -> tuple[float, int]:
     """How much slower a bare decode + forward runs than the forward alone: the factor, and the images timed.
 
     Over `count` photos spread evenly over the dataset (every n-th of its labels.csv, so small and large
     photos in their proportions), batches come from the pass's own loader (same workers, same batch size)
     into the same graph with no accumulator, then the same batches decoded beforehand go through it alone;
-    the two by turns, `rounds` times each, so both see the machine in the same minutes. The first batch of
+    the two by turns, `rounds` times each, and the factor is the median of the rounds' ratios (each pair of
+    runs sees the machine in the same minute; the machine's speed drifts between them). The first batch of
     each run is left out (the loader's start, paid once per shard by the pass). Dividing the interleaved
     forward-only rate by this factor gives the bare decode + forward rate at the stage's own moments.
     """
@@ -146,11 +148,9 @@ def decode_cost(network, dataset: ImageDataset, names: list[str], batch_size: in
     with torch.inference_mode():
         decoded = [batch.images.clone() for batch in subset.batches(batch_size, workers)]
         forward(decoded[0])  # warm-up
-        with_decode = alone = 0.0
-        for _ in range(rounds):
-            with_decode += timed(batch.images for batch in subset.batches(batch_size, workers))
-            alone += timed(iter(decoded))
-    return with_decode / alone, len(subset) - len(decoded[0])
+        ratios = [timed(batch.images for batch in subset.batches(batch_size, workers)) / timed(iter(decoded))
+                  for _ in range(rounds)]
+    return float(np.median(ratios)), len(subset) - len(decoded[0])
 
 
 def _sync(device) -> None:

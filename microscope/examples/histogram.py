@@ -114,7 +114,9 @@ class GridHistogram:
         tried = first[None] + torch.arange(CANDIDATES, device=first.device)[:, None]  # (CANDIDATES, channels)
         fits = ~seen | (_cell(vmax, tried) - _cell(vmin, tried) < self.bins)
         self.faults[LOST] |= ~fits[-1].all()
-        exponent = first + fits.to(torch.int8).argmax(0)  # the first that fits, as the search finds it
+        # The first that fits, as the search finds it: a coarser grid never spans more cells, so the
+        # candidates that do not fit are the ones before it.
+        exponent = first + (~fits).sum(0)
         low = _cell(vmin, exponent)
         cells = self.low[:, None] + torch.arange(self.bins, device=self.low.device)
         remap = torch.div(cells, torch.pow(2, exponent - self.exponent)[:, None], rounding_mode="floor") - low[:, None]
