@@ -71,20 +71,18 @@ class BandSampler:
         """scores: (batch, channels); indices: (batch,) dataset indices (< 2**31).
 
         `locate(rows, channels)` gives the argmax positions of batch rows x channels; it is only
-        asked for the entries that beat their bin's worst keeper.
+        asked for the entries that beat their bin's worst keeper (sync_free: for every entry).
         """
         channels, bins, _ = self.key.shape
         scores = scores.float()
         indices = indices.to(self.key.device)
         remap = self.histogram.update(scores, *torch.aminmax(scores, dim=0))
         key = priorities(self.seed, channels, indices)
-        binned = self.histogram.bin_of(scores)
-        if self.sync_free:  # (in range unless a score was not finite: a fault the histogram noted)
-            binned = binned.clamp_(0, bins - 1)
-        group = torch.arange(channels, device=key.device) * bins + binned
-        if self.sync_free:
-            self._update_every_bin(remap, scores, key, group, locate)
+        binned, first = self.histogram.bin_of(scores), torch.arange(channels, device=key.device) * bins
+        if self.sync_free:  # (bins in range unless a score was not finite: a fault the histogram noted)
+            self._update_every_bin(remap, scores, key, first + binned.clamp_(0, bins - 1), locate)
             return
+        group = first + binned
         if remap is not None:
             self._follow(remap)
         accept = key < self.key.view(channels * bins, -1)[group, -1]  # beats the bin's worst keeper

@@ -52,7 +52,7 @@ class TopExamples:
         """scores: (batch, channels); indices: (batch,) dataset indices.
 
         `locate(rows, channels)` gives the payload (the argmax position) of batch rows x channels; it
-        is only asked for the few entries that make it into the top k.
+        is only asked for the few entries that make it into the top k (sync_free: for every kept one).
         """
         key = torch.cat([self.key, pack(scores.t(), indices[None, :])], dim=1)
         self.key, best = torch.topk(key, self.k, dim=1, sorted=True)
