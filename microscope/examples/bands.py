@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from microscope.examples.histogram import GridHistogram
+from microscope.examples.histogram import GridHistogram, key_counts
 
 # (name, top fraction from, top fraction to): band "1-10%" holds the images ranked in the top 10 %
 # but not in the top 1 %.
@@ -55,6 +55,17 @@ def _pack_payload(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor
 
 def _unpack_payload(payload: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (payload >> 32).to(torch.int32).view(torch.float32), payload & _MASK32
+
+
+def _ranked(group: torch.Tensor, key: torch.Tensor, payload: torch.Tensor, groups: int):
+    """The entries ordered by (group, key) - by key, then stably by group; empty slots sort last in their
+    group - and each one's rank in its group (0: the smallest key). Nothing is read back."""
+    order = torch.sort(key).indices
+    order = order[torch.sort(group[order], stable=True).indices]
+    group, key, payload = group[order], key[order], payload[order]
+    counts = key_counts(group, groups)
+    rank = torch.arange(group.numel(), device=group.device) - (torch.cumsum(counts, 0) - counts)[group]
+    return group, key, payload, rank
 
 
 class BandSampler:
@@ -140,15 +151,10 @@ class BandSampler:
         row = torch.arange(rows, device=key.device)[:, None].expand(rows, channels).reshape(-1)
         channel = torch.arange(channels, device=key.device).expand(rows, channels).reshape(-1)
         payload = _pack_payload(scores.reshape(-1), locate(row, channel))
-        group = torch.cat([moved[:, :, None].expand(-1, -1, per_bin).reshape(-1), group.reshape(-1)])
-        key = torch.cat([self.key.reshape(-1), key.reshape(-1)])
-        payload = torch.cat([self.payload.reshape(-1), payload])
-        order = torch.sort(key).indices
-        order = order[torch.sort(group[order], stable=True).indices]
-        group, key, payload = group[order], key[order], payload[order]
-        ones = torch.ones(1, dtype=torch.int64, device=group.device).expand(group.numel())
-        counts = torch.zeros(channels * bins, dtype=torch.int64, device=group.device).index_add_(0, group, ones)
-        rank = torch.arange(group.numel(), device=group.device) - (torch.cumsum(counts, 0) - counts)[group]
+        group, key, payload, rank = _ranked(
+            torch.cat([moved[:, :, None].expand(-1, -1, per_bin).reshape(-1), group.reshape(-1)]),
+            torch.cat([self.key.reshape(-1), key.reshape(-1)]), torch.cat([self.payload.reshape(-1), payload]),
+            channels * bins)
         # Every bin has its per_bin keepers (empty ones included) among the entries: all its slots are written.
         # What is not kept goes to one slot past the end, dropped.
         slot = torch.where(rank < per_bin, group * per_bin + rank, channels * bins * per_bin)
@@ -166,12 +172,7 @@ class BandSampler:
         group = torch.cat([touched.repeat_interleave(per_bin), group])
         key = torch.cat([slots_key[touched].reshape(-1), key])
         payload = torch.cat([slots_payload[touched].reshape(-1), payload])
-        # Order by (group, key): by key, then stably by group. Empty slots sort last in their group.
-        order = torch.sort(key).indices
-        order = order[torch.sort(group[order], stable=True).indices]
-        group, key, payload = group[order], key[order], payload[order]
-        counts = torch.bincount(group, minlength=channels * bins)
-        rank = torch.arange(group.numel(), device=group.device) - (torch.cumsum(counts, 0) - counts)[group]
+        group, key, payload, rank = _ranked(group, key, payload, channels * bins)
         keep = rank < per_bin
         slots_key[group[keep], rank[keep]] = key[keep]
         slots_payload[group[keep], rank[keep]] = payload[keep]

@@ -99,11 +99,8 @@ class GridHistogram:
         torch.mul(values, scale, out=keys)
         keys = keys.ceil_().add_(shift).view(torch.int32).sub_(_MAGIC_BITS)
         size = self.channels * self.bins
-        if self.sync_free:  # bincount reads the largest key back to size its output
-            keys = keys.reshape(-1).clamp_(0, size - 1)  # in range unless a value was not finite (a fault)
-            ones = torch.ones(1, dtype=torch.int64, device=keys.device).expand(keys.numel())
-            return torch.zeros(size, dtype=torch.int64, device=keys.device).index_add_(0, keys, ones).view(
-                self.channels, self.bins)
+        if self.sync_free:  # in range unless a value was not finite (a fault)
+            return key_counts(keys.reshape(-1).clamp_(0, size - 1), size).view(self.channels, self.bins)
         counts = torch.bincount(keys.reshape(-1), minlength=size)
         return counts.view(self.channels, self.bins)
 
@@ -217,6 +214,13 @@ class GridHistogram:
         device = self.counts.device
         for name in ("exponent", "low", "counts", "vmin", "vmax"):
             setattr(self, name, state[name].to(device))
+
+
+def key_counts(keys: torch.Tensor, size: int) -> torch.Tensor:
+    """(size,) int64 counts of each key in [0, size): bincount without its read-back (it reads the largest
+    key back to size its output), as an index_add_ of ones."""
+    ones = torch.ones(1, dtype=torch.int64, device=keys.device).expand(keys.numel())
+    return torch.zeros(size, dtype=torch.int64, device=keys.device).index_add_(0, keys, ones)
 
 
 def _cell(values: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from microscope.errors import UsageError
 from microscope.examples import thumbs
 from microscope.examples.config import SAMPLE_FIELDS, SummarySettings, identity
 from microscope.examples.stored import is_current
-from microscope.examples.stream import LayerUpdates, Shard, activation_shapes, extracted, new_state
+from microscope.examples.stream import Shard, pass_work
 from microscope.jobs import Job, hash_json, make_job, usable_cpus
 from microscope.store import DatasetIndex, ExamplesResult, PassShard, Store
 from microscope.store.typed import to_json
@@ -249,13 +249,9 @@ def pass_costs(session, plan: PassPlan, samples: int = 8) -> tuple[float, float]
     spread over the dataset). The timed batch is the pass's second: nearly every pair still enters the
     top k, so the CPU's sparse updates cost what they cost early in a pass, somewhat more than later."""
     network, dataset = session.network(), pass_dataset(session, plan)
-    layers, crop, size = list(plan.layers), plan.view[1], plan.batch_size
-    twins = {layer: network.layer(layer).pre_relu for layer in layers}
-    shapes = activation_shapes(network, layers, crop)
-    state = new_state(network, layers, shapes, plan.top_k, plan.summary_settings(), n_images=len(dataset),
-                      labelled=dataset.labels is not None)
-    extractor, update = network.extractor(extracted(network, layers)), LayerUpdates(state, twins, shapes,
-                                                                                   network.device)
+    crop, size = plan.view[1], plan.batch_size
+    extractor, _, update = pass_work(network, list(plan.layers), crop, plan.top_k, plan.summary_settings(),
+                                     len(dataset), dataset.labels is not None)
     try:
         with torch.inference_mode():
             for batch in range(2):

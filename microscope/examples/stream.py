@@ -196,6 +196,16 @@ def activation_shapes(network, layers, size: int) -> dict[str, tuple[int, int, i
             for layer, a in probe.items()}
 
 
+def pass_work(network, layers: list[str], size: int, top_k: int, settings: SummarySettings, n_images: int,
+              labelled: bool) -> tuple[Callable, dict[str, LayerAccumulator], LayerUpdates]:
+    """What a pass does to each batch of `size` px views: its graph (the layers and their twins), fresh
+    accumulators and the updates of all of them (close() it when done)."""
+    twins = {layer: network.layer(layer).pre_relu for layer in layers}
+    shapes = activation_shapes(network, layers, size)
+    state = new_state(network, layers, shapes, top_k, settings, n_images=n_images, labelled=labelled)
+    return network.extractor(extracted(network, layers)), state, LayerUpdates(state, twins, shapes, network.device)
+
+
 def run_shard(network, dataset, shard: Shard, options: PassSettings, store: Store, *,
               views: ViewCache | None = None, report: Callable[[int], None] | None = None) -> PassShard:
     """Run (or finish a checkpointed) pass over the shard; returns its state, also saved at shard.path.
@@ -204,11 +214,8 @@ def run_shard(network, dataset, shard: Shard, options: PassSettings, store: Stor
     its checkpoint (tests use it to interrupt a run).
     """
     layers = list(shard.layers)
-    twins = {layer: network.layer(layer).pre_relu for layer in layers}
-    extractor = network.extractor(extracted(network, layers))
-    shapes = activation_shapes(network, layers, dataset.view.crop)
-    state = new_state(network, layers, shapes, options.top_k, options.settings, n_images=len(dataset),
-                      labelled=dataset.labels is not None)
+    extractor, state, update = pass_work(network, layers, dataset.view.crop, options.top_k, options.settings,
+                                         len(dataset), dataset.labels is not None)
     total = math.ceil((shard.last - shard.first) / options.batch_size)
     done, skipped = 0, []
     saved = store.read(shard.partial, PassShard)
@@ -216,7 +223,6 @@ def run_shard(network, dataset, shard: Shard, options: PassSettings, store: Stor
         done, skipped = saved.info()["batches"], [tuple(item) for item in saved.info()["skipped"]]
         load_state(state, saved)
         log.info("resuming the examples pass after batch %d from %s", done, shard.partial)
-    update = LayerUpdates(state, twins, shapes, network.device)
     late = None if views is None else LateViews(views)
     cuda = network.device.type == "cuda"
     try:
