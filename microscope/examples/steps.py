@@ -4,8 +4,9 @@ the layers of one pass:
 1. `index`: datasets/<fingerprint>/images.json - what image i means;
 2. `pass`: each shard of the images through the network, updating every layer's accumulators,
    checkpointed (stream.py); the result is the shard's state (a PassShard record);
-3. `summary` (per layer, a process each where there are cores): the shards merged exactly, then summary.npz. Only now is the layer's old
-   result given up: result.json goes, pending.json names this pass (patches of another pass go);
+3. `summary` (per layer, a process each where there are cores): the shards merged exactly, then
+   summary.npz. Only now is the layer's old result given up: result.json goes, pending.json names this
+   pass (patches of another pass go);
 4. `patches` (per chunk of images, 64 by default): receptive-field patches of every layer, packed, and the
    thumbnails of the chunk's example images (with their stamps, thumbs.py);
 5. `release`: the pass's decoded views are dropped (before anything is synced to disk);
