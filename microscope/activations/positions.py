@@ -72,6 +72,11 @@ def sampled_vectors(activation: torch.Tensor, indices, settings: SampleSettings)
     host from the indices and copied over, nothing is read back."""
     _, _, height, width = activation.shape
     batch, _, y, x = batch_positions(indices, height, width, settings)
+    return _gathered(activation, batch, y, x)
+
+
+def _gathered(activation: torch.Tensor, batch: np.ndarray, y: np.ndarray, x: np.ndarray) -> torch.Tensor:
+    """activation[batch, :, y, x] for host positions, copied over to the activation's device."""
     where = torch.from_numpy(np.stack([batch, y, x])).to(activation.device, non_blocking=True)
     return activation[where[0], :, where[1], where[2]]
 
@@ -80,5 +85,4 @@ def vectors_of(activation: torch.Tensor, indices: torch.Tensor, settings: Sample
     """A batch's sampled vectors on the host: (vectors (n*P, C) float32, image (n*P,), y, x)."""
     _, _, height, width = activation.shape
     batch, images, y, x = batch_positions(indices.cpu(), height, width, settings)
-    values = activation[torch.from_numpy(batch), :, torch.from_numpy(y), torch.from_numpy(x)]
-    return values.float().cpu().numpy(), images, y, x
+    return _gathered(activation, batch, y, x).float().cpu().numpy(), images, y, x

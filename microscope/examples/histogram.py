@@ -115,11 +115,10 @@ class GridHistogram:
         # candidates that do not fit are the ones before it.
         exponent = first + (~fits).sum(0)
         low = _cell(vmin, exponent)
-        cells = self.low[:, None] + torch.arange(self.bins, device=self.low.device)
-        remap = torch.div(cells, torch.pow(2, exponent - self.exponent)[:, None], rounding_mode="floor") - low[:, None]
-        self.faults[LOST] |= (((remap < 0) | (remap >= self.bins)) & (self.counts > 0)).any()
-        self.counts = torch.zeros_like(self.counts).scatter_add_(1, remap.clamp(0, self.bins - 1), self.counts)
-        self.exponent, self.low, self.vmin, self.vmax = exponent, low, vmin, vmax
+        remap, lost = self._remap(exponent, low)
+        self.faults[LOST] |= lost
+        self._regrid(remap, exponent, low)
+        self.vmin, self.vmax = vmin, vmax
         return remap
 
     def check(self) -> None:
@@ -156,17 +155,23 @@ class GridHistogram:
         self.vmin, self.vmax = vmin, vmax
         if not bool(changed.any()):
             return None
+        remap, lost = self._remap(exponent, low)
+        if bool(lost):
+            raise AssertionError("histogram window lost counts; this is a bug")
+        self._regrid(remap, exponent, low)
+        return remap
+
+    def _remap(self, exponent: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Old bin -> new bin on the grid (exponent, low), and whether an occupied old bin falls outside it."""
         # Old bin i is grid cell low+i at the old width; at the new width it is cell floor(g / 2**d).
         cells = self.low[:, None] + torch.arange(self.bins, device=self.low.device)
-        factor = torch.pow(2, exponent - self.exponent)[:, None]
-        remap = torch.div(cells, factor, rounding_mode="floor") - low[:, None]
-        occupied = self.counts > 0
-        if bool(((remap < 0) | (remap >= self.bins))[occupied].any()):
-            raise AssertionError("histogram window lost counts; this is a bug")
-        counts = torch.zeros_like(self.counts)
-        counts.scatter_add_(1, remap.clamp(0, self.bins - 1), self.counts)
-        self.counts, self.exponent, self.low = counts, exponent, low
-        return remap
+        remap = torch.div(cells, torch.pow(2, exponent - self.exponent)[:, None], rounding_mode="floor") - low[:, None]
+        return remap, (((remap < 0) | (remap >= self.bins)) & (self.counts > 0)).any()
+
+    def _regrid(self, remap: torch.Tensor, exponent: torch.Tensor, low: torch.Tensor) -> None:
+        """Move the counts to the new grid (each old bin lies inside one new bin)."""
+        self.counts = torch.zeros_like(self.counts).scatter_add_(1, remap.clamp(0, self.bins - 1), self.counts)
+        self.exponent, self.low = exponent, low
 
     def _smallest_exponent(self, vmin: torch.Tensor, vmax: torch.Tensor,
                            at_least: torch.Tensor | None = None) -> torch.Tensor:
